@@ -1,0 +1,22 @@
+//! livedash engine: the data model, sliding-window aggregation and the shard state machine.
+//! Pure computation: no I/O, no clocks (time is always passed in), no async runtime.
+//! Every other crate builds on these types; this crate depends on none of them.
+
+pub mod limits;
+pub mod model;
+pub mod query;
+pub mod routing;
+pub mod shard;
+pub mod validate;
+pub mod window;
+
+mod serde_helpers;
+
+pub use model::{Aggregation, Dashboard, MetricEvent, Tags, Widget, WidgetSpec};
+pub use query::{QueryId, QueryIndex, QueryKey};
+pub use routing::{Routing, partition_for, shard_for};
+pub use shard::{
+    ApplyOutcome, HistoryPoint, IngestStats, Rejection, Shard, ShardConfig, WidgetValue,
+};
+pub use validate::ValidationError;
+pub use window::{SlidingWindow, WindowSpec};

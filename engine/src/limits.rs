@@ -1,0 +1,35 @@
+//! Every limit the engine enforces, in one place, so the API docs and the checks agree.
+//! Changing a value here changes what `validate` accepts; nothing else hard-codes them.
+
+/// Longest metric name, in bytes.
+pub const MAX_METRIC_NAME_BYTES: usize = 256;
+/// Characters allowed in metric names and tag keys besides ASCII letters and digits.
+pub const NAME_PUNCTUATION: &str = "_-.:/";
+/// Human-readable form of the name character set, used in error messages.
+pub const NAME_CHARSET: &str = "ASCII letters, digits and _ - . : /";
+/// Most tags on one event, and most entries in one widget filter.
+pub const MAX_TAGS: usize = 32;
+/// Longest tag key, in bytes.
+pub const MAX_TAG_KEY_BYTES: usize = 128;
+/// Longest tag value, in bytes.
+pub const MAX_TAG_VALUE_BYTES: usize = 256;
+/// Shortest sliding window, in seconds.
+pub const MIN_WINDOW_SECONDS: u64 = 1;
+/// Longest sliding window, in seconds (24 h).
+pub const MAX_WINDOW_SECONDS: u64 = 86_400;
+/// Shortest refresh interval, in seconds.
+pub const MIN_REFRESH_SECONDS: f64 = 0.1;
+/// Longest refresh interval, in seconds (1 h).
+pub const MAX_REFRESH_SECONDS: f64 = 3_600.0;
+/// Longest dashboard name, in characters.
+pub const MAX_DASHBOARD_NAME_CHARS: usize = 200;
+/// Most widgets on one dashboard.
+pub const MAX_WIDGETS_PER_DASHBOARD: usize = 200;
+/// Largest `display_config` of one widget, serialised, in bytes.
+pub const MAX_DISPLAY_CONFIG_BYTES: usize = 16 * 1024;
+/// Largest dashboard `layout`, serialised, in bytes.
+pub const MAX_LAYOUT_BYTES: usize = 64 * 1024;
+/// Default allowed clock skew: events further ahead of the shard's clock are rejected.
+pub const DEFAULT_MAX_SKEW_MS: i64 = 5_000;
+/// Default number of recent values kept per widget for charts drawn on connect.
+pub const DEFAULT_HISTORY_LEN: usize = 300;

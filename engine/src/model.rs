@@ -1,0 +1,150 @@
+//! The wire data model: metric events, widgets and dashboards, with their serde shapes.
+//! Field names are the JSON names of the HTTP API; checks live in `validate`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::serde_helpers;
+
+/// Key-value labels of an event, and the equality filter of a widget.
+pub type Tags = BTreeMap<String, String>;
+
+/// One measurement sent by a producer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricEvent {
+    /// Metric name, e.g. `api.request.latency_ms`.
+    pub metric_name: String,
+    /// The measured value; must be finite.
+    pub value: f64,
+    /// Labels used by widget filters. Values may be given as strings, numbers or booleans.
+    #[serde(default, deserialize_with = "serde_helpers::tags")]
+    pub tags: Tags,
+    /// Event time in milliseconds since the Unix epoch, supplied by the producer.
+    /// Also accepted as an RFC 3339 string such as `2026-11-29T14:00:00.250Z`.
+    #[serde(deserialize_with = "serde_helpers::event_time")]
+    pub event_time: i64,
+}
+
+/// How a widget folds the events of its window into one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Count,
+    P50,
+    P90,
+    P95,
+    P99,
+}
+
+impl Aggregation {
+    /// Every aggregation, in wire order.
+    pub const ALL: [Aggregation; 9] = [
+        Self::Sum,
+        Self::Avg,
+        Self::Min,
+        Self::Max,
+        Self::Count,
+        Self::P50,
+        Self::P90,
+        Self::P95,
+        Self::P99,
+    ];
+
+    /// The quantile in (0, 1] for percentile aggregations, `None` for the others.
+    pub fn quantile(self) -> Option<f64> {
+        match self {
+            Self::P50 => Some(0.50),
+            Self::P90 => Some(0.90),
+            Self::P95 => Some(0.95),
+            Self::P99 => Some(0.99),
+            _ => None,
+        }
+    }
+
+    /// True when the window must keep a histogram for this aggregation.
+    pub fn is_percentile(self) -> bool {
+        self.quantile().is_some()
+    }
+
+    /// The lower-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sum => "sum",
+            Self::Avg => "avg",
+            Self::Min => "min",
+            Self::Max => "max",
+            Self::Count => "count",
+            Self::P50 => "p50",
+            Self::P90 => "p90",
+            Self::P95 => "p95",
+            Self::P99 => "p99",
+        }
+    }
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A widget as a user writes it: everything but the ids the server assigns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WidgetSpec {
+    /// The metric this widget aggregates.
+    pub metric_name: String,
+    /// The aggregation applied over the window.
+    pub aggregation: Aggregation,
+    /// Sliding window length in whole seconds (1 s to 24 h).
+    pub window_seconds: u64,
+    /// How often the value is recomputed and pushed, in seconds (0.1 s to 1 h).
+    pub refresh_interval_seconds: f64,
+    /// Tag equality filter: only events carrying every one of these tags count.
+    #[serde(default, deserialize_with = "serde_helpers::tags")]
+    pub filter: Tags,
+    /// Free-form display options (chart type, colours, thresholds...), a JSON object.
+    #[serde(default)]
+    pub display_config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A widget of a dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Widget {
+    pub widget_id: Uuid,
+    pub dashboard_id: Uuid,
+    #[serde(flatten)]
+    pub spec: WidgetSpec,
+}
+
+impl Widget {
+    /// A widget with a fresh random id.
+    pub fn new(dashboard_id: Uuid, spec: WidgetSpec) -> Self {
+        Self { widget_id: Uuid::new_v4(), dashboard_id, spec }
+    }
+
+    /// The refresh interval in whole milliseconds (at least 1).
+    pub fn refresh_interval_ms(&self) -> i64 {
+        ((self.spec.refresh_interval_seconds * 1000.0).round() as i64).max(1)
+    }
+}
+
+/// A dashboard: a name, a free-form layout and its widgets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dashboard {
+    pub dashboard_id: Uuid,
+    pub name: String,
+    /// Free-form layout (grid positions and sizes), stored as given.
+    #[serde(default)]
+    pub layout: serde_json::Value,
+    #[serde(default)]
+    pub widgets: Vec<Widget>,
+}

@@ -1,0 +1,455 @@
+//! The shard state machine: the windows and widgets one shard owns, driven by three inputs
+//! (events, widget changes, clock ticks) and no I/O. The node feeds it from sockets,
+//! Kafka and timers; tests drive it directly with a synthetic clock.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use hashbrown::HashMap;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::limits::{DEFAULT_HISTORY_LEN, DEFAULT_MAX_SKEW_MS};
+use crate::model::{Aggregation, MetricEvent, Widget};
+use crate::query::{QueryId, QueryIndex, QueryKey};
+use crate::validate::{self, ValidationError};
+
+/// Tunables of a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardConfig {
+    /// Events stamped further than this ahead of the shard clock are rejected.
+    pub max_skew_ms: i64,
+    /// Recent values kept per widget for charts.
+    pub history_len: usize,
+    /// Events older than `max(longest window, min_horizon_ms)` are rejected. The node sets
+    /// this to the longest window of any dashboard so all shards agree.
+    pub min_horizon_ms: i64,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            max_skew_ms: DEFAULT_MAX_SKEW_MS,
+            history_len: DEFAULT_HISTORY_LEN,
+            min_horizon_ms: 300_000,
+        }
+    }
+}
+
+/// Why the shard refused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// Older than the longest window: no window can count it.
+    TooOld,
+    /// Further ahead of the clock than the allowed skew.
+    TooFarAhead,
+}
+
+impl Rejection {
+    /// A reason a producer can act on.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::TooOld => "event_time is older than the longest window; the event cannot count",
+            Self::TooFarAhead => {
+                "event_time is further in the future than the allowed clock skew; check the producer clock"
+            }
+        }
+    }
+}
+
+/// Counters of everything `apply` saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestStats {
+    /// Events accepted (including those no widget watches).
+    pub accepted: u64,
+    /// Accepted events whose metric no query watches.
+    pub unmatched: u64,
+    pub rejected_too_old: u64,
+    pub rejected_too_far_ahead: u64,
+}
+
+/// The result of one `apply`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApplyOutcome {
+    pub accepted: usize,
+    /// Index in the batch and reason, for every refused event.
+    pub rejected: Vec<(usize, Rejection)>,
+}
+
+/// A widget's value at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WidgetValue {
+    pub widget_id: Uuid,
+    /// `None` for an empty window (except `count`).
+    pub value: Option<f64>,
+    /// End of the window (exclusive), epoch ms.
+    pub window_end: i64,
+    /// Newest event time in the window, epoch ms.
+    pub latest_event_time: Option<i64>,
+    /// Events in the window.
+    pub count: u64,
+}
+
+/// `(window_end_ms, value)`: one point of a widget's recent history.
+pub type HistoryPoint = (i64, Option<f64>);
+
+#[derive(Debug)]
+struct WidgetState {
+    widget: Widget,
+    query: QueryId,
+    interval_ms: i64,
+    generation: u64,
+    last: Option<WidgetValue>,
+    history: VecDeque<HistoryPoint>,
+}
+
+impl WidgetState {
+    fn percentile(&self) -> bool {
+        self.widget.spec.aggregation.is_percentile()
+    }
+}
+
+/// The state one shard owns. See the module docs.
+#[derive(Debug)]
+pub struct Shard {
+    config: ShardConfig,
+    queries: QueryIndex,
+    widgets: HashMap<Uuid, WidgetState>,
+    /// Due time, generation, widget: a min-heap of refresh deadlines. Entries whose
+    /// generation no longer matches the widget's are stale and skipped.
+    schedule: BinaryHeap<Reverse<(i64, u64, Uuid)>>,
+    next_generation: u64,
+    /// The shard clock: the largest `now` seen; it never goes back.
+    clock: i64,
+    horizon_ms: i64,
+    stats: IngestStats,
+}
+
+impl Shard {
+    pub fn new(config: ShardConfig) -> Self {
+        let horizon_ms = config.min_horizon_ms;
+        Self {
+            config,
+            queries: QueryIndex::default(),
+            widgets: HashMap::new(),
+            schedule: BinaryHeap::new(),
+            next_generation: 0,
+            clock: i64::MIN,
+            horizon_ms,
+            stats: IngestStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ShardConfig {
+        &self.config
+    }
+
+    fn now(&mut self, now_ms: i64) -> i64 {
+        self.clock = self.clock.max(now_ms);
+        self.clock
+    }
+
+    /// Sets the minimum horizon (see `ShardConfig::min_horizon_ms`).
+    pub fn set_min_horizon_ms(&mut self, ms: i64) {
+        self.config.min_horizon_ms = ms;
+        self.refresh_horizon();
+    }
+
+    fn refresh_horizon(&mut self) {
+        self.horizon_ms = self.queries.longest_window_ms().max(self.config.min_horizon_ms);
+    }
+
+    /// Events older than this many ms before the clock are rejected.
+    pub fn horizon_ms(&self) -> i64 {
+        self.horizon_ms
+    }
+
+    /// Applies one event that already passed `validate::event`.
+    #[inline]
+    pub fn apply_one(&mut self, ev: &MetricEvent, now_ms: i64) -> Result<(), Rejection> {
+        if ev.event_time < now_ms.saturating_sub(self.horizon_ms) {
+            self.stats.rejected_too_old += 1;
+            return Err(Rejection::TooOld);
+        }
+        if ev.event_time > now_ms.saturating_add(self.config.max_skew_ms) {
+            self.stats.rejected_too_far_ahead += 1;
+            return Err(Rejection::TooFarAhead);
+        }
+        self.stats.accepted += 1;
+        let counted = self.queries.insert(&ev.metric_name, &ev.tags, ev.event_time, ev.value, now_ms);
+        if counted == 0 {
+            self.stats.unmatched += 1;
+        }
+        Ok(())
+    }
+
+    /// Applies a batch of validated events at clock `now_ms`.
+    pub fn apply(&mut self, events: &[MetricEvent], now_ms: i64) -> ApplyOutcome {
+        let now = self.now(now_ms);
+        let mut outcome = ApplyOutcome::default();
+        for (i, ev) in events.iter().enumerate() {
+            match self.apply_one(ev, now) {
+                Ok(()) => outcome.accepted += 1,
+                Err(r) => outcome.rejected.push((i, r)),
+            }
+        }
+        outcome
+    }
+
+    /// Adds a widget, or changes it if its id exists. A widget whose query (metric,
+    /// filter, window) already exists starts from that query's state; otherwise it
+    /// starts empty. Changing the query or the aggregation clears its history.
+    pub fn upsert_widget(&mut self, widget: Widget, now_ms: i64) -> Result<(), ValidationError> {
+        validate::widget(&widget.spec)?;
+        let now = self.now(now_ms);
+        let key = QueryKey::of(&widget.spec);
+        let percentile = widget.spec.aggregation.is_percentile();
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let interval_ms = widget.refresh_interval_ms();
+        let id = widget.widget_id;
+        match self.widgets.get_mut(&id) {
+            Some(state) => {
+                let old_key = QueryKey::of(&state.widget.spec);
+                let was_percentile = state.percentile();
+                let query_changed = old_key != key;
+                if query_changed {
+                    let new_query = self.queries.acquire(key, percentile, now, self.config.max_skew_ms);
+                    self.queries.release(state.query, was_percentile);
+                    state.query = new_query;
+                } else {
+                    self.queries.set_percentile(state.query, was_percentile, percentile);
+                }
+                if query_changed || state.widget.spec.aggregation != widget.spec.aggregation {
+                    state.history.clear();
+                    state.last = None;
+                }
+                state.widget = widget;
+                state.interval_ms = interval_ms;
+                state.generation = generation;
+            }
+            None => {
+                let query = self.queries.acquire(key, percentile, now, self.config.max_skew_ms);
+                self.widgets.insert(
+                    id,
+                    WidgetState {
+                        widget,
+                        query,
+                        interval_ms,
+                        generation,
+                        last: None,
+                        history: VecDeque::with_capacity(self.config.history_len.min(64)),
+                    },
+                );
+            }
+        }
+        self.schedule.push(Reverse((now, generation, id)));
+        self.refresh_horizon();
+        Ok(())
+    }
+
+    /// Removes a widget; returns false if it was not here.
+    pub fn remove_widget(&mut self, widget_id: &Uuid) -> bool {
+        let Some(state) = self.widgets.remove(widget_id) else { return false };
+        self.queries.release(state.query, state.percentile());
+        self.refresh_horizon();
+        true
+    }
+
+    /// Ids of the widgets on this shard.
+    pub fn widget_ids(&self) -> impl Iterator<Item = &Uuid> {
+        self.widgets.keys()
+    }
+
+    /// The widget definition, if present.
+    pub fn widget(&self, widget_id: &Uuid) -> Option<&Widget> {
+        self.widgets.get(widget_id).map(|s| &s.widget)
+    }
+
+    fn compute(queries: &mut QueryIndex, state: &WidgetState, now: i64) -> Option<WidgetValue> {
+        let query = queries.get_mut(state.query)?;
+        query.window.advance(now);
+        let fold = query.window.fold();
+        Some(WidgetValue {
+            widget_id: state.widget.widget_id,
+            value: query.window.value(state.widget.spec.aggregation, &fold),
+            window_end: query.window.window_end(),
+            latest_event_time: fold.latest,
+            count: query.window.count(),
+        })
+    }
+
+    /// Runs every refresh that is due at `now_ms`; returns the values that changed since
+    /// the widget's previous refresh (every widget's first refresh counts as a change).
+    pub fn tick(&mut self, now_ms: i64) -> Vec<WidgetValue> {
+        let now = self.now(now_ms);
+        let mut changed = Vec::new();
+        while let Some(&Reverse((due, generation, id))) = self.schedule.peek() {
+            if due > now {
+                break;
+            }
+            self.schedule.pop();
+            let Some(state) = self.widgets.get_mut(&id) else { continue };
+            if state.generation != generation {
+                continue;
+            }
+            let Some(value) = Self::compute(&mut self.queries, state, now) else { continue };
+            if state.history.len() >= self.config.history_len {
+                state.history.pop_front();
+            }
+            if self.config.history_len > 0 {
+                state.history.push_back((value.window_end, value.value));
+            }
+            let differs = state.last.as_ref().is_none_or(|last| {
+                last.value.map(f64::to_bits) != value.value.map(f64::to_bits)
+                    || last.latest_event_time != value.latest_event_time
+            });
+            if differs {
+                changed.push(value.clone());
+            }
+            state.last = Some(value);
+            // Refreshes fall on multiples of the interval so widgets sharing an interval
+            // refresh together; a shard that fell behind skips missed slots.
+            let next = (now.div_euclid(state.interval_ms) + 1) * state.interval_ms;
+            self.schedule.push(Reverse((next, generation, id)));
+        }
+        changed
+    }
+
+    /// The value of a widget at `now_ms`, computed on demand (history is untouched).
+    pub fn value(&mut self, widget_id: &Uuid, now_ms: i64) -> Option<WidgetValue> {
+        let now = self.now(now_ms);
+        let state = self.widgets.get(widget_id)?;
+        Self::compute(&mut self.queries, state, now)
+    }
+
+    /// The last value pushed for a widget, if it has refreshed at least once.
+    pub fn last_value(&self, widget_id: &Uuid) -> Option<&WidgetValue> {
+        self.widgets.get(widget_id)?.last.as_ref()
+    }
+
+    /// Recent `(window_end, value)` points of a widget, oldest first.
+    pub fn history(&self, widget_id: &Uuid) -> Option<&VecDeque<HistoryPoint>> {
+        self.widgets.get(widget_id).map(|s| &s.history)
+    }
+
+    /// Earliest refresh deadline, for the caller's timer.
+    pub fn next_due(&self) -> Option<i64> {
+        self.schedule.peek().map(|Reverse((due, _, _))| *due)
+    }
+
+    pub fn stats(&self) -> IngestStats {
+        self.stats
+    }
+
+    pub fn widget_count(&self) -> usize {
+        self.widgets.len()
+    }
+
+    pub fn query_count(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// Heap bytes held by window state.
+    pub fn window_heap_bytes(&self) -> usize {
+        self.queries.heap_bytes()
+    }
+
+    /// Aggregations in use, for diagnostics.
+    pub fn aggregations(&self) -> impl Iterator<Item = Aggregation> + '_ {
+        self.widgets.values().map(|s| s.widget.spec.aggregation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Tags, WidgetSpec};
+
+    fn widget(metric: &str, agg: Aggregation, window: u64, refresh: f64) -> Widget {
+        Widget::new(
+            Uuid::nil(),
+            WidgetSpec {
+                metric_name: metric.into(),
+                aggregation: agg,
+                window_seconds: window,
+                refresh_interval_seconds: refresh,
+                filter: Tags::new(),
+                display_config: Default::default(),
+            },
+        )
+    }
+
+    fn ev(metric: &str, value: f64, t: i64) -> MetricEvent {
+        MetricEvent { metric_name: metric.into(), value, tags: Tags::new(), event_time: t }
+    }
+
+    #[test]
+    fn rejects_and_counts_by_reason() {
+        let mut s = Shard::new(ShardConfig::default());
+        let w = widget("m", Aggregation::Sum, 600, 1.0);
+        s.upsert_widget(w, 1_000_000).unwrap();
+        assert_eq!(s.horizon_ms(), 600_000);
+        let out = s.apply(
+            &[ev("m", 1.0, 1_000_000), ev("m", 1.0, 399_999), ev("m", 1.0, 1_005_001), ev("x", 2.0, 1_000_000)],
+            1_000_000,
+        );
+        assert_eq!(out.accepted, 2);
+        assert_eq!(out.rejected, vec![(1, Rejection::TooOld), (2, Rejection::TooFarAhead)]);
+        let st = s.stats();
+        assert_eq!((st.accepted, st.unmatched, st.rejected_too_old, st.rejected_too_far_ahead), (2, 1, 1, 1));
+    }
+
+    #[test]
+    fn tick_pushes_changes_only_and_keeps_history() {
+        let mut s = Shard::new(ShardConfig { history_len: 3, ..ShardConfig::default() });
+        let w = widget("m", Aggregation::Max, 60, 0.5);
+        let id = w.widget_id;
+        s.upsert_widget(w, 10_000).unwrap();
+        let first = s.tick(10_000);
+        assert_eq!(first.len(), 1, "the first refresh always reports");
+        assert_eq!(first[0].value, None);
+        assert_eq!(s.next_due(), Some(10_500));
+        assert!(s.tick(10_499).is_empty());
+        assert!(s.tick(10_500).is_empty(), "still empty: nothing changed");
+        s.apply(&[ev("m", 3.0, 10_600)], 10_600);
+        let up = s.tick(11_000);
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].value, Some(3.0));
+        assert_eq!(up[0].latest_event_time, Some(10_600));
+        s.tick(11_500);
+        let h: Vec<_> = s.history(&id).unwrap().iter().copied().collect();
+        assert_eq!(h, vec![(11_000, None), (12_000, Some(3.0)), (12_000, Some(3.0))]);
+        // Far behind: missed refreshes are skipped, not replayed.
+        assert_eq!(s.tick(100_000).len(), 1, "the value slid out of the window");
+        assert_eq!(s.next_due(), Some(100_500));
+    }
+
+    #[test]
+    fn shared_query_and_updates() {
+        let mut s = Shard::new(ShardConfig::default());
+        let a = widget("m", Aggregation::Sum, 60, 1.0);
+        let mut b = widget("m", Aggregation::Count, 60, 1.0);
+        s.upsert_widget(a.clone(), 0).unwrap();
+        s.apply(&[ev("m", 2.0, 0), ev("m", 5.0, 1)], 1);
+        s.upsert_widget(b.clone(), 2).unwrap();
+        assert_eq!(s.query_count(), 1);
+        assert_eq!(s.value(&b.widget_id, 2).unwrap().value, Some(2.0), "b shares a's window");
+        b.spec.window_seconds = 30;
+        s.upsert_widget(b.clone(), 3).unwrap();
+        assert_eq!(s.query_count(), 2);
+        assert_eq!(s.value(&b.widget_id, 3).unwrap().value, Some(0.0), "a new query starts empty");
+        b.spec.aggregation = Aggregation::P50;
+        s.upsert_widget(b.clone(), 3).unwrap();
+        s.apply(&[ev("m", 7.0, 4)], 4);
+        assert_eq!(s.value(&b.widget_id, 4).unwrap().value, Some(7.0));
+        assert_eq!(s.value(&a.widget_id, 4).unwrap().value, Some(14.0));
+        assert!(s.remove_widget(&a.widget_id));
+        assert!(!s.remove_widget(&a.widget_id));
+        assert_eq!(s.query_count(), 1);
+        let bad = Widget { spec: WidgetSpec { window_seconds: 0, ..b.spec.clone() }, ..b.clone() };
+        assert_eq!(s.upsert_widget(bad, 5), Err(ValidationError::Window(0)));
+        assert_eq!(s.widget(&b.widget_id).unwrap().spec.window_seconds, 30, "refused edits change nothing");
+    }
+}

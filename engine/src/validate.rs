@@ -1,0 +1,267 @@
+//! Validation of everything a user sends, with one typed error per rejection reason.
+//! Messages say what was wrong and what is allowed, so a user can act on them.
+
+use crate::limits::*;
+use crate::model::{Dashboard, MetricEvent, Tags, WidgetSpec};
+
+/// Why an event, widget or dashboard was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("{field} must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field} is {len} bytes long; at most {max} are allowed")]
+    TooLong { field: &'static str, len: usize, max: usize },
+    #[error("{field} contains {ch:?} at byte {at}; allowed are {NAME_CHARSET}")]
+    BadNameChar { field: &'static str, ch: char, at: usize },
+    #[error("{field} contains a control character at byte {at}")]
+    ControlChar { field: &'static str, at: usize },
+    #[error("{field} has {count} entries; at most {max} are allowed")]
+    TooMany { field: &'static str, count: usize, max: usize },
+    #[error("value must be a finite number, got {0}")]
+    NonFiniteValue(f64),
+    #[error("event_time {0} is before 1970-01-01T00:00:00Z")]
+    NegativeEventTime(i64),
+    #[error(
+        "window_seconds must be a whole number from {MIN_WINDOW_SECONDS} to {MAX_WINDOW_SECONDS} (24 h), got {0}"
+    )]
+    Window(u64),
+    #[error(
+        "refresh_interval_seconds must be from {MIN_REFRESH_SECONDS} to {MAX_REFRESH_SECONDS} (1 h), got {0}"
+    )]
+    Refresh(f64),
+    #[error("{field} must be a JSON object")]
+    NotObject { field: &'static str },
+    #[error("widget {0} appears twice on the dashboard")]
+    DuplicateWidget(uuid::Uuid),
+}
+
+fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), ValidationError> {
+    if text.is_empty() {
+        return Err(ValidationError::Empty { field });
+    }
+    if text.len() > max {
+        return Err(ValidationError::TooLong { field, len: text.len(), max });
+    }
+    Ok(())
+}
+
+/// Checks a metric name or tag key: non-empty, bounded, `NAME_CHARSET` only.
+pub fn name(field: &'static str, text: &str, max: usize) -> Result<(), ValidationError> {
+    check_len(field, text, max)?;
+    let bad = text.bytes().position(|b| !(b.is_ascii_alphanumeric() || NAME_PUNCTUATION.as_bytes().contains(&b)));
+    match bad {
+        None => Ok(()),
+        Some(at) => {
+            let ch = text[at..].chars().next().unwrap_or('\u{fffd}');
+            Err(ValidationError::BadNameChar { field, ch, at })
+        }
+    }
+}
+
+/// Checks free text: non-empty, bounded, without control characters.
+pub fn text(field: &'static str, text: &str, max: usize) -> Result<(), ValidationError> {
+    check_len(field, text, max)?;
+    match text.char_indices().find(|(_, c)| c.is_control()) {
+        None => Ok(()),
+        Some((at, _)) => Err(ValidationError::ControlChar { field, at }),
+    }
+}
+
+/// Checks a metric name.
+pub fn metric_name(metric: &str) -> Result<(), ValidationError> {
+    name("metric_name", metric, MAX_METRIC_NAME_BYTES)
+}
+
+/// Checks a tag map (event tags or a widget filter).
+pub fn tags(field: &'static str, tags: &Tags) -> Result<(), ValidationError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ValidationError::TooMany { field, count: tags.len(), max: MAX_TAGS });
+    }
+    for (key, value) in tags {
+        name("tag key", key, MAX_TAG_KEY_BYTES)?;
+        text("tag value", value, MAX_TAG_VALUE_BYTES)?;
+    }
+    Ok(())
+}
+
+/// Checks the time-independent parts of an event (clock checks happen in the shard).
+pub fn event(ev: &MetricEvent) -> Result<(), ValidationError> {
+    metric_name(&ev.metric_name)?;
+    if !ev.value.is_finite() {
+        return Err(ValidationError::NonFiniteValue(ev.value));
+    }
+    if ev.event_time < 0 {
+        return Err(ValidationError::NegativeEventTime(ev.event_time));
+    }
+    tags("tags", &ev.tags)
+}
+
+/// Checks a widget definition.
+pub fn widget(spec: &WidgetSpec) -> Result<(), ValidationError> {
+    metric_name(&spec.metric_name)?;
+    if !(MIN_WINDOW_SECONDS..=MAX_WINDOW_SECONDS).contains(&spec.window_seconds) {
+        return Err(ValidationError::Window(spec.window_seconds));
+    }
+    let refresh = spec.refresh_interval_seconds;
+    if !(refresh.is_finite() && (MIN_REFRESH_SECONDS..=MAX_REFRESH_SECONDS).contains(&refresh)) {
+        return Err(ValidationError::Refresh(refresh));
+    }
+    tags("filter", &spec.filter)?;
+    let size = serde_json::to_string(&spec.display_config).map_or(usize::MAX, |s| s.len());
+    if size > MAX_DISPLAY_CONFIG_BYTES {
+        return Err(ValidationError::TooLong {
+            field: "display_config",
+            len: size,
+            max: MAX_DISPLAY_CONFIG_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a dashboard name.
+pub fn dashboard_name(name: &str) -> Result<(), ValidationError> {
+    text("name", name, MAX_DASHBOARD_NAME_CHARS * 4)?;
+    let chars = name.chars().count();
+    if chars > MAX_DASHBOARD_NAME_CHARS {
+        return Err(ValidationError::TooLong {
+            field: "name (characters)",
+            len: chars,
+            max: MAX_DASHBOARD_NAME_CHARS,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a dashboard layout: a JSON object (or null) of bounded size.
+pub fn layout(layout: &serde_json::Value) -> Result<(), ValidationError> {
+    if !(layout.is_object() || layout.is_null()) {
+        return Err(ValidationError::NotObject { field: "layout" });
+    }
+    let size = serde_json::to_string(layout).map_or(usize::MAX, |s| s.len());
+    if size > MAX_LAYOUT_BYTES {
+        return Err(ValidationError::TooLong { field: "layout", len: size, max: MAX_LAYOUT_BYTES });
+    }
+    Ok(())
+}
+
+/// Checks a whole dashboard: name, layout, widget count, each widget, unique ids.
+pub fn dashboard(d: &Dashboard) -> Result<(), ValidationError> {
+    dashboard_name(&d.name)?;
+    layout(&d.layout)?;
+    if d.widgets.len() > MAX_WIDGETS_PER_DASHBOARD {
+        return Err(ValidationError::TooMany {
+            field: "widgets",
+            count: d.widgets.len(),
+            max: MAX_WIDGETS_PER_DASHBOARD,
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(d.widgets.len());
+    for w in &d.widgets {
+        widget(&w.spec)?;
+        if !seen.insert(w.widget_id) {
+            return Err(ValidationError::DuplicateWidget(w.widget_id));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Aggregation;
+
+    fn spec() -> WidgetSpec {
+        WidgetSpec {
+            metric_name: "api.latency_ms".into(),
+            aggregation: Aggregation::P99,
+            window_seconds: 60,
+            refresh_interval_seconds: 1.0,
+            filter: Tags::new(),
+            display_config: Default::default(),
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(metric_name("api.request.latency_ms").is_ok());
+        assert!(metric_name("host-1/cpu:user").is_ok());
+        assert_eq!(metric_name(""), Err(ValidationError::Empty { field: "metric_name" }));
+        let long = "a".repeat(MAX_METRIC_NAME_BYTES + 1);
+        assert!(matches!(metric_name(&long), Err(ValidationError::TooLong { len: 257, .. })));
+        assert_eq!(
+            metric_name("cpu load"),
+            Err(ValidationError::BadNameChar { field: "metric_name", ch: ' ', at: 3 })
+        );
+        assert_eq!(
+            metric_name("tempé"),
+            Err(ValidationError::BadNameChar { field: "metric_name", ch: 'é', at: 4 })
+        );
+        let msg = metric_name("a b").unwrap_err().to_string();
+        assert!(msg.contains("allowed are ASCII letters"), "{msg}");
+    }
+
+    #[test]
+    fn events() {
+        let mut ev = MetricEvent {
+            metric_name: "m".into(),
+            value: 1.0,
+            tags: Tags::new(),
+            event_time: 0,
+        };
+        assert!(event(&ev).is_ok());
+        ev.value = f64::NAN;
+        assert!(matches!(event(&ev), Err(ValidationError::NonFiniteValue(_))));
+        ev.value = 1.0;
+        ev.event_time = -1;
+        assert_eq!(event(&ev), Err(ValidationError::NegativeEventTime(-1)));
+        ev.event_time = 5;
+        for i in 0..=MAX_TAGS {
+            ev.tags.insert(format!("k{i}"), "v".into());
+        }
+        assert!(matches!(event(&ev), Err(ValidationError::TooMany { count: 33, .. })));
+        ev.tags = Tags::from([("host".into(), "a\nb".into())]);
+        assert_eq!(event(&ev), Err(ValidationError::ControlChar { field: "tag value", at: 1 }));
+        ev.tags = Tags::from([("".into(), "x".into())]);
+        assert_eq!(event(&ev), Err(ValidationError::Empty { field: "tag key" }));
+    }
+
+    #[test]
+    fn widgets() {
+        assert!(widget(&spec()).is_ok());
+        for (w, ok) in [(0, false), (1, true), (86_400, true), (86_401, false)] {
+            let s = WidgetSpec { window_seconds: w, ..spec() };
+            assert_eq!(widget(&s).is_ok(), ok, "window {w}");
+        }
+        for (r, ok) in [(0.05, false), (0.1, true), (3600.0, true), (3600.5, false), (f64::NAN, false)]
+        {
+            let s = WidgetSpec { refresh_interval_seconds: r, ..spec() };
+            assert_eq!(widget(&s).is_ok(), ok, "refresh {r}");
+        }
+        let mut s = spec();
+        s.display_config.insert("x".into(), "y".repeat(MAX_DISPLAY_CONFIG_BYTES).into());
+        assert!(matches!(widget(&s), Err(ValidationError::TooLong { field: "display_config", .. })));
+    }
+
+    #[test]
+    fn dashboards() {
+        let id = uuid::Uuid::new_v4();
+        let w = crate::model::Widget::new(id, spec());
+        let mut d = Dashboard {
+            dashboard_id: id,
+            name: "Checkout".into(),
+            layout: serde_json::json!({"cols": 12}),
+            widgets: vec![w.clone()],
+        };
+        assert!(dashboard(&d).is_ok());
+        d.widgets.push(w.clone());
+        assert_eq!(dashboard(&d), Err(ValidationError::DuplicateWidget(w.widget_id)));
+        d.widgets.pop();
+        d.layout = serde_json::json!([1, 2]);
+        assert_eq!(dashboard(&d), Err(ValidationError::NotObject { field: "layout" }));
+        d.layout = serde_json::Value::Null;
+        d.name = "é".repeat(MAX_DASHBOARD_NAME_CHARS + 1);
+        assert!(matches!(dashboard(&d), Err(ValidationError::TooLong { .. })));
+        d.name = String::new();
+        assert_eq!(dashboard(&d), Err(ValidationError::Empty { field: "name" }));
+    }
+}

@@ -1,0 +1,301 @@
+//! A log-linear (HDR-style) histogram over f64 values with subtract-on-evict support.
+//! Buckets come straight from the float's bits: the exponent plus the top 6 mantissa bits,
+//! so each bucket is 1/64 of an octave wide and its midpoint is within 1/128 of any member.
+
+use hashbrown::HashMap;
+
+/// Mantissa bits kept in a bucket key: 64 buckets per power of two.
+const SUB_BUCKET_BITS: u32 = 6;
+const SHIFT: u32 = 52 - SUB_BUCKET_BITS;
+/// Largest relative error of a reported quantile against the exact nearest-rank value
+/// (half a bucket width), for normal (non-subnormal) values.
+pub const BUCKET_RELATIVE_ERROR: f64 = 1.0 / (1u64 << (SUB_BUCKET_BITS + 1)) as f64;
+
+/// Pane-local key: magnitude bucket, with a sign bit above it; `ZERO_KEY` for zero.
+const NEG_FLAG: u32 = 1 << 17;
+const ZERO_KEY: u32 = 1 << 18;
+/// A pane keeps its buckets in a short list until this many, then in a hash map.
+const SMALL_PANE_BUCKETS: usize = 16;
+
+#[inline]
+fn magnitude_key(abs: f64) -> u32 {
+    (abs.to_bits() >> SHIFT) as u32
+}
+
+#[inline]
+fn pane_key(value: f64) -> u32 {
+    if value > 0.0 {
+        magnitude_key(value)
+    } else if value < 0.0 {
+        magnitude_key(-value) | NEG_FLAG
+    } else {
+        ZERO_KEY
+    }
+}
+
+/// The midpoint of a magnitude bucket.
+fn representative(key: u32) -> f64 {
+    let lo = f64::from_bits(u64::from(key) << SHIFT);
+    let hi = f64::from_bits(u64::from(key + 1) << SHIFT);
+    if hi.is_finite() { lo + (hi - lo) / 2.0 } else { lo }
+}
+
+/// Contiguous counts over a range of magnitude keys.
+#[derive(Debug, Clone, Default)]
+struct DenseStore {
+    offset: u32,
+    counts: Vec<u64>,
+}
+
+impl DenseStore {
+    #[inline]
+    fn add(&mut self, key: u32, n: u64) {
+        if self.counts.is_empty() {
+            self.offset = key;
+            self.counts.push(n);
+            return;
+        }
+        if key < self.offset {
+            let grow = (self.offset - key) as usize;
+            let margin = grow.max(self.counts.len() / 2).min(self.offset as usize);
+            let mut counts = vec![0; margin + self.counts.len()];
+            counts[margin..].copy_from_slice(&self.counts);
+            self.counts = counts;
+            self.offset -= margin as u32;
+        }
+        let at = (key - self.offset) as usize;
+        if at >= self.counts.len() {
+            let len = (at + 1).max(self.counts.len() + self.counts.len() / 2);
+            self.counts.resize(len, 0);
+        }
+        self.counts[at] += n;
+    }
+
+    #[inline]
+    fn sub(&mut self, key: u32, n: u64) {
+        let at = key.wrapping_sub(self.offset) as usize;
+        if let Some(c) = self.counts.get_mut(at) {
+            debug_assert!(*c >= n, "histogram count underflow");
+            *c = c.saturating_sub(n);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.counts = Vec::new();
+        self.offset = 0;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * size_of::<u64>()
+    }
+}
+
+/// The buckets one pane added, so they can be taken out again when it is evicted.
+#[derive(Debug, Clone)]
+enum PaneCounts {
+    Small(Vec<(u32, u64)>),
+    Large(HashMap<u32, u64>),
+}
+
+impl Default for PaneCounts {
+    fn default() -> Self {
+        Self::Small(Vec::new())
+    }
+}
+
+impl PaneCounts {
+    #[inline]
+    fn add(&mut self, key: u32) {
+        match self {
+            Self::Small(list) => {
+                if let Some(entry) = list.iter_mut().find(|e| e.0 == key) {
+                    entry.1 += 1;
+                } else if list.len() < SMALL_PANE_BUCKETS {
+                    list.push((key, 1));
+                } else {
+                    let mut map: HashMap<u32, u64> = list.drain(..).collect();
+                    map.insert(key, 1);
+                    *self = Self::Large(map);
+                }
+            }
+            Self::Large(map) => *map.entry(key).or_insert(0) += 1,
+        }
+    }
+
+    fn drain(&mut self, mut f: impl FnMut(u32, u64)) {
+        match self {
+            Self::Small(list) => list.drain(..).for_each(|(k, n)| f(k, n)),
+            Self::Large(map) => {
+                map.drain().for_each(|(k, n)| f(k, n));
+                // Keep big maps from pinning memory in quiet panes.
+                if map.capacity() > 256 {
+                    *self = Self::default();
+                }
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Self::Small(list) => list.capacity() * size_of::<(u32, u64)>(),
+            Self::Large(map) => map.allocation_size(),
+        }
+    }
+}
+
+/// Window-wide value distribution plus the per-pane bucket lists to evict with.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    positive: DenseStore,
+    negative: DenseStore,
+    zeros: u64,
+    total: u64,
+    panes: Box<[PaneCounts]>,
+}
+
+impl Histogram {
+    /// An empty histogram for a ring of `slots` panes.
+    pub fn new(slots: usize) -> Self {
+        Self {
+            positive: DenseStore::default(),
+            negative: DenseStore::default(),
+            zeros: 0,
+            total: 0,
+            panes: (0..slots).map(|_| PaneCounts::default()).collect(),
+        }
+    }
+
+    fn apply(&mut self, key: u32, n: u64, add: bool) {
+        let store = if key == ZERO_KEY {
+            if add { self.zeros += n } else { self.zeros -= n }
+            None
+        } else if key & NEG_FLAG != 0 {
+            Some((&mut self.negative, key & !NEG_FLAG))
+        } else {
+            Some((&mut self.positive, key))
+        };
+        if let Some((store, k)) = store {
+            if add { store.add(k, n) } else { store.sub(k, n) }
+        }
+        if add { self.total += n } else { self.total -= n }
+    }
+
+    /// Records `value` into ring slot `slot`.
+    #[inline]
+    pub fn record(&mut self, slot: usize, value: f64) {
+        let key = pane_key(value);
+        self.panes[slot].add(key);
+        self.apply(key, 1, true);
+    }
+
+    /// Removes everything slot `slot` recorded.
+    pub fn evict(&mut self, slot: usize) {
+        let mut pane = std::mem::take(&mut self.panes[slot]);
+        pane.drain(|key, n| self.apply(key, n, false));
+        self.panes[slot] = pane;
+        if self.total == 0 {
+            self.positive.clear();
+            self.negative.clear();
+        }
+    }
+
+    /// Number of values recorded and not evicted.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// True when nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The nearest-rank `q`-quantile (the value at rank `ceil(q * n)`), as a bucket
+    /// midpoint within `BUCKET_RELATIVE_ERROR` of the exact value; `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0u64;
+        let neg = &self.negative;
+        for (i, &c) in neg.counts.iter().enumerate().rev() {
+            seen += c;
+            if seen >= rank {
+                return Some(-representative(neg.offset + i as u32));
+            }
+        }
+        seen += self.zeros;
+        if seen >= rank {
+            return Some(0.0);
+        }
+        let pos = &self.positive;
+        for (i, &c) in pos.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(representative(pos.offset + i as u32));
+            }
+        }
+        None
+    }
+
+    /// Heap bytes held (stores plus pane lists).
+    pub fn heap_bytes(&self) -> usize {
+        self.positive.heap_bytes()
+            + self.negative.heap_bytes()
+            + self.panes.len() * size_of::<PaneCounts>()
+            + self.panes.iter().map(PaneCounts::heap_bytes).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nearest_rank(values: &mut [f64], q: f64) -> f64 {
+        values.sort_by(f64::total_cmp);
+        let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+        values[rank - 1]
+    }
+
+    #[test]
+    fn buckets_are_within_error_bound() {
+        for &v in &[1e-300, 1e-9, 0.001, 0.5, 1.0, 1.0078125, 3.0, 1234.5678, 9.9e12, 1e300] {
+            let r = representative(magnitude_key(v));
+            assert!(((r - v) / v).abs() <= BUCKET_RELATIVE_ERROR, "{v} -> {r}");
+        }
+        assert!(BUCKET_RELATIVE_ERROR <= 0.01);
+    }
+
+    #[test]
+    fn quantiles_of_mixed_signs() {
+        let mut h = Histogram::new(4);
+        let mut values = vec![];
+        for i in -50i32..=50 {
+            let v = f64::from(i) * 1.7;
+            h.record((i.rem_euclid(4)) as usize, v);
+            values.push(v);
+        }
+        for q in [0.01, 0.25, 0.5, 0.9, 0.99, 1.0] {
+            let exact = nearest_rank(&mut values, q);
+            let got = h.quantile(q).unwrap();
+            assert!((got - exact).abs() <= exact.abs() * BUCKET_RELATIVE_ERROR, "q{q} {got} vs {exact}");
+        }
+    }
+
+    #[test]
+    fn evict_removes_a_panes_values() {
+        let mut h = Histogram::new(2);
+        for i in 0..100 {
+            h.record(0, f64::from(i));
+        }
+        h.record(1, 5000.0);
+        assert_eq!(h.len(), 101);
+        h.evict(0);
+        assert_eq!(h.len(), 1);
+        let p = h.quantile(0.5).unwrap();
+        assert!((p - 5000.0).abs() <= 5000.0 * BUCKET_RELATIVE_ERROR);
+        h.evict(1);
+        assert_eq!(h.quantile(0.5), None);
+        assert!(h.is_empty());
+    }
+}

@@ -1,0 +1,13 @@
+//! Sliding windows over event time: a ring of fixed-width panes per query.
+//! `spec` picks pane widths, `sliding` is the ring, `histogram` backs percentiles,
+//! `compensated` keeps subtract-on-evict sums accurate.
+
+mod compensated;
+mod histogram;
+mod pane;
+mod sliding;
+mod spec;
+
+pub use histogram::{BUCKET_RELATIVE_ERROR, Histogram};
+pub use sliding::{InsertOutcome, SlidingWindow};
+pub use spec::WindowSpec;
