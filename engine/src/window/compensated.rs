@@ -9,6 +9,26 @@ pub(crate) struct CompensatedSum {
 }
 
 impl CompensatedSum {
+    pub(crate) const ZERO: CompensatedSum = CompensatedSum { sum: 0.0, compensation: 0.0 };
+
+    pub(crate) fn of(x: f64) -> Self {
+        Self { sum: x, compensation: 0.0 }
+    }
+
+    /// Adds another compensated sum, both of its parts.
+    pub(crate) fn add_sum(&mut self, other: &CompensatedSum) {
+        self.add(other.sum);
+        self.add(other.compensation);
+    }
+
+    /// Subtracts another compensated sum, both of its parts, so that taking out what was
+    /// put in leaves no residue.
+    pub(crate) fn sub_sum(&mut self, other: &CompensatedSum) {
+        self.add(-other.sum);
+        self.add(-other.compensation);
+    }
+
+    #[inline]
     pub(crate) fn add(&mut self, x: f64) {
         let t = self.sum + x;
         if self.sum.abs() >= x.abs() {

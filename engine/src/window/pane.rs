@@ -1,6 +1,8 @@
 //! One pane: the summary of every event whose time falls in one fixed-width interval.
 //! Panes are plain copyable structs so a ring of them is one contiguous allocation.
 
+use super::compensated::CompensatedSum;
+
 /// Marks a ring slot that holds no live pane.
 pub(crate) const EMPTY: i64 = i64::MIN;
 
@@ -10,7 +12,7 @@ pub(crate) struct Pane {
     /// Pane number (`event_time.div_euclid(pane_ms)`), or `EMPTY`.
     pub index: i64,
     pub count: u64,
-    pub sum: f64,
+    pub sum: CompensatedSum,
     pub min: f64,
     pub max: f64,
     /// Newest event time in the pane, in epoch milliseconds.
@@ -21,7 +23,7 @@ impl Pane {
     pub(crate) const VACANT: Pane = Pane {
         index: EMPTY,
         count: 0,
-        sum: 0.0,
+        sum: CompensatedSum::ZERO,
         min: f64::INFINITY,
         max: f64::NEG_INFINITY,
         latest: i64::MIN,
@@ -30,13 +32,13 @@ impl Pane {
     /// Starts pane `index` with one event.
     #[inline]
     pub(crate) fn start(index: i64, time: i64, value: f64) -> Pane {
-        Pane { index, count: 1, sum: value, min: value, max: value, latest: time }
+        Pane { index, count: 1, sum: CompensatedSum::of(value), min: value, max: value, latest: time }
     }
 
     #[inline]
     pub(crate) fn add(&mut self, time: i64, value: f64) {
         self.count += 1;
-        self.sum += value;
+        self.sum.add(value);
         self.min = self.min.min(value);
         self.max = self.max.max(value);
         self.latest = self.latest.max(time);

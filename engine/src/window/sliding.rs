@@ -127,7 +127,7 @@ impl SlidingWindow {
     fn evict(&mut self, slot: usize) {
         let pane = std::mem::replace(&mut self.panes[slot], Pane::VACANT);
         self.count -= pane.count;
-        self.sum.add(-pane.sum);
+        self.sum.sub_sum(&pane.sum);
         if let Some(h) = self.histogram.as_mut() {
             h.evict(slot);
         }
@@ -138,7 +138,7 @@ impl SlidingWindow {
             self.evictions_since_refold = 0;
             self.sum = CompensatedSum::default();
             for p in self.panes.iter().filter(|p| p.is_live()) {
-                self.sum.add(p.sum);
+                self.sum.add_sum(&p.sum);
             }
         }
     }
