@@ -1,1 +1,189 @@
-fn main() {}
+//! Window benchmarks, livedash against the original design's sorted-set algorithm (same
+//! events, same refresh schedule, same process):
+//! - `window_ingest/{livedash,sorted_set}/<agg>`: 10,000 series with 5-minute windows at
+//!   10 events/s each; one iteration is one second of traffic (100,000 events, metric-name
+//!   lookup included) followed by the refresh of every widget.
+//! - `window_refresh/{livedash,sorted_set}/<agg>`: one refresh of a query holding a full
+//!   5-minute window at 10,000 events/s (3 million events), eviction included.
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use livedash_bench::sorted_set::SortedSetEngine;
+use livedash_bench::workload::{metric_names, second_of_events, shift, widgets};
+use livedash_engine::{Aggregation, MetricEvent, Shard, ShardConfig};
+
+const SERIES: usize = 10_000;
+const PER_SERIES_PER_S: usize = 10;
+const WINDOW_S: u64 = 300;
+const START_MS: i64 = 1_764_000_000_000;
+const HTTP_BATCH: usize = 1_000;
+const AGGREGATIONS: [Aggregation; 3] = [Aggregation::Sum, Aggregation::Max, Aggregation::P99];
+
+/// Rotating one-second batches; each use moves the batch to the requested second.
+struct Traffic {
+    batches: Vec<(i64, Vec<MetricEvent>)>,
+}
+
+impl Traffic {
+    fn new(names: &[String], per_series: usize) -> Self {
+        let batches = (0..4u64)
+            .map(|i| (START_MS, second_of_events(names, per_series, START_MS, 42 + i)))
+            .collect();
+        Self { batches }
+    }
+
+    fn second(&mut self, second: i64) -> &[MetricEvent] {
+        let start = START_MS + second * 1000;
+        let slot = &mut self.batches[(second % 4) as usize];
+        shift(&mut slot.1, start - slot.0);
+        slot.0 = start;
+        &slot.1
+    }
+}
+
+trait Engine {
+    fn ingest(&mut self, events: &[MetricEvent], now_ms: i64);
+    fn refresh(&mut self, now_ms: i64) -> usize;
+}
+
+impl Engine for Shard {
+    fn ingest(&mut self, events: &[MetricEvent], now_ms: i64) {
+        for chunk in events.chunks(HTTP_BATCH) {
+            self.apply(chunk, now_ms);
+        }
+    }
+
+    fn refresh(&mut self, now_ms: i64) -> usize {
+        self.tick(now_ms).len()
+    }
+}
+
+impl Engine for SortedSetEngine {
+    fn ingest(&mut self, events: &[MetricEvent], now_ms: i64) {
+        for chunk in events.chunks(HTTP_BATCH) {
+            self.apply(chunk, now_ms);
+        }
+    }
+
+    fn refresh(&mut self, now_ms: i64) -> usize {
+        self.refresh_all(now_ms)
+    }
+}
+
+fn livedash(names: &[String], aggregation: Aggregation, window_s: u64) -> Shard {
+    let mut shard = Shard::new(ShardConfig::default());
+    for w in widgets(names, aggregation, window_s) {
+        shard.upsert_widget(w, START_MS).unwrap_or_else(|e| panic!("{e}"));
+    }
+    shard
+}
+
+fn sorted_set(names: &[String], aggregation: Aggregation, window_s: u64) -> SortedSetEngine {
+    let mut engine = SortedSetEngine::default();
+    for name in names {
+        engine.add_query(name, aggregation, window_s);
+    }
+    engine
+}
+
+/// Fills the windows with `WINDOW_S` seconds of traffic (once, when the benchmark is
+/// selected), then times one second of traffic plus one refresh per iteration.
+fn bench_ingest<E: Engine>(
+    c: &mut Group<'_>,
+    id: BenchmarkId,
+    make: impl Fn() -> E,
+    traffic: &mut Traffic,
+) {
+    let mut state: Option<(E, i64)> = None;
+    c.bench_function(id, |b| {
+        let (engine, second) = state.get_or_insert_with(|| prefill(make(), traffic));
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let now = START_MS + (*second + 1) * 1000;
+                let events = traffic.second(*second);
+                let t = Instant::now();
+                engine.ingest(events, now);
+                std::hint::black_box(engine.refresh(now));
+                total += t.elapsed();
+                *second += 1;
+            }
+            total
+        })
+    });
+}
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// Runs `WINDOW_S` seconds of traffic through a new engine; returns it and the next second.
+fn prefill<E: Engine>(mut engine: E, traffic: &mut Traffic) -> (E, i64) {
+    for second in 0..WINDOW_S as i64 {
+        engine.ingest(traffic.second(second), START_MS + (second + 1) * 1000);
+    }
+    (engine, WINDOW_S as i64)
+}
+
+fn window_ingest(c: &mut Criterion) {
+    let names = metric_names(SERIES);
+    let mut traffic = Traffic::new(&names, PER_SERIES_PER_S);
+    let mut group = c.benchmark_group("window_ingest");
+    group.throughput(Throughput::Elements((SERIES * PER_SERIES_PER_S) as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    for agg in AGGREGATIONS {
+        let id = BenchmarkId::new("livedash", agg.as_str());
+        bench_ingest(&mut group, id, || livedash(&names, agg, WINDOW_S), &mut traffic);
+        let id = BenchmarkId::new("sorted_set", agg.as_str());
+        bench_ingest(&mut group, id, || sorted_set(&names, agg, WINDOW_S), &mut traffic);
+    }
+    group.finish();
+}
+
+/// One query, a full 5-minute window at 10,000 events/s; each iteration adds the next
+/// second of events (untimed) and times the refresh that slides the window over it.
+fn bench_refresh<E: Engine>(
+    c: &mut Group<'_>,
+    id: BenchmarkId,
+    make: impl Fn() -> E,
+    traffic: &mut Traffic,
+) {
+    let mut state: Option<(E, i64)> = None;
+    c.bench_function(id, |b| {
+        let (engine, second) = state.get_or_insert_with(|| prefill(make(), traffic));
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let now = START_MS + (*second + 1) * 1000;
+                engine.ingest(traffic.second(*second), now - 1);
+                let t = Instant::now();
+                std::hint::black_box(engine.refresh(now));
+                total += t.elapsed();
+                *second += 1;
+            }
+            total
+        })
+    });
+}
+
+fn window_refresh(c: &mut Criterion) {
+    let names = metric_names(1);
+    let mut traffic = Traffic::new(&names, 10_000);
+    let mut group = c.benchmark_group("window_refresh");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    for agg in AGGREGATIONS {
+        let id = BenchmarkId::new("livedash", agg.as_str());
+        bench_refresh(&mut group, id, || livedash(&names, agg, WINDOW_S), &mut traffic);
+        let id = BenchmarkId::new("sorted_set", agg.as_str());
+        bench_refresh(&mut group, id, || sorted_set(&names, agg, WINDOW_S), &mut traffic);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, window_ingest, window_refresh);
+criterion_main!(benches);

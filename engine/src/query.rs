@@ -2,6 +2,7 @@
 //! A query is (metric, tag filter, window); every widget needing one shares its state.
 
 use hashbrown::HashMap;
+use smallvec::SmallVec;
 
 use crate::model::{Tags, WidgetSpec};
 use crate::window::{InsertOutcome, SlidingWindow, WindowSpec};
@@ -48,7 +49,9 @@ pub struct Query {
 /// All queries of a shard, by key and by metric name.
 #[derive(Debug, Default)]
 pub struct QueryIndex {
-    by_metric: HashMap<Box<str>, Vec<QueryId>>,
+    /// Ids kept inline: most metrics have one or two queries, and the hot path then
+    /// needs no extra pointer chase.
+    by_metric: HashMap<Box<str>, SmallVec<[QueryId; 2]>>,
     by_key: HashMap<QueryKey, QueryId>,
     slots: Vec<Option<Query>>,
     free: Vec<u32>,
@@ -111,7 +114,7 @@ impl QueryIndex {
         self.free.push(id.0);
         self.by_key.remove(&query.key);
         if let Some(ids) = self.by_metric.get_mut(&query.key.metric) {
-            ids.retain(|&i| i != id);
+            ids.retain(|i| *i != id);
             if ids.is_empty() {
                 self.by_metric.remove(&query.key.metric);
             }

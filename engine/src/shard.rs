@@ -2,8 +2,7 @@
 //! (events, widget changes, clock ticks) and no I/O. The node feeds it from sockets,
 //! Kafka and timers; tests drive it directly with a synthetic clock.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use hashbrown::HashMap;
 use serde::Serialize;
@@ -115,10 +114,13 @@ impl WidgetState {
 pub struct Shard {
     config: ShardConfig,
     queries: QueryIndex,
-    widgets: HashMap<Uuid, WidgetState>,
-    /// Due time, generation, widget: a min-heap of refresh deadlines. Entries whose
-    /// generation no longer matches the widget's are stale and skipped.
-    schedule: BinaryHeap<Reverse<(i64, u64, Uuid)>>,
+    /// Widget states in slots, so a refresh walks memory in order.
+    widgets: Vec<Option<WidgetState>>,
+    free_slots: Vec<u32>,
+    slot_of: HashMap<Uuid, u32>,
+    /// Refresh deadlines: due time to (slot, generation). Deadlines are aligned, so
+    /// widgets sharing an interval share one entry. Stale generations are skipped.
+    schedule: BTreeMap<i64, Vec<(u32, u64)>>,
     next_generation: u64,
     /// The shard clock: the largest `now` seen; it never goes back.
     clock: i64,
@@ -132,8 +134,10 @@ impl Shard {
         Self {
             config,
             queries: QueryIndex::default(),
-            widgets: HashMap::new(),
-            schedule: BinaryHeap::new(),
+            widgets: Vec::new(),
+            free_slots: Vec::new(),
+            slot_of: HashMap::new(),
+            schedule: BTreeMap::new(),
             next_generation: 0,
             clock: i64::MIN,
             horizon_ms,
@@ -209,8 +213,9 @@ impl Shard {
         self.next_generation += 1;
         let interval_ms = widget.refresh_interval_ms();
         let id = widget.widget_id;
-        match self.widgets.get_mut(&id) {
-            Some(state) => {
+        let existing = self.slot_of.get(&id).and_then(|&slot| Some((slot, self.widgets.get_mut(slot as usize)?.as_mut()?)));
+        let slot = match existing {
+            Some((slot, state)) => {
                 let old_key = QueryKey::of(&state.widget.spec);
                 let was_percentile = state.percentile();
                 let query_changed = old_key != key;
@@ -228,30 +233,48 @@ impl Shard {
                 state.widget = widget;
                 state.interval_ms = interval_ms;
                 state.generation = generation;
+                slot
             }
             None => {
                 let query = self.queries.acquire(key, percentile, now, self.config.max_skew_ms);
-                self.widgets.insert(
-                    id,
-                    WidgetState {
-                        widget,
-                        query,
-                        interval_ms,
-                        generation,
-                        last: None,
-                        history: VecDeque::with_capacity(self.config.history_len.min(64)),
-                    },
-                );
+                let state = WidgetState {
+                    widget,
+                    query,
+                    interval_ms,
+                    generation,
+                    last: None,
+                    history: VecDeque::with_capacity(self.config.history_len.min(64)),
+                };
+                let slot = match self.free_slots.pop() {
+                    Some(slot) => {
+                        self.widgets[slot as usize] = Some(state);
+                        slot
+                    }
+                    None => {
+                        self.widgets.push(Some(state));
+                        (self.widgets.len() - 1) as u32
+                    }
+                };
+                self.slot_of.insert(id, slot);
+                slot
             }
-        }
-        self.schedule.push(Reverse((now, generation, id)));
+        };
+        self.schedule.entry(now).or_default().push((slot, generation));
         self.refresh_horizon();
         Ok(())
     }
 
+    fn state(&self, widget_id: &Uuid) -> Option<&WidgetState> {
+        self.widgets.get(*self.slot_of.get(widget_id)? as usize)?.as_ref()
+    }
+
     /// Removes a widget; returns false if it was not here.
     pub fn remove_widget(&mut self, widget_id: &Uuid) -> bool {
-        let Some(state) = self.widgets.remove(widget_id) else { return false };
+        let Some(slot) = self.slot_of.remove(widget_id) else { return false };
+        let Some(state) = self.widgets.get_mut(slot as usize).and_then(Option::take) else {
+            return false;
+        };
+        self.free_slots.push(slot);
         self.queries.release(state.query, state.percentile());
         self.refresh_horizon();
         true
@@ -259,12 +282,12 @@ impl Shard {
 
     /// Ids of the widgets on this shard.
     pub fn widget_ids(&self) -> impl Iterator<Item = &Uuid> {
-        self.widgets.keys()
+        self.slot_of.keys()
     }
 
     /// The widget definition, if present.
     pub fn widget(&self, widget_id: &Uuid) -> Option<&Widget> {
-        self.widgets.get(widget_id).map(|s| &s.widget)
+        self.state(widget_id).map(|s| &s.widget)
     }
 
     fn compute(queries: &mut QueryIndex, state: &WidgetState, now: i64) -> Option<WidgetValue> {
@@ -285,34 +308,35 @@ impl Shard {
     pub fn tick(&mut self, now_ms: i64) -> Vec<WidgetValue> {
         let now = self.now(now_ms);
         let mut changed = Vec::new();
-        while let Some(&Reverse((due, generation, id))) = self.schedule.peek() {
-            if due > now {
+        while let Some(entry) = self.schedule.first_entry() {
+            if *entry.key() > now {
                 break;
             }
-            self.schedule.pop();
-            let Some(state) = self.widgets.get_mut(&id) else { continue };
-            if state.generation != generation {
-                continue;
+            for (slot, generation) in entry.remove() {
+                let Some(Some(state)) = self.widgets.get_mut(slot as usize) else { continue };
+                if state.generation != generation {
+                    continue;
+                }
+                let Some(value) = Self::compute(&mut self.queries, state, now) else { continue };
+                if state.history.len() >= self.config.history_len {
+                    state.history.pop_front();
+                }
+                if self.config.history_len > 0 {
+                    state.history.push_back((value.window_end, value.value));
+                }
+                let differs = state.last.as_ref().is_none_or(|last| {
+                    last.value.map(f64::to_bits) != value.value.map(f64::to_bits)
+                        || last.latest_event_time != value.latest_event_time
+                });
+                if differs {
+                    changed.push(value.clone());
+                }
+                state.last = Some(value);
+                // Refreshes fall on multiples of the interval so widgets sharing an
+                // interval refresh together; a shard that fell behind skips missed slots.
+                let next = (now.div_euclid(state.interval_ms) + 1) * state.interval_ms;
+                self.schedule.entry(next).or_default().push((slot, generation));
             }
-            let Some(value) = Self::compute(&mut self.queries, state, now) else { continue };
-            if state.history.len() >= self.config.history_len {
-                state.history.pop_front();
-            }
-            if self.config.history_len > 0 {
-                state.history.push_back((value.window_end, value.value));
-            }
-            let differs = state.last.as_ref().is_none_or(|last| {
-                last.value.map(f64::to_bits) != value.value.map(f64::to_bits)
-                    || last.latest_event_time != value.latest_event_time
-            });
-            if differs {
-                changed.push(value.clone());
-            }
-            state.last = Some(value);
-            // Refreshes fall on multiples of the interval so widgets sharing an interval
-            // refresh together; a shard that fell behind skips missed slots.
-            let next = (now.div_euclid(state.interval_ms) + 1) * state.interval_ms;
-            self.schedule.push(Reverse((next, generation, id)));
         }
         changed
     }
@@ -320,23 +344,24 @@ impl Shard {
     /// The value of a widget at `now_ms`, computed on demand (history is untouched).
     pub fn value(&mut self, widget_id: &Uuid, now_ms: i64) -> Option<WidgetValue> {
         let now = self.now(now_ms);
-        let state = self.widgets.get(widget_id)?;
+        let slot = *self.slot_of.get(widget_id)?;
+        let state = self.widgets.get(slot as usize)?.as_ref()?;
         Self::compute(&mut self.queries, state, now)
     }
 
     /// The last value pushed for a widget, if it has refreshed at least once.
     pub fn last_value(&self, widget_id: &Uuid) -> Option<&WidgetValue> {
-        self.widgets.get(widget_id)?.last.as_ref()
+        self.state(widget_id)?.last.as_ref()
     }
 
     /// Recent `(window_end, value)` points of a widget, oldest first.
     pub fn history(&self, widget_id: &Uuid) -> Option<&VecDeque<HistoryPoint>> {
-        self.widgets.get(widget_id).map(|s| &s.history)
+        self.state(widget_id).map(|s| &s.history)
     }
 
     /// Earliest refresh deadline, for the caller's timer.
     pub fn next_due(&self) -> Option<i64> {
-        self.schedule.peek().map(|Reverse((due, _, _))| *due)
+        self.schedule.keys().next().copied()
     }
 
     pub fn stats(&self) -> IngestStats {
@@ -344,7 +369,7 @@ impl Shard {
     }
 
     pub fn widget_count(&self) -> usize {
-        self.widgets.len()
+        self.slot_of.len()
     }
 
     pub fn query_count(&self) -> usize {
@@ -358,7 +383,7 @@ impl Shard {
 
     /// Aggregations in use, for diagnostics.
     pub fn aggregations(&self) -> impl Iterator<Item = Aggregation> + '_ {
-        self.widgets.values().map(|s| s.widget.spec.aggregation)
+        self.widgets.iter().flatten().map(|s| s.widget.spec.aggregation)
     }
 }
 

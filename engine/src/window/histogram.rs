@@ -216,26 +216,45 @@ impl Histogram {
             return None;
         }
         let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let mut seen = 0u64;
-        let neg = &self.negative;
-        for (i, &c) in neg.counts.iter().enumerate().rev() {
-            seen += c;
-            if seen >= rank {
-                return Some(-representative(neg.offset + i as u32));
+        let zeros = |left: u64| if self.zeros >= left { Ok(0.0) } else { Err(left - self.zeros) };
+        if rank > self.total / 2 {
+            // High quantiles walk down from the largest value: the shorter way.
+            let from_top = self.total - rank + 1;
+            Self::from_largest_key(&self.positive, from_top, 1.0)
+                .or_else(zeros)
+                .or_else(|left| Self::from_smallest_key(&self.negative, left, -1.0))
+                .ok()
+        } else {
+            Self::from_largest_key(&self.negative, rank, -1.0)
+                .or_else(zeros)
+                .or_else(|left| Self::from_smallest_key(&self.positive, left, 1.0))
+                .ok()
+        }
+    }
+
+    /// The `rank`-th entry of a store counted from its largest magnitude, as a signed
+    /// value; `Err(rank still to go)` when the store holds fewer.
+    fn from_largest_key(store: &DenseStore, rank: u64, sign: f64) -> Result<f64, u64> {
+        let mut left = rank;
+        for (i, &c) in store.counts.iter().enumerate().rev() {
+            if c >= left {
+                return Ok(sign * representative(store.offset + i as u32));
             }
+            left -= c;
         }
-        seen += self.zeros;
-        if seen >= rank {
-            return Some(0.0);
-        }
-        let pos = &self.positive;
-        for (i, &c) in pos.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(representative(pos.offset + i as u32));
+        Err(left)
+    }
+
+    /// Like `from_largest_key`, counted from the smallest magnitude.
+    fn from_smallest_key(store: &DenseStore, rank: u64, sign: f64) -> Result<f64, u64> {
+        let mut left = rank;
+        for (i, &c) in store.counts.iter().enumerate() {
+            if c >= left {
+                return Ok(sign * representative(store.offset + i as u32));
             }
+            left -= c;
         }
-        None
+        Err(left)
     }
 
     /// Heap bytes held (stores plus pane lists).

@@ -1,6 +1,7 @@
 //! The sliding window of one query: a ring of panes over event time with running totals.
 //! Count, sum and the histogram are kept by subtract-on-evict; min, max and the newest
-//! event time fold over the live panes when a value is read.
+//! event time are cached and refolded over the live panes only after an eviction that
+//! may have removed the extreme.
 
 use super::compensated::CompensatedSum;
 use super::histogram::Histogram;
@@ -19,13 +20,17 @@ pub enum InsertOutcome {
     TooFarAhead,
 }
 
-/// Summary of the live panes, folded on read.
+/// Summary of the live panes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fold {
     pub min: f64,
     pub max: f64,
     /// Newest event time among live panes (epoch ms), `None` when the window is empty.
     pub latest: Option<i64>,
+}
+
+impl Fold {
+    const EMPTY: Fold = Fold { min: f64::INFINITY, max: f64::NEG_INFINITY, latest: None };
 }
 
 /// Event-time sliding window: `spec.panes` live panes ending at the clock's pane, plus
@@ -47,6 +52,8 @@ pub struct SlidingWindow {
     count: u64,
     sum: CompensatedSum,
     evictions_since_refold: i64,
+    /// Min, max and newest time over live panes, while known to be valid.
+    fold_cache: Option<Fold>,
     histogram: Option<Box<Histogram>>,
 }
 
@@ -66,6 +73,7 @@ impl SlidingWindow {
             count: 0,
             sum: CompensatedSum::default(),
             evictions_since_refold: 0,
+            fold_cache: Some(Fold::EMPTY),
             histogram: None,
         };
         window.set_histogram(with_histogram);
@@ -126,6 +134,11 @@ impl SlidingWindow {
 
     fn evict(&mut self, slot: usize) {
         let pane = std::mem::replace(&mut self.panes[slot], Pane::VACANT);
+        if let Some(f) = &self.fold_cache {
+            if pane.min <= f.min || pane.max >= f.max || Some(pane.latest) >= f.latest {
+                self.fold_cache = None;
+            }
+        }
         self.count -= pane.count;
         self.sum.sub_sum(&pane.sum);
         if let Some(h) = self.histogram.as_mut() {
@@ -171,6 +184,11 @@ impl SlidingWindow {
             debug_assert!(!pane.is_live(), "slot reused before its pane was evicted");
             *pane = Pane::start(index, time_ms, value);
         }
+        if let Some(f) = &mut self.fold_cache {
+            f.min = f.min.min(value);
+            f.max = f.max.max(value);
+            f.latest = Some(f.latest.map_or(time_ms, |l| l.max(time_ms)));
+        }
         self.count += 1;
         self.sum.add(value);
         if let Some(h) = self.histogram.as_mut() {
@@ -194,14 +212,18 @@ impl SlidingWindow {
         (self.count > 0).then(|| self.sum.value())
     }
 
-    /// Min, max and newest event time over the live panes.
-    pub fn fold(&self) -> Fold {
-        let mut fold = Fold { min: f64::INFINITY, max: f64::NEG_INFINITY, latest: None };
+    /// Min, max and newest event time over the live panes (cached between evictions).
+    pub fn fold(&mut self) -> Fold {
+        if let Some(f) = self.fold_cache {
+            return f;
+        }
+        let mut fold = Fold::EMPTY;
         for p in self.panes.iter().filter(|p| p.is_live()) {
             fold.min = fold.min.min(p.min);
             fold.max = fold.max.max(p.max);
             fold.latest = Some(fold.latest.map_or(p.latest, |l| l.max(p.latest)));
         }
+        self.fold_cache = Some(fold);
         fold
     }
 
@@ -246,7 +268,7 @@ mod tests {
 
     #[test]
     fn empty_window_has_no_value_but_zero_count() {
-        let w = window(60, 1_000_000);
+        let mut w = window(60, 1_000_000);
         let f = w.fold();
         for agg in Aggregation::ALL {
             let expect = if agg == Aggregation::Count { Some(0.0) } else { None };
@@ -280,11 +302,13 @@ mod tests {
         assert_eq!(w.count(), 1, "105 999 is still live");
         w.advance(115_000);
         assert_eq!(w.count(), 0);
-        assert_eq!(w.value(Aggregation::Avg, &w.fold()), None);
+        let f = w.fold();
+        assert_eq!(w.value(Aggregation::Avg, &f), None);
         assert!(w.histogram.as_ref().unwrap().is_empty());
         w.advance(10_000_000);
         assert_eq!(w.insert(10_000_001, 4.0), InsertOutcome::Counted);
-        assert_eq!(w.value(Aggregation::P99, &w.fold()), Some(4.0));
+        let f = w.fold();
+        assert_eq!(w.value(Aggregation::P99, &f), Some(4.0));
     }
 
     #[test]
