@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use livedash_bench::sorted_set::SortedSetEngine;
-use livedash_bench::workload::{metric_names, second_of_events, shift, widgets};
+use livedash_bench::workload::{CompactEvent, materialize, metric_names, second_of_traffic, widgets};
 use livedash_engine::{Aggregation, MetricEvent, Shard, ShardConfig};
 
 const SERIES: usize = 10_000;
@@ -20,25 +20,36 @@ const START_MS: i64 = 1_764_000_000_000;
 const HTTP_BATCH: usize = 1_000;
 const AGGREGATIONS: [Aggregation; 3] = [Aggregation::Sum, Aggregation::Max, Aggregation::P99];
 
-/// Rotating one-second batches; each use moves the batch to the requested second.
+/// Rotating one-second traffic patterns, turned into events one request-sized batch at a
+/// time (untimed), so the engine sees freshly parsed input as it would behind HTTP.
 struct Traffic {
-    batches: Vec<(i64, Vec<MetricEvent>)>,
+    names: Vec<String>,
+    seconds: Vec<Vec<CompactEvent>>,
+    batch: Vec<MetricEvent>,
 }
 
 impl Traffic {
-    fn new(names: &[String], per_series: usize) -> Self {
-        let batches = (0..4u64)
-            .map(|i| (START_MS, second_of_events(names, per_series, START_MS, 42 + i)))
-            .collect();
-        Self { batches }
+    fn new(series: usize, per_series: usize) -> Self {
+        let seconds = (0..4).map(|i| second_of_traffic(series, per_series, 42 + i)).collect();
+        Self { names: metric_names(series), seconds, batch: Vec::with_capacity(HTTP_BATCH) }
     }
 
-    fn second(&mut self, second: i64) -> &[MetricEvent] {
+    fn events_per_second(&self) -> usize {
+        self.seconds[0].len()
+    }
+
+    /// Feeds second `second` to `engine` at clock `now_ms`; returns the time spent inside
+    /// the engine.
+    fn feed<E: Engine>(&mut self, engine: &mut E, second: i64, now_ms: i64) -> Duration {
         let start = START_MS + second * 1000;
-        let slot = &mut self.batches[(second % 4) as usize];
-        shift(&mut slot.1, start - slot.0);
-        slot.0 = start;
-        &slot.1
+        let mut spent = Duration::ZERO;
+        for chunk in self.seconds[(second % 4) as usize].chunks(HTTP_BATCH) {
+            materialize(chunk, &self.names, start, &mut self.batch);
+            let t = Instant::now();
+            engine.ingest(&self.batch, now_ms);
+            spent += t.elapsed();
+        }
+        spent
     }
 }
 
@@ -49,9 +60,7 @@ trait Engine {
 
 impl Engine for Shard {
     fn ingest(&mut self, events: &[MetricEvent], now_ms: i64) {
-        for chunk in events.chunks(HTTP_BATCH) {
-            self.apply(chunk, now_ms);
-        }
+        self.apply(events, now_ms);
     }
 
     fn refresh(&mut self, now_ms: i64) -> usize {
@@ -61,9 +70,7 @@ impl Engine for Shard {
 
 impl Engine for SortedSetEngine {
     fn ingest(&mut self, events: &[MetricEvent], now_ms: i64) {
-        for chunk in events.chunks(HTTP_BATCH) {
-            self.apply(chunk, now_ms);
-        }
+        self.apply(events, now_ms);
     }
 
     fn refresh(&mut self, now_ms: i64) -> usize {
@@ -102,9 +109,8 @@ fn bench_ingest<E: Engine>(
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let now = START_MS + (*second + 1) * 1000;
-                let events = traffic.second(*second);
+                total += traffic.feed(engine, *second, now);
                 let t = Instant::now();
-                engine.ingest(events, now);
                 std::hint::black_box(engine.refresh(now));
                 total += t.elapsed();
                 *second += 1;
@@ -119,16 +125,16 @@ type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>
 /// Runs `WINDOW_S` seconds of traffic through a new engine; returns it and the next second.
 fn prefill<E: Engine>(mut engine: E, traffic: &mut Traffic) -> (E, i64) {
     for second in 0..WINDOW_S as i64 {
-        engine.ingest(traffic.second(second), START_MS + (second + 1) * 1000);
+        traffic.feed(&mut engine, second, START_MS + (second + 1) * 1000);
     }
     (engine, WINDOW_S as i64)
 }
 
 fn window_ingest(c: &mut Criterion) {
-    let names = metric_names(SERIES);
-    let mut traffic = Traffic::new(&names, PER_SERIES_PER_S);
+    let mut traffic = Traffic::new(SERIES, PER_SERIES_PER_S);
+    let names = traffic.names.clone();
     let mut group = c.benchmark_group("window_ingest");
-    group.throughput(Throughput::Elements((SERIES * PER_SERIES_PER_S) as u64));
+    group.throughput(Throughput::Elements(traffic.events_per_second() as u64));
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
@@ -157,7 +163,7 @@ fn bench_refresh<E: Engine>(
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let now = START_MS + (*second + 1) * 1000;
-                engine.ingest(traffic.second(*second), now - 1);
+                traffic.feed(engine, *second, now - 1);
                 let t = Instant::now();
                 std::hint::black_box(engine.refresh(now));
                 total += t.elapsed();
@@ -169,8 +175,8 @@ fn bench_refresh<E: Engine>(
 }
 
 fn window_refresh(c: &mut Criterion) {
-    let names = metric_names(1);
-    let mut traffic = Traffic::new(&names, 10_000);
+    let mut traffic = Traffic::new(1, 10_000);
+    let names = traffic.names.clone();
     let mut group = c.benchmark_group("window_refresh");
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(20);

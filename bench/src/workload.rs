@@ -46,39 +46,52 @@ pub fn widgets(names: &[String], aggregation: Aggregation, window_seconds: u64) 
         .collect()
 }
 
-/// One second of traffic: `per_series` events for every name, stamped within
-/// `[start_ms - 300, start_ms + 1000)` (producer jitter), values log-normal around 40.
-/// The batch is shuffled so consecutive events hit different series, as on the wire.
-pub fn second_of_events(names: &[String], per_series: usize, start_ms: i64, seed: u64) -> Vec<MetricEvent> {
+/// One event in compact form: which series, value, offset in the second, tag choices.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactEvent {
+    pub series: u32,
+    pub value: f64,
+    pub offset_ms: i32,
+    pub host: u8,
+    pub region: u8,
+}
+
+const HOSTS: usize = 16;
+const REGIONS: [&str; 2] = ["eu-west", "us-east"];
+
+/// One second of traffic: `per_series` events for every one of `series` series, stamped
+/// within `[-300, 1000)` ms of the second's start (producer jitter), values log-normal
+/// around 40, shuffled so consecutive events hit different series, as on the wire.
+pub fn second_of_traffic(series: usize, per_series: usize, seed: u64) -> Vec<CompactEvent> {
     let mut rng = StdRng::seed_from_u64(seed);
     let latency = LogNormal::new(40f64.ln(), 0.8).unwrap_or_else(|_| unreachable!());
-    let hosts: Vec<String> = (0..16).map(|h| format!("host-{h:02}")).collect();
-    let mut events = Vec::with_capacity(names.len() * per_series);
-    for name in names {
-        for _ in 0..per_series {
-            let tags = Tags::from([
-                ("host".to_string(), hosts[rng.random_range(0..hosts.len())].clone()),
-                ("region".to_string(), if rng.random_bool(0.5) { "eu-west" } else { "us-east" }.into()),
-            ]);
-            events.push(MetricEvent {
-                metric_name: name.clone(),
-                value: latency.sample(&mut rng),
-                tags,
-                event_time: start_ms + rng.random_range(-300..1000),
-            });
-        }
-    }
+    let mut events: Vec<CompactEvent> = (0..series as u32)
+        .flat_map(|s| std::iter::repeat_n(s, per_series))
+        .map(|series| CompactEvent {
+            series,
+            value: latency.sample(&mut rng),
+            offset_ms: rng.random_range(-300..1000),
+            host: rng.random_range(0..HOSTS as u8),
+            region: rng.random_range(0..REGIONS.len() as u8),
+        })
+        .collect();
     for i in (1..events.len()).rev() {
         events.swap(i, rng.random_range(0..=i));
     }
-    // Re-allocate in batch order, as a parser would: names and tags of consecutive
-    // events sit next to each other in memory.
-    events.iter().cloned().collect()
+    events
 }
 
-/// Moves every event of a batch `ms` later.
-pub fn shift(events: &mut [MetricEvent], ms: i64) {
-    for e in events {
-        e.event_time += ms;
-    }
+/// Turns compact events into `MetricEvent`s stamped relative to `start_ms`, into `out`
+/// (cleared first), allocating names and tags in order as a request parser would.
+pub fn materialize(compact: &[CompactEvent], names: &[String], start_ms: i64, out: &mut Vec<MetricEvent>) {
+    out.clear();
+    out.extend(compact.iter().map(|c| MetricEvent {
+        metric_name: names[c.series as usize].clone(),
+        value: c.value,
+        tags: Tags::from([
+            ("host".to_string(), format!("host-{:02}", c.host)),
+            ("region".to_string(), REGIONS[c.region as usize].to_string()),
+        ]),
+        event_time: start_ms + i64::from(c.offset_ms),
+    }));
 }

@@ -1,7 +1,9 @@
 //! Queries and the index that routes an event's metric name to the queries it feeds.
 //! A query is (metric, tag filter, window); every widget needing one shares its state.
 
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use smallvec::SmallVec;
 
 use crate::model::{Tags, WidgetSpec};
@@ -33,6 +35,44 @@ impl QueryKey {
     }
 }
 
+/// Longest metric name kept inside its index entry.
+const INLINE_NAME: usize = 38;
+
+/// A metric name as the index stores it: inline when short (most names are), so a lookup
+/// compares bytes that arrived in the same cache line as the entry.
+#[derive(Debug, Clone)]
+enum NameKey {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Heap(Box<str>),
+}
+
+impl NameKey {
+    fn new(name: &str) -> Self {
+        if name.len() <= INLINE_NAME {
+            let mut bytes = [0; INLINE_NAME];
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+            Self::Inline { len: name.len() as u8, bytes }
+        } else {
+            Self::Heap(name.into())
+        }
+    }
+
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..*len as usize],
+            Self::Heap(name) => name.as_bytes(),
+        }
+    }
+}
+
+/// The queries of one metric (kept inline: most metrics have one or two).
+#[derive(Debug)]
+struct MetricEntry {
+    name: NameKey,
+    queries: SmallVec<[QueryId; 2]>,
+}
+
 /// Handle of a live query in a `QueryIndex`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QueryId(u32);
@@ -49,9 +89,10 @@ pub struct Query {
 /// All queries of a shard, by key and by metric name.
 #[derive(Debug, Default)]
 pub struct QueryIndex {
-    /// Ids kept inline: most metrics have one or two queries, and the hot path then
-    /// needs no extra pointer chase.
-    by_metric: HashMap<Box<str>, SmallVec<[QueryId; 2]>>,
+    /// Metric name to its queries, in one flat table: a lookup touches the table and
+    /// nothing else.
+    by_metric: HashTable<MetricEntry>,
+    hasher: DefaultHashBuilder,
     by_key: HashMap<QueryKey, QueryId>,
     slots: Vec<Option<Query>>,
     free: Vec<u32>,
@@ -81,7 +122,17 @@ impl QueryIndex {
                         QueryId((self.slots.len() - 1) as u32)
                     }
                 };
-                self.by_metric.entry(key.metric.clone()).or_default().push(id);
+                let hash = self.hasher.hash_one(&*key.metric);
+                let entry = self.by_metric.entry(
+                    hash,
+                    |e| e.name.as_bytes() == key.metric.as_bytes(),
+                    |e| self.hasher.hash_one(std::str::from_utf8(e.name.as_bytes()).unwrap_or("")),
+                );
+                entry
+                    .or_insert_with(|| MetricEntry { name: NameKey::new(&key.metric), queries: SmallVec::new() })
+                    .into_mut()
+                    .queries
+                    .push(id);
                 self.by_key.insert(key, id);
                 id
             }
@@ -113,10 +164,13 @@ impl QueryIndex {
         let Some(query) = self.slots[id.0 as usize].take() else { return };
         self.free.push(id.0);
         self.by_key.remove(&query.key);
-        if let Some(ids) = self.by_metric.get_mut(&query.key.metric) {
+        let metric = query.key.metric.as_bytes();
+        let hash = self.hasher.hash_one(&*query.key.metric);
+        if let Ok(mut entry) = self.by_metric.find_entry(hash, |e| e.name.as_bytes() == metric) {
+            let ids = &mut entry.get_mut().queries;
             ids.retain(|i| *i != id);
             if ids.is_empty() {
-                self.by_metric.remove(&query.key.metric);
+                entry.remove();
             }
         }
     }
@@ -144,23 +198,47 @@ impl QueryIndex {
         self.slots.get_mut(id.0 as usize)?.as_mut()
     }
 
-    /// Feeds one event to every query of its metric whose filter matches; returns how
-    /// many queries counted it.
+    /// The queries fed by `metric`, or `None` when no query watches it.
     #[inline]
-    pub fn insert(&mut self, metric: &str, tags: &Tags, time_ms: i64, value: f64, now_ms: i64) -> usize {
-        let Some(ids) = self.by_metric.get(metric) else { return 0 };
+    pub fn queries_of(&self, metric: &str) -> Option<&[QueryId]> {
+        let hash = self.hasher.hash_one(metric);
+        self.by_metric.find(hash, |e| e.name.as_bytes() == metric.as_bytes()).map(|e| &e.queries[..])
+    }
+
+    /// Readies query `id` for an event at `time_ms`: advances its clock to `now_ms` and
+    /// reads the pane the event would land in. Calling this for a whole batch before any
+    /// `insert_into` lets the cache misses of the batch overlap.
+    #[inline]
+    pub fn warm(&mut self, id: QueryId, time_ms: i64, now_ms: i64) -> i64 {
+        match self.slots.get_mut(id.0 as usize) {
+            Some(Some(q)) => {
+                q.window.advance(now_ms);
+                q.window.peek(time_ms)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Inserts an event into query `id` if its tags match the filter; true if counted.
+    /// The caller has advanced the query's clock (`warm` does).
+    #[inline]
+    pub fn insert_into(&mut self, id: QueryId, tags: &Tags, time_ms: i64, value: f64) -> bool {
+        match self.slots.get_mut(id.0 as usize) {
+            Some(Some(q)) if q.key.matches(tags) => q.window.insert(time_ms, value) == InsertOutcome::Counted,
+            _ => false,
+        }
+    }
+
+    /// Feeds one event to every query of its metric whose filter matches. Returns
+    /// `None` when no query watches the metric, else how many counted the event.
+    pub fn insert(&mut self, metric: &str, tags: &Tags, time_ms: i64, value: f64, now_ms: i64) -> Option<usize> {
+        let ids: SmallVec<[QueryId; 2]> = SmallVec::from_slice(self.queries_of(metric)?);
         let mut counted = 0;
         for id in ids {
-            let Some(Some(q)) = self.slots.get_mut(id.0 as usize) else { continue };
-            if !q.key.matches(tags) {
-                continue;
-            }
-            q.window.advance(now_ms);
-            if q.window.insert(time_ms, value) == InsertOutcome::Counted {
-                counted += 1;
-            }
+            self.warm(id, time_ms, now_ms);
+            counted += usize::from(self.insert_into(id, tags, time_ms, value));
         }
-        counted
+        Some(counted)
     }
 
     /// Longest window of any live query, in ms (0 when there is none).
@@ -212,9 +290,9 @@ mod tests {
         assert!(idx.get(a).unwrap().window.has_histogram());
         let tags_b = Tags::from([("host".to_string(), "b".to_string())]);
         let tags_a = Tags::from([("host".to_string(), "a".to_string()), ("dc".into(), "x".into())]);
-        assert_eq!(idx.insert("m", &tags_b, 10, 1.0, 10), 1);
-        assert_eq!(idx.insert("m", &tags_a, 10, 1.0, 10), 2);
-        assert_eq!(idx.insert("other", &tags_a, 10, 1.0, 10), 0);
+        assert_eq!(idx.insert("m", &tags_b, 10, 1.0, 10), Some(1));
+        assert_eq!(idx.insert("m", &tags_a, 10, 1.0, 10), Some(2));
+        assert_eq!(idx.insert("other", &tags_a, 10, 1.0, 10), None);
         idx.release(b, true);
         assert!(!idx.get(a).unwrap().window.has_histogram());
         assert_eq!(idx.get(a).unwrap().window.count(), 2);
@@ -223,7 +301,7 @@ mod tests {
         assert_eq!(idx.longest_window_ms(), 60_000);
         idx.release(c, false);
         assert!(idx.is_empty());
-        assert_eq!(idx.insert("m", &tags_a, 10, 1.0, 10), 0);
+        assert_eq!(idx.insert("m", &tags_a, 10, 1.0, 10), None);
         let d = idx.acquire(QueryKey::of(&spec("n", &[], 5)), false, 0, 5000);
         assert_eq!(d, c, "freed slots are reused");
     }

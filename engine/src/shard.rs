@@ -126,7 +126,12 @@ pub struct Shard {
     clock: i64,
     horizon_ms: i64,
     stats: IngestStats,
+    /// Scratch for `apply`: (event index in chunk, query) pairs.
+    plan: Vec<(u32, QueryId)>,
 }
+
+/// Events handled per pass of `apply`: small enough that a chunk's panes stay in cache.
+const APPLY_CHUNK: usize = 256;
 
 impl Shard {
     pub fn new(config: ShardConfig) -> Self {
@@ -142,6 +147,7 @@ impl Shard {
             clock: i64::MIN,
             horizon_ms,
             stats: IngestStats::default(),
+            plan: Vec::with_capacity(APPLY_CHUNK),
         }
     }
 
@@ -169,35 +175,65 @@ impl Shard {
         self.horizon_ms
     }
 
-    /// Applies one event that already passed `validate::event`.
     #[inline]
-    pub fn apply_one(&mut self, ev: &MetricEvent, now_ms: i64) -> Result<(), Rejection> {
-        if ev.event_time < now_ms.saturating_sub(self.horizon_ms) {
+    fn check_time(&mut self, event_time: i64, now: i64) -> Result<(), Rejection> {
+        if event_time < now.saturating_sub(self.horizon_ms) {
             self.stats.rejected_too_old += 1;
             return Err(Rejection::TooOld);
         }
-        if ev.event_time > now_ms.saturating_add(self.config.max_skew_ms) {
+        if event_time > now.saturating_add(self.config.max_skew_ms) {
             self.stats.rejected_too_far_ahead += 1;
             return Err(Rejection::TooFarAhead);
         }
         self.stats.accepted += 1;
-        let counted = self.queries.insert(&ev.metric_name, &ev.tags, ev.event_time, ev.value, now_ms);
-        if counted == 0 {
+        Ok(())
+    }
+
+    /// Applies one event that already passed `validate::event`.
+    pub fn apply_one(&mut self, ev: &MetricEvent, now_ms: i64) -> Result<(), Rejection> {
+        let now = self.now(now_ms);
+        self.check_time(ev.event_time, now)?;
+        if self.queries.insert(&ev.metric_name, &ev.tags, ev.event_time, ev.value, now).is_none() {
             self.stats.unmatched += 1;
         }
         Ok(())
     }
 
     /// Applies a batch of validated events at clock `now_ms`.
+    ///
+    /// Works in chunks, in three passes: check times and look every metric up, then read
+    /// the pane each event lands in, then insert. The reads of a chunk are independent
+    /// of each other, so their cache misses overlap instead of queueing one behind the
+    /// other, and the inserts find their panes in cache.
     pub fn apply(&mut self, events: &[MetricEvent], now_ms: i64) -> ApplyOutcome {
         let now = self.now(now_ms);
         let mut outcome = ApplyOutcome::default();
-        for (i, ev) in events.iter().enumerate() {
-            match self.apply_one(ev, now) {
-                Ok(()) => outcome.accepted += 1,
-                Err(r) => outcome.rejected.push((i, r)),
+        let mut plan = std::mem::take(&mut self.plan);
+        for (chunk_no, chunk) in events.chunks(APPLY_CHUNK).enumerate() {
+            let base = chunk_no * APPLY_CHUNK;
+            plan.clear();
+            for (i, ev) in chunk.iter().enumerate() {
+                if let Err(r) = self.check_time(ev.event_time, now) {
+                    outcome.rejected.push((base + i, r));
+                    continue;
+                }
+                outcome.accepted += 1;
+                match self.queries.queries_of(&ev.metric_name) {
+                    Some(ids) => plan.extend(ids.iter().map(|&id| (i as u32, id))),
+                    None => self.stats.unmatched += 1,
+                }
+            }
+            let mut touched = 0;
+            for &(i, id) in &plan {
+                touched ^= self.queries.warm(id, chunk[i as usize].event_time, now);
+            }
+            std::hint::black_box(touched);
+            for &(i, id) in &plan {
+                let ev = &chunk[i as usize];
+                self.queries.insert_into(id, &ev.tags, ev.event_time, ev.value);
             }
         }
+        self.plan = plan;
         outcome
     }
 
@@ -312,7 +348,10 @@ impl Shard {
             if *entry.key() > now {
                 break;
             }
-            for (slot, generation) in entry.remove() {
+            let due = entry.remove();
+            let batch = due.len();
+            changed.reserve(batch);
+            for (slot, generation) in due {
                 let Some(Some(state)) = self.widgets.get_mut(slot as usize) else { continue };
                 if state.generation != generation {
                     continue;
@@ -335,7 +374,7 @@ impl Shard {
                 // Refreshes fall on multiples of the interval so widgets sharing an
                 // interval refresh together; a shard that fell behind skips missed slots.
                 let next = (now.div_euclid(state.interval_ms) + 1) * state.interval_ms;
-                self.schedule.entry(next).or_default().push((slot, generation));
+                self.schedule.entry(next).or_insert_with(|| Vec::with_capacity(batch)).push((slot, generation));
             }
         }
         changed

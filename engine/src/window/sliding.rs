@@ -156,19 +156,19 @@ impl SlidingWindow {
         }
     }
 
-    /// Inserts one event. The caller has advanced the clock for this batch.
+    /// Ring slot and pane index for an event at `time_ms`, or where it cannot go.
     #[inline]
-    pub fn insert(&mut self, time_ms: i64, value: f64) -> InsertOutcome {
+    fn locate(&self, time_ms: i64) -> Result<(usize, i64), InsertOutcome> {
         let delta = if time_ms >= self.current_start && time_ms < self.next_boundary {
             0
         } else {
             time_ms.div_euclid(self.spec.pane_ms) - self.current
         };
         if delta <= -self.spec.panes {
-            return InsertOutcome::TooOld;
+            return Err(InsertOutcome::TooOld);
         }
         if delta >= self.spec.future_panes {
-            return InsertOutcome::TooFarAhead;
+            return Err(InsertOutcome::TooFarAhead);
         }
         let mut slot = self.current_slot + delta;
         if slot < 0 {
@@ -176,8 +176,23 @@ impl SlidingWindow {
         } else if slot >= self.cap {
             slot -= self.cap;
         }
-        let index = self.current + delta;
-        let pane = &mut self.panes[slot as usize];
+        Ok((slot as usize, self.current + delta))
+    }
+
+    /// Reads the pane an event at `time_ms` would land in (to bring it into cache).
+    #[inline]
+    pub fn peek(&self, time_ms: i64) -> i64 {
+        self.locate(time_ms).map_or(0, |(slot, _)| self.panes[slot].index)
+    }
+
+    /// Inserts one event. The caller has advanced the clock for this batch.
+    #[inline]
+    pub fn insert(&mut self, time_ms: i64, value: f64) -> InsertOutcome {
+        let (slot, index) = match self.locate(time_ms) {
+            Ok(found) => found,
+            Err(outcome) => return outcome,
+        };
+        let pane = &mut self.panes[slot];
         if pane.index == index {
             pane.add(time_ms, value);
         } else {
@@ -192,7 +207,7 @@ impl SlidingWindow {
         self.count += 1;
         self.sum.add(value);
         if let Some(h) = self.histogram.as_mut() {
-            h.record(slot as usize, value);
+            h.record(slot, value);
         }
         InsertOutcome::Counted
     }
