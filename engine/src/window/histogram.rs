@@ -93,7 +93,7 @@ impl DenseStore {
 /// The buckets one pane added, so they can be taken out again when it is evicted.
 #[derive(Debug, Clone)]
 enum PaneCounts {
-    Small(Vec<(u32, u64)>),
+    Small(Vec<(u32, u32)>),
     Large(HashMap<u32, u64>),
 }
 
@@ -109,14 +109,17 @@ impl PaneCounts {
         match self {
             Self::Small(list) => {
                 if let Some(entry) = list.iter_mut().find(|e| e.0 == key) {
-                    entry.1 += 1;
+                    if let Some(n) = entry.1.checked_add(1) {
+                        entry.1 = n;
+                        return;
+                    }
                 } else if list.len() < SMALL_PANE_BUCKETS {
                     list.push((key, 1));
-                } else {
-                    let mut map: HashMap<u32, u64> = list.drain(..).collect();
-                    map.insert(key, 1);
-                    *self = Self::Large(map);
+                    return;
                 }
+                let mut map: HashMap<u32, u64> = list.drain(..).map(|(k, n)| (k, u64::from(n))).collect();
+                *map.entry(key).or_insert(0) += 1;
+                *self = Self::Large(map);
             }
             Self::Large(map) => *map.entry(key).or_insert(0) += 1,
         }
@@ -124,7 +127,7 @@ impl PaneCounts {
 
     fn drain(&mut self, mut f: impl FnMut(u32, u64)) {
         match self {
-            Self::Small(list) => list.drain(..).for_each(|(k, n)| f(k, n)),
+            Self::Small(list) => list.drain(..).for_each(|(k, n)| f(k, u64::from(n))),
             Self::Large(map) => {
                 map.drain().for_each(|(k, n)| f(k, n));
                 // Keep big maps from pinning memory in quiet panes.
@@ -137,7 +140,7 @@ impl PaneCounts {
 
     fn heap_bytes(&self) -> usize {
         match self {
-            Self::Small(list) => list.capacity() * size_of::<(u32, u64)>(),
+            Self::Small(list) => list.capacity() * size_of::<(u32, u32)>(),
             Self::Large(map) => map.allocation_size(),
         }
     }
