@@ -8,9 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use livedash_bench::sorted_set::SortedSetEngine;
-use livedash_bench::workload::{CompactEvent, materialize, metric_names, second_of_traffic, widgets};
+use livedash_bench::workload::{
+    CompactEvent, materialize, metric_names, second_of_traffic, widgets,
+};
 use livedash_engine::{Aggregation, MetricEvent, Shard, ShardConfig};
 
 const SERIES: usize = 10_000;
@@ -30,8 +34,14 @@ struct Traffic {
 
 impl Traffic {
     fn new(series: usize, per_series: usize) -> Self {
-        let seconds = (0..4).map(|i| second_of_traffic(series, per_series, 42 + i)).collect();
-        Self { names: metric_names(series), seconds, batch: Vec::with_capacity(HTTP_BATCH) }
+        let seconds = (0..4)
+            .map(|i| second_of_traffic(series, per_series, 42 + i))
+            .collect();
+        Self {
+            names: metric_names(series),
+            seconds,
+            batch: Vec::with_capacity(HTTP_BATCH),
+        }
     }
 
     fn events_per_second(&self) -> usize {
@@ -81,7 +91,9 @@ impl Engine for SortedSetEngine {
 fn livedash(names: &[String], aggregation: Aggregation, window_s: u64) -> Shard {
     let mut shard = Shard::new(ShardConfig::default());
     for w in widgets(names, aggregation, window_s) {
-        shard.upsert_widget(w, START_MS).unwrap_or_else(|e| panic!("{e}"));
+        shard
+            .upsert_widget(w, START_MS)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     shard
 }
@@ -95,12 +107,14 @@ fn sorted_set(names: &[String], aggregation: Aggregation, window_s: u64) -> Sort
 }
 
 /// Fills the windows with `WINDOW_S` seconds of traffic (once, when the benchmark is
-/// selected), then times one second of traffic plus one refresh per iteration.
-fn bench_ingest<E: Engine>(
+/// selected); then each iteration feeds the next second of traffic and refreshes every
+/// widget at the second's end. The refresh is always timed, the feeding when `time_ingest`.
+fn bench_seconds<E: Engine>(
     c: &mut Group<'_>,
     id: BenchmarkId,
     make: impl Fn() -> E,
     traffic: &mut Traffic,
+    time_ingest: bool,
 ) {
     let mut state: Option<(E, i64)> = None;
     c.bench_function(id, |b| {
@@ -109,7 +123,10 @@ fn bench_ingest<E: Engine>(
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let now = START_MS + (*second + 1) * 1000;
-                total += traffic.feed(engine, *second, now);
+                let fed = traffic.feed(engine, *second, now - 1);
+                if time_ingest {
+                    total += fed;
+                }
                 let t = Instant::now();
                 std::hint::black_box(engine.refresh(now));
                 total += t.elapsed();
@@ -141,39 +158,27 @@ fn window_ingest(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for agg in AGGREGATIONS {
         let id = BenchmarkId::new("livedash", agg.as_str());
-        bench_ingest(&mut group, id, || livedash(&names, agg, WINDOW_S), &mut traffic);
+        bench_seconds(
+            &mut group,
+            id,
+            || livedash(&names, agg, WINDOW_S),
+            &mut traffic,
+            true,
+        );
         let id = BenchmarkId::new("sorted_set", agg.as_str());
-        bench_ingest(&mut group, id, || sorted_set(&names, agg, WINDOW_S), &mut traffic);
+        bench_seconds(
+            &mut group,
+            id,
+            || sorted_set(&names, agg, WINDOW_S),
+            &mut traffic,
+            true,
+        );
     }
     group.finish();
 }
 
-/// One query, a full 5-minute window at 10,000 events/s; each iteration adds the next
-/// second of events (untimed) and times the refresh that slides the window over it.
-fn bench_refresh<E: Engine>(
-    c: &mut Group<'_>,
-    id: BenchmarkId,
-    make: impl Fn() -> E,
-    traffic: &mut Traffic,
-) {
-    let mut state: Option<(E, i64)> = None;
-    c.bench_function(id, |b| {
-        let (engine, second) = state.get_or_insert_with(|| prefill(make(), traffic));
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let now = START_MS + (*second + 1) * 1000;
-                traffic.feed(engine, *second, now - 1);
-                let t = Instant::now();
-                std::hint::black_box(engine.refresh(now));
-                total += t.elapsed();
-                *second += 1;
-            }
-            total
-        })
-    });
-}
-
+/// One query, a full 5-minute window at 10,000 events/s; times the refresh that slides
+/// the window over each new second (the second's events are fed untimed).
 fn window_refresh(c: &mut Criterion) {
     let mut traffic = Traffic::new(1, 10_000);
     let names = traffic.names.clone();
@@ -184,9 +189,21 @@ fn window_refresh(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3));
     for agg in AGGREGATIONS {
         let id = BenchmarkId::new("livedash", agg.as_str());
-        bench_refresh(&mut group, id, || livedash(&names, agg, WINDOW_S), &mut traffic);
+        bench_seconds(
+            &mut group,
+            id,
+            || livedash(&names, agg, WINDOW_S),
+            &mut traffic,
+            false,
+        );
         let id = BenchmarkId::new("sorted_set", agg.as_str());
-        bench_refresh(&mut group, id, || sorted_set(&names, agg, WINDOW_S), &mut traffic);
+        bench_seconds(
+            &mut group,
+            id,
+            || sorted_set(&names, agg, WINDOW_S),
+            &mut traffic,
+            false,
+        );
     }
     group.finish();
 }

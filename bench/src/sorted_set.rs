@@ -27,7 +27,10 @@ pub struct SortedSetEngine {
 impl SortedSetEngine {
     /// Adds a query for `metric`.
     pub fn add_query(&mut self, metric: &str, aggregation: Aggregation, window_seconds: u64) {
-        self.by_metric.entry(metric.to_string()).or_default().push(self.queries.len());
+        self.by_metric
+            .entry(metric.to_string())
+            .or_default()
+            .push(self.queries.len());
         self.queries.push(SortedSetQuery {
             window_ms: window_seconds as i64 * 1000,
             aggregation,
@@ -39,7 +42,9 @@ impl SortedSetEngine {
     /// ZADD then ZREMRANGEBYSCORE (-inf, now - window) for each event.
     pub fn apply(&mut self, events: &[MetricEvent], now_ms: i64) {
         for e in events {
-            let Some(ids) = self.by_metric.get(e.metric_name.as_str()) else { continue };
+            let Some(ids) = self.by_metric.get(e.metric_name.as_str()) else {
+                continue;
+            };
             for &id in ids {
                 let q = &mut self.queries[id];
                 self.seq += 1;
@@ -91,7 +96,9 @@ impl SortedSetEngine {
 
     /// Refreshes every query.
     pub fn refresh_all(&mut self, now_ms: i64) -> usize {
-        (0..self.queries.len()).filter(|&id| self.refresh(id, now_ms).is_some()).count()
+        (0..self.queries.len())
+            .filter(|&id| self.refresh(id, now_ms).is_some())
+            .count()
     }
 
     /// Entries held over all queries.

@@ -7,12 +7,34 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 
 const SERVICES: [&str; 20] = [
-    "checkout", "cart", "search", "auth", "payments", "inventory", "shipping", "profile",
-    "catalog", "pricing", "reviews", "ads", "email", "frontend", "gateway", "ledger", "fraud",
-    "notify", "media", "session",
+    "checkout",
+    "cart",
+    "search",
+    "auth",
+    "payments",
+    "inventory",
+    "shipping",
+    "profile",
+    "catalog",
+    "pricing",
+    "reviews",
+    "ads",
+    "email",
+    "frontend",
+    "gateway",
+    "ledger",
+    "fraud",
+    "notify",
+    "media",
+    "session",
 ];
-const SIGNALS: [&str; 5] =
-    ["http.server.latency_ms", "http.client.latency_ms", "db.query_ms", "queue.lag_ms", "rpc.size_bytes"];
+const SIGNALS: [&str; 5] = [
+    "http.server.latency_ms",
+    "http.client.latency_ms",
+    "db.query_ms",
+    "queue.lag_ms",
+    "rpc.size_bytes",
+];
 
 /// `n` distinct metric names shaped like real ones, e.g. `checkout.i0042.http.server.latency_ms`.
 pub fn metric_names(n: usize) -> Vec<String> {
@@ -20,7 +42,10 @@ pub fn metric_names(n: usize) -> Vec<String> {
         .map(|i| {
             let svc = SERVICES[i % SERVICES.len()];
             let signal = SIGNALS[(i / SERVICES.len()) % SIGNALS.len()];
-            format!("{svc}.i{:04}.{signal}", i / (SERVICES.len() * SIGNALS.len()))
+            format!(
+                "{svc}.i{:04}.{signal}",
+                i / (SERVICES.len() * SIGNALS.len())
+            )
         })
         .collect()
 }
@@ -83,7 +108,12 @@ pub fn second_of_traffic(series: usize, per_series: usize, seed: u64) -> Vec<Com
 
 /// Turns compact events into `MetricEvent`s stamped relative to `start_ms`, into `out`
 /// (cleared first), allocating names and tags in order as a request parser would.
-pub fn materialize(compact: &[CompactEvent], names: &[String], start_ms: i64, out: &mut Vec<MetricEvent>) {
+pub fn materialize(
+    compact: &[CompactEvent],
+    names: &[String],
+    start_ms: i64,
+    out: &mut Vec<MetricEvent>,
+) {
     out.clear();
     out.extend(compact.iter().map(|c| MetricEvent {
         metric_name: names[c.series as usize].clone(),

@@ -128,7 +128,11 @@ pub struct Widget {
 impl Widget {
     /// A widget with a fresh random id.
     pub fn new(dashboard_id: Uuid, spec: WidgetSpec) -> Self {
-        Self { widget_id: Uuid::new_v4(), dashboard_id, spec }
+        Self {
+            widget_id: Uuid::new_v4(),
+            dashboard_id,
+            spec,
+        }
     }
 
     /// The refresh interval in whole milliseconds (at least 1).

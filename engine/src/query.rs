@@ -23,7 +23,11 @@ impl QueryKey {
     pub fn of(spec: &WidgetSpec) -> Self {
         Self {
             metric: spec.metric_name.as_str().into(),
-            filter: spec.filter.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect(),
+            filter: spec
+                .filter
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect(),
             window_seconds: spec.window_seconds,
         }
     }
@@ -31,7 +35,9 @@ impl QueryKey {
     /// True when `tags` carries every filter entry.
     #[inline]
     pub fn matches(&self, tags: &Tags) -> bool {
-        self.filter.iter().all(|(k, v)| tags.get(&**k).is_some_and(|t| **t == **v))
+        self.filter
+            .iter()
+            .all(|(k, v)| tags.get(&**k).is_some_and(|t| **t == **v))
     }
 }
 
@@ -51,7 +57,10 @@ impl NameKey {
         if name.len() <= INLINE_NAME {
             let mut bytes = [0; INLINE_NAME];
             bytes[..name.len()].copy_from_slice(name.as_bytes());
-            Self::Inline { len: name.len() as u8, bytes }
+            Self::Inline {
+                len: name.len() as u8,
+                bytes,
+            }
         } else {
             Self::Heap(name.into())
         }
@@ -101,7 +110,13 @@ pub struct QueryIndex {
 impl QueryIndex {
     /// Takes a reference on the query for `key`, creating it (empty, clock at `now_ms`)
     /// if no widget uses it yet. `percentile` says whether the caller needs a histogram.
-    pub fn acquire(&mut self, key: QueryKey, percentile: bool, now_ms: i64, max_skew_ms: i64) -> QueryId {
+    pub fn acquire(
+        &mut self,
+        key: QueryKey,
+        percentile: bool,
+        now_ms: i64,
+        max_skew_ms: i64,
+    ) -> QueryId {
         let id = match self.by_key.get(&key) {
             Some(&id) => id,
             None => {
@@ -122,14 +137,17 @@ impl QueryIndex {
                         QueryId((self.slots.len() - 1) as u32)
                     }
                 };
-                let hash = self.hasher.hash_one(&*key.metric);
+                let hash = self.hasher.hash_one(key.metric.as_bytes());
                 let entry = self.by_metric.entry(
                     hash,
                     |e| e.name.as_bytes() == key.metric.as_bytes(),
-                    |e| self.hasher.hash_one(std::str::from_utf8(e.name.as_bytes()).unwrap_or("")),
+                    |e| self.hasher.hash_one(e.name.as_bytes()),
                 );
                 entry
-                    .or_insert_with(|| MetricEntry { name: NameKey::new(&key.metric), queries: SmallVec::new() })
+                    .or_insert_with(|| MetricEntry {
+                        name: NameKey::new(&key.metric),
+                        queries: SmallVec::new(),
+                    })
                     .into_mut()
                     .queries
                     .push(id);
@@ -161,12 +179,17 @@ impl QueryIndex {
         if q.widgets > 0 {
             return;
         }
-        let Some(query) = self.slots[id.0 as usize].take() else { return };
+        let Some(query) = self.slots[id.0 as usize].take() else {
+            return;
+        };
         self.free.push(id.0);
         self.by_key.remove(&query.key);
         let metric = query.key.metric.as_bytes();
-        let hash = self.hasher.hash_one(&*query.key.metric);
-        if let Ok(mut entry) = self.by_metric.find_entry(hash, |e| e.name.as_bytes() == metric) {
+        let hash = self.hasher.hash_one(metric);
+        if let Ok(mut entry) = self
+            .by_metric
+            .find_entry(hash, |e| e.name.as_bytes() == metric)
+        {
             let ids = &mut entry.get_mut().queries;
             ids.retain(|i| *i != id);
             if ids.is_empty() {
@@ -201,8 +224,10 @@ impl QueryIndex {
     /// The queries fed by `metric`, or `None` when no query watches it.
     #[inline]
     pub fn queries_of(&self, metric: &str) -> Option<&[QueryId]> {
-        let hash = self.hasher.hash_one(metric);
-        self.by_metric.find(hash, |e| e.name.as_bytes() == metric.as_bytes()).map(|e| &e.queries[..])
+        let hash = self.hasher.hash_one(metric.as_bytes());
+        self.by_metric
+            .find(hash, |e| e.name.as_bytes() == metric.as_bytes())
+            .map(|e| &e.queries[..])
     }
 
     /// Readies query `id` for an event at `time_ms`: advances its clock to `now_ms` and
@@ -224,14 +249,23 @@ impl QueryIndex {
     #[inline]
     pub fn insert_into(&mut self, id: QueryId, tags: &Tags, time_ms: i64, value: f64) -> bool {
         match self.slots.get_mut(id.0 as usize) {
-            Some(Some(q)) if q.key.matches(tags) => q.window.insert(time_ms, value) == InsertOutcome::Counted,
+            Some(Some(q)) if q.key.matches(tags) => {
+                q.window.insert(time_ms, value) == InsertOutcome::Counted
+            }
             _ => false,
         }
     }
 
     /// Feeds one event to every query of its metric whose filter matches. Returns
     /// `None` when no query watches the metric, else how many counted the event.
-    pub fn insert(&mut self, metric: &str, tags: &Tags, time_ms: i64, value: f64, now_ms: i64) -> Option<usize> {
+    pub fn insert(
+        &mut self,
+        metric: &str,
+        tags: &Tags,
+        time_ms: i64,
+        value: f64,
+        now_ms: i64,
+    ) -> Option<usize> {
         let ids: SmallVec<[QueryId; 2]> = SmallVec::from_slice(self.queries_of(metric)?);
         let mut counted = 0;
         for id in ids {
@@ -243,7 +277,11 @@ impl QueryIndex {
 
     /// Longest window of any live query, in ms (0 when there is none).
     pub fn longest_window_ms(&self) -> i64 {
-        self.by_key.keys().map(|k| k.window_seconds as i64 * 1000).max().unwrap_or(0)
+        self.by_key
+            .keys()
+            .map(|k| k.window_seconds as i64 * 1000)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Number of live queries.
@@ -258,7 +296,11 @@ impl QueryIndex {
 
     /// Heap bytes held by the window states.
     pub fn heap_bytes(&self) -> usize {
-        self.slots.iter().flatten().map(|q| q.window.heap_bytes()).sum()
+        self.slots
+            .iter()
+            .flatten()
+            .map(|q| q.window.heap_bytes())
+            .sum()
     }
 }
 
@@ -273,7 +315,10 @@ mod tests {
             aggregation: Aggregation::Sum,
             window_seconds: window,
             refresh_interval_seconds: 1.0,
-            filter: filter.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            filter: filter
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             display_config: Default::default(),
         }
     }
@@ -283,13 +328,21 @@ mod tests {
         let mut idx = QueryIndex::default();
         let a = idx.acquire(QueryKey::of(&spec("m", &[], 60)), false, 0, 5000);
         let b = idx.acquire(QueryKey::of(&spec("m", &[], 60)), true, 0, 5000);
-        let c = idx.acquire(QueryKey::of(&spec("m", &[("host", "a")], 60)), false, 0, 5000);
+        let c = idx.acquire(
+            QueryKey::of(&spec("m", &[("host", "a")], 60)),
+            false,
+            0,
+            5000,
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(idx.len(), 2);
         assert!(idx.get(a).unwrap().window.has_histogram());
         let tags_b = Tags::from([("host".to_string(), "b".to_string())]);
-        let tags_a = Tags::from([("host".to_string(), "a".to_string()), ("dc".into(), "x".into())]);
+        let tags_a = Tags::from([
+            ("host".to_string(), "a".to_string()),
+            ("dc".into(), "x".into()),
+        ]);
         assert_eq!(idx.insert("m", &tags_b, 10, 1.0, 10), Some(1));
         assert_eq!(idx.insert("m", &tags_a, 10, 1.0, 10), Some(2));
         assert_eq!(idx.insert("other", &tags_a, 10, 1.0, 10), None);

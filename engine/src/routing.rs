@@ -23,7 +23,9 @@ pub struct Routing {
 impl Routing {
     /// One partition per shard, partition `i` on shard `i`.
     pub fn standalone(shards: usize) -> Self {
-        Self { owners: (0..shards.max(1)).collect() }
+        Self {
+            owners: (0..shards.max(1)).collect(),
+        }
     }
 
     /// Explicit ownership, e.g. from a Kafka consumer-group assignment. An empty list
@@ -70,7 +72,10 @@ mod tests {
             (b"foobar", -790_332_482),
             (b"a-little-bit-long-string", -985_981_536),
             (b"a-little-bit-longer-string", -1_486_304_829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
             (b"abc", 479_470_107),
         ];
         for (input, expect) in cases {

@@ -43,7 +43,9 @@ impl Visitor<'_> for EventTimeVisitor {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
         parse_rfc3339_ms(v).ok_or_else(|| {
-            E::custom(format_args!("event_time {v:?} is not an RFC 3339 timestamp"))
+            E::custom(format_args!(
+                "event_time {v:?} is not an RFC 3339 timestamp"
+            ))
         })
     }
 }

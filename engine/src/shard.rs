@@ -9,7 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::limits::{DEFAULT_HISTORY_LEN, DEFAULT_MAX_SKEW_MS};
-use crate::model::{Aggregation, MetricEvent, Widget};
+use crate::model::{MetricEvent, Widget};
 use crate::query::{QueryId, QueryIndex, QueryKey};
 use crate::validate::{self, ValidationError};
 
@@ -167,7 +167,10 @@ impl Shard {
     }
 
     fn refresh_horizon(&mut self) {
-        self.horizon_ms = self.queries.longest_window_ms().max(self.config.min_horizon_ms);
+        self.horizon_ms = self
+            .queries
+            .longest_window_ms()
+            .max(self.config.min_horizon_ms);
     }
 
     /// Events older than this many ms before the clock are rejected.
@@ -193,7 +196,11 @@ impl Shard {
     pub fn apply_one(&mut self, ev: &MetricEvent, now_ms: i64) -> Result<(), Rejection> {
         let now = self.now(now_ms);
         self.check_time(ev.event_time, now)?;
-        if self.queries.insert(&ev.metric_name, &ev.tags, ev.event_time, ev.value, now).is_none() {
+        if self
+            .queries
+            .insert(&ev.metric_name, &ev.tags, ev.event_time, ev.value, now)
+            .is_none()
+        {
             self.stats.unmatched += 1;
         }
         Ok(())
@@ -230,7 +237,8 @@ impl Shard {
             std::hint::black_box(touched);
             for &(i, id) in &plan {
                 let ev = &chunk[i as usize];
-                self.queries.insert_into(id, &ev.tags, ev.event_time, ev.value);
+                self.queries
+                    .insert_into(id, &ev.tags, ev.event_time, ev.value);
             }
         }
         self.plan = plan;
@@ -249,18 +257,24 @@ impl Shard {
         self.next_generation += 1;
         let interval_ms = widget.refresh_interval_ms();
         let id = widget.widget_id;
-        let existing = self.slot_of.get(&id).and_then(|&slot| Some((slot, self.widgets.get_mut(slot as usize)?.as_mut()?)));
+        let existing = self
+            .slot_of
+            .get(&id)
+            .and_then(|&slot| Some((slot, self.widgets.get_mut(slot as usize)?.as_mut()?)));
         let slot = match existing {
             Some((slot, state)) => {
                 let old_key = QueryKey::of(&state.widget.spec);
                 let was_percentile = state.percentile();
                 let query_changed = old_key != key;
                 if query_changed {
-                    let new_query = self.queries.acquire(key, percentile, now, self.config.max_skew_ms);
+                    let new_query =
+                        self.queries
+                            .acquire(key, percentile, now, self.config.max_skew_ms);
                     self.queries.release(state.query, was_percentile);
                     state.query = new_query;
                 } else {
-                    self.queries.set_percentile(state.query, was_percentile, percentile);
+                    self.queries
+                        .set_percentile(state.query, was_percentile, percentile);
                 }
                 if query_changed || state.widget.spec.aggregation != widget.spec.aggregation {
                     state.history.clear();
@@ -272,7 +286,9 @@ impl Shard {
                 slot
             }
             None => {
-                let query = self.queries.acquire(key, percentile, now, self.config.max_skew_ms);
+                let query = self
+                    .queries
+                    .acquire(key, percentile, now, self.config.max_skew_ms);
                 let state = WidgetState {
                     widget,
                     query,
@@ -295,18 +311,25 @@ impl Shard {
                 slot
             }
         };
-        self.schedule.entry(now).or_default().push((slot, generation));
+        self.schedule
+            .entry(now)
+            .or_default()
+            .push((slot, generation));
         self.refresh_horizon();
         Ok(())
     }
 
     fn state(&self, widget_id: &Uuid) -> Option<&WidgetState> {
-        self.widgets.get(*self.slot_of.get(widget_id)? as usize)?.as_ref()
+        self.widgets
+            .get(*self.slot_of.get(widget_id)? as usize)?
+            .as_ref()
     }
 
     /// Removes a widget; returns false if it was not here.
     pub fn remove_widget(&mut self, widget_id: &Uuid) -> bool {
-        let Some(slot) = self.slot_of.remove(widget_id) else { return false };
+        let Some(slot) = self.slot_of.remove(widget_id) else {
+            return false;
+        };
         let Some(state) = self.widgets.get_mut(slot as usize).and_then(Option::take) else {
             return false;
         };
@@ -352,11 +375,15 @@ impl Shard {
             let batch = due.len();
             changed.reserve(batch);
             for (slot, generation) in due {
-                let Some(Some(state)) = self.widgets.get_mut(slot as usize) else { continue };
+                let Some(Some(state)) = self.widgets.get_mut(slot as usize) else {
+                    continue;
+                };
                 if state.generation != generation {
                     continue;
                 }
-                let Some(value) = Self::compute(&mut self.queries, state, now) else { continue };
+                let Some(value) = Self::compute(&mut self.queries, state, now) else {
+                    continue;
+                };
                 if state.history.len() >= self.config.history_len {
                     state.history.pop_front();
                 }
@@ -374,7 +401,10 @@ impl Shard {
                 // Refreshes fall on multiples of the interval so widgets sharing an
                 // interval refresh together; a shard that fell behind skips missed slots.
                 let next = (now.div_euclid(state.interval_ms) + 1) * state.interval_ms;
-                self.schedule.entry(next).or_insert_with(|| Vec::with_capacity(batch)).push((slot, generation));
+                self.schedule
+                    .entry(next)
+                    .or_insert_with(|| Vec::with_capacity(batch))
+                    .push((slot, generation));
             }
         }
         changed
@@ -419,17 +449,12 @@ impl Shard {
     pub fn window_heap_bytes(&self) -> usize {
         self.queries.heap_bytes()
     }
-
-    /// Aggregations in use, for diagnostics.
-    pub fn aggregations(&self) -> impl Iterator<Item = Aggregation> + '_ {
-        self.widgets.iter().flatten().map(|s| s.widget.spec.aggregation)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Tags, WidgetSpec};
+    use crate::model::{Aggregation, Tags, WidgetSpec};
 
     fn widget(metric: &str, agg: Aggregation, window: u64, refresh: f64) -> Widget {
         Widget::new(
@@ -446,7 +471,12 @@ mod tests {
     }
 
     fn ev(metric: &str, value: f64, t: i64) -> MetricEvent {
-        MetricEvent { metric_name: metric.into(), value, tags: Tags::new(), event_time: t }
+        MetricEvent {
+            metric_name: metric.into(),
+            value,
+            tags: Tags::new(),
+            event_time: t,
+        }
     }
 
     #[test]
@@ -456,18 +486,37 @@ mod tests {
         s.upsert_widget(w, 1_000_000).unwrap();
         assert_eq!(s.horizon_ms(), 600_000);
         let out = s.apply(
-            &[ev("m", 1.0, 1_000_000), ev("m", 1.0, 399_999), ev("m", 1.0, 1_005_001), ev("x", 2.0, 1_000_000)],
+            &[
+                ev("m", 1.0, 1_000_000),
+                ev("m", 1.0, 399_999),
+                ev("m", 1.0, 1_005_001),
+                ev("x", 2.0, 1_000_000),
+            ],
             1_000_000,
         );
         assert_eq!(out.accepted, 2);
-        assert_eq!(out.rejected, vec![(1, Rejection::TooOld), (2, Rejection::TooFarAhead)]);
+        assert_eq!(
+            out.rejected,
+            vec![(1, Rejection::TooOld), (2, Rejection::TooFarAhead)]
+        );
         let st = s.stats();
-        assert_eq!((st.accepted, st.unmatched, st.rejected_too_old, st.rejected_too_far_ahead), (2, 1, 1, 1));
+        assert_eq!(
+            (
+                st.accepted,
+                st.unmatched,
+                st.rejected_too_old,
+                st.rejected_too_far_ahead
+            ),
+            (2, 1, 1, 1)
+        );
     }
 
     #[test]
     fn tick_pushes_changes_only_and_keeps_history() {
-        let mut s = Shard::new(ShardConfig { history_len: 3, ..ShardConfig::default() });
+        let mut s = Shard::new(ShardConfig {
+            history_len: 3,
+            ..ShardConfig::default()
+        });
         let w = widget("m", Aggregation::Max, 60, 0.5);
         let id = w.widget_id;
         s.upsert_widget(w, 10_000).unwrap();
@@ -484,7 +533,10 @@ mod tests {
         assert_eq!(up[0].latest_event_time, Some(10_600));
         s.tick(11_500);
         let h: Vec<_> = s.history(&id).unwrap().iter().copied().collect();
-        assert_eq!(h, vec![(11_000, None), (12_000, Some(3.0)), (12_000, Some(3.0))]);
+        assert_eq!(
+            h,
+            vec![(11_000, None), (12_000, Some(3.0)), (12_000, Some(3.0))]
+        );
         // Far behind: missed refreshes are skipped, not replayed.
         assert_eq!(s.tick(100_000).len(), 1, "the value slid out of the window");
         assert_eq!(s.next_due(), Some(100_500));
@@ -499,11 +551,19 @@ mod tests {
         s.apply(&[ev("m", 2.0, 0), ev("m", 5.0, 1)], 1);
         s.upsert_widget(b.clone(), 2).unwrap();
         assert_eq!(s.query_count(), 1);
-        assert_eq!(s.value(&b.widget_id, 2).unwrap().value, Some(2.0), "b shares a's window");
+        assert_eq!(
+            s.value(&b.widget_id, 2).unwrap().value,
+            Some(2.0),
+            "b shares a's window"
+        );
         b.spec.window_seconds = 30;
         s.upsert_widget(b.clone(), 3).unwrap();
         assert_eq!(s.query_count(), 2);
-        assert_eq!(s.value(&b.widget_id, 3).unwrap().value, Some(0.0), "a new query starts empty");
+        assert_eq!(
+            s.value(&b.widget_id, 3).unwrap().value,
+            Some(0.0),
+            "a new query starts empty"
+        );
         b.spec.aggregation = Aggregation::P50;
         s.upsert_widget(b.clone(), 3).unwrap();
         s.apply(&[ev("m", 7.0, 4)], 4);
@@ -512,8 +572,18 @@ mod tests {
         assert!(s.remove_widget(&a.widget_id));
         assert!(!s.remove_widget(&a.widget_id));
         assert_eq!(s.query_count(), 1);
-        let bad = Widget { spec: WidgetSpec { window_seconds: 0, ..b.spec.clone() }, ..b.clone() };
+        let bad = Widget {
+            spec: WidgetSpec {
+                window_seconds: 0,
+                ..b.spec.clone()
+            },
+            ..b.clone()
+        };
         assert_eq!(s.upsert_widget(bad, 5), Err(ValidationError::Window(0)));
-        assert_eq!(s.widget(&b.widget_id).unwrap().spec.window_seconds, 30, "refused edits change nothing");
+        assert_eq!(
+            s.widget(&b.widget_id).unwrap().spec.window_seconds,
+            30,
+            "refused edits change nothing"
+        );
     }
 }

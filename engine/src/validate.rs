@@ -10,13 +10,25 @@ pub enum ValidationError {
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
     #[error("{field} is {len} bytes long; at most {max} are allowed")]
-    TooLong { field: &'static str, len: usize, max: usize },
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("{field} contains {ch:?} at byte {at}; allowed are {NAME_CHARSET}")]
-    BadNameChar { field: &'static str, ch: char, at: usize },
+    BadNameChar {
+        field: &'static str,
+        ch: char,
+        at: usize,
+    },
     #[error("{field} contains a control character at byte {at}")]
     ControlChar { field: &'static str, at: usize },
     #[error("{field} has {count} entries; at most {max} are allowed")]
-    TooMany { field: &'static str, count: usize, max: usize },
+    TooMany {
+        field: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("value must be a finite number, got {0}")]
     NonFiniteValue(f64),
     #[error("event_time {0} is before 1970-01-01T00:00:00Z")]
@@ -40,7 +52,11 @@ fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), Validati
         return Err(ValidationError::Empty { field });
     }
     if text.len() > max {
-        return Err(ValidationError::TooLong { field, len: text.len(), max });
+        return Err(ValidationError::TooLong {
+            field,
+            len: text.len(),
+            max,
+        });
     }
     Ok(())
 }
@@ -48,7 +64,9 @@ fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), Validati
 /// Checks a metric name or tag key: non-empty, bounded, `NAME_CHARSET` only.
 pub fn name(field: &'static str, text: &str, max: usize) -> Result<(), ValidationError> {
     check_len(field, text, max)?;
-    let bad = text.bytes().position(|b| !(b.is_ascii_alphanumeric() || NAME_PUNCTUATION.as_bytes().contains(&b)));
+    let bad = text
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || NAME_PUNCTUATION.as_bytes().contains(&b)));
     match bad {
         None => Ok(()),
         Some(at) => {
@@ -75,7 +93,11 @@ pub fn metric_name(metric: &str) -> Result<(), ValidationError> {
 /// Checks a tag map (event tags or a widget filter).
 pub fn tags(field: &'static str, tags: &Tags) -> Result<(), ValidationError> {
     if tags.len() > MAX_TAGS {
-        return Err(ValidationError::TooMany { field, count: tags.len(), max: MAX_TAGS });
+        return Err(ValidationError::TooMany {
+            field,
+            count: tags.len(),
+            max: MAX_TAGS,
+        });
     }
     for (key, value) in tags {
         name("tag key", key, MAX_TAG_KEY_BYTES)?;
@@ -139,7 +161,11 @@ pub fn layout(layout: &serde_json::Value) -> Result<(), ValidationError> {
     }
     let size = serde_json::to_string(layout).map_or(usize::MAX, |s| s.len());
     if size > MAX_LAYOUT_BYTES {
-        return Err(ValidationError::TooLong { field: "layout", len: size, max: MAX_LAYOUT_BYTES });
+        return Err(ValidationError::TooLong {
+            field: "layout",
+            len: size,
+            max: MAX_LAYOUT_BYTES,
+        });
     }
     Ok(())
 }
@@ -185,16 +211,32 @@ mod tests {
     fn names() {
         assert!(metric_name("api.request.latency_ms").is_ok());
         assert!(metric_name("host-1/cpu:user").is_ok());
-        assert_eq!(metric_name(""), Err(ValidationError::Empty { field: "metric_name" }));
+        assert_eq!(
+            metric_name(""),
+            Err(ValidationError::Empty {
+                field: "metric_name"
+            })
+        );
         let long = "a".repeat(MAX_METRIC_NAME_BYTES + 1);
-        assert!(matches!(metric_name(&long), Err(ValidationError::TooLong { len: 257, .. })));
+        assert!(matches!(
+            metric_name(&long),
+            Err(ValidationError::TooLong { len: 257, .. })
+        ));
         assert_eq!(
             metric_name("cpu load"),
-            Err(ValidationError::BadNameChar { field: "metric_name", ch: ' ', at: 3 })
+            Err(ValidationError::BadNameChar {
+                field: "metric_name",
+                ch: ' ',
+                at: 3
+            })
         );
         assert_eq!(
             metric_name("tempé"),
-            Err(ValidationError::BadNameChar { field: "metric_name", ch: 'é', at: 4 })
+            Err(ValidationError::BadNameChar {
+                field: "metric_name",
+                ch: 'é',
+                at: 4
+            })
         );
         let msg = metric_name("a b").unwrap_err().to_string();
         assert!(msg.contains("allowed are ASCII letters"), "{msg}");
@@ -210,7 +252,10 @@ mod tests {
         };
         assert!(event(&ev).is_ok());
         ev.value = f64::NAN;
-        assert!(matches!(event(&ev), Err(ValidationError::NonFiniteValue(_))));
+        assert!(matches!(
+            event(&ev),
+            Err(ValidationError::NonFiniteValue(_))
+        ));
         ev.value = 1.0;
         ev.event_time = -1;
         assert_eq!(event(&ev), Err(ValidationError::NegativeEventTime(-1)));
@@ -218,9 +263,18 @@ mod tests {
         for i in 0..=MAX_TAGS {
             ev.tags.insert(format!("k{i}"), "v".into());
         }
-        assert!(matches!(event(&ev), Err(ValidationError::TooMany { count: 33, .. })));
+        assert!(matches!(
+            event(&ev),
+            Err(ValidationError::TooMany { count: 33, .. })
+        ));
         ev.tags = Tags::from([("host".into(), "a\nb".into())]);
-        assert_eq!(event(&ev), Err(ValidationError::ControlChar { field: "tag value", at: 1 }));
+        assert_eq!(
+            event(&ev),
+            Err(ValidationError::ControlChar {
+                field: "tag value",
+                at: 1
+            })
+        );
         ev.tags = Tags::from([("".into(), "x".into())]);
         assert_eq!(event(&ev), Err(ValidationError::Empty { field: "tag key" }));
     }
@@ -229,17 +283,35 @@ mod tests {
     fn widgets() {
         assert!(widget(&spec()).is_ok());
         for (w, ok) in [(0, false), (1, true), (86_400, true), (86_401, false)] {
-            let s = WidgetSpec { window_seconds: w, ..spec() };
+            let s = WidgetSpec {
+                window_seconds: w,
+                ..spec()
+            };
             assert_eq!(widget(&s).is_ok(), ok, "window {w}");
         }
-        for (r, ok) in [(0.05, false), (0.1, true), (3600.0, true), (3600.5, false), (f64::NAN, false)]
-        {
-            let s = WidgetSpec { refresh_interval_seconds: r, ..spec() };
+        for (r, ok) in [
+            (0.05, false),
+            (0.1, true),
+            (3600.0, true),
+            (3600.5, false),
+            (f64::NAN, false),
+        ] {
+            let s = WidgetSpec {
+                refresh_interval_seconds: r,
+                ..spec()
+            };
             assert_eq!(widget(&s).is_ok(), ok, "refresh {r}");
         }
         let mut s = spec();
-        s.display_config.insert("x".into(), "y".repeat(MAX_DISPLAY_CONFIG_BYTES).into());
-        assert!(matches!(widget(&s), Err(ValidationError::TooLong { field: "display_config", .. })));
+        s.display_config
+            .insert("x".into(), "y".repeat(MAX_DISPLAY_CONFIG_BYTES).into());
+        assert!(matches!(
+            widget(&s),
+            Err(ValidationError::TooLong {
+                field: "display_config",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -254,13 +326,22 @@ mod tests {
         };
         assert!(dashboard(&d).is_ok());
         d.widgets.push(w.clone());
-        assert_eq!(dashboard(&d), Err(ValidationError::DuplicateWidget(w.widget_id)));
+        assert_eq!(
+            dashboard(&d),
+            Err(ValidationError::DuplicateWidget(w.widget_id))
+        );
         d.widgets.pop();
         d.layout = serde_json::json!([1, 2]);
-        assert_eq!(dashboard(&d), Err(ValidationError::NotObject { field: "layout" }));
+        assert_eq!(
+            dashboard(&d),
+            Err(ValidationError::NotObject { field: "layout" })
+        );
         d.layout = serde_json::Value::Null;
         d.name = "é".repeat(MAX_DASHBOARD_NAME_CHARS + 1);
-        assert!(matches!(dashboard(&d), Err(ValidationError::TooLong { .. })));
+        assert!(matches!(
+            dashboard(&d),
+            Err(ValidationError::TooLong { .. })
+        ));
         d.name = String::new();
         assert_eq!(dashboard(&d), Err(ValidationError::Empty { field: "name" }));
     }

@@ -1,6 +1,8 @@
 //! Wire shapes of the data model: what JSON is accepted, what is refused, and the
 //! canonical form written back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use livedash_engine::{Aggregation, Dashboard, MetricEvent, Widget, WidgetSpec};
 use serde_json::json;
 
@@ -38,9 +40,10 @@ fn tags_accept_scalars_and_refuse_nesting() {
     .unwrap();
     assert_eq!(e.tags["core"], "3");
     assert_eq!(e.tags["canary"], "true");
-    let e: MetricEvent =
-        serde_json::from_value(json!({"metric_name": "m", "value": 1, "event_time": 5, "tags": null}))
-            .unwrap();
+    let e: MetricEvent = serde_json::from_value(
+        json!({"metric_name": "m", "value": 1, "event_time": 5, "tags": null}),
+    )
+    .unwrap();
     assert!(e.tags.is_empty());
     assert!(
         serde_json::from_value::<MetricEvent>(json!({
@@ -92,7 +95,12 @@ fn widget_round_trip_and_aggregation_names() {
     }
     assert!(serde_json::from_value::<Aggregation>(json!("median")).is_err());
 
-    let dash = Dashboard { dashboard_id: d, name: "Checkout".into(), layout: json!({}), widgets: vec![w] };
+    let dash = Dashboard {
+        dashboard_id: d,
+        name: "Checkout".into(),
+        layout: json!({}),
+        widgets: vec![w],
+    };
     let back: Dashboard = serde_json::from_str(&serde_json::to_string(&dash).unwrap()).unwrap();
     assert_eq!(back, dash);
 }

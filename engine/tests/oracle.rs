@@ -2,6 +2,8 @@
 //! event, under out-of-order times, eviction, rejections, and widgets that come, change
 //! and go mid-stream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 
 use livedash_engine::window::BUCKET_RELATIVE_ERROR;
@@ -38,13 +40,19 @@ fn spec_strategy() -> impl Strategy<Value = WidgetSpec> {
             aggregation,
             window_seconds: window,
             refresh_interval_seconds: f64::from(refresh) / 10.0,
-            filter: host.map(|h| Tags::from([("host".to_string(), format!("h{h}"))])).unwrap_or_default(),
+            filter: host
+                .map(|h| Tags::from([("host".to_string(), format!("h{h}"))]))
+                .unwrap_or_default(),
             display_config: Default::default(),
         })
 }
 
 fn value_strategy() -> impl Strategy<Value = f64> {
-    prop_oneof![(-1000i32..1000).prop_map(f64::from), -1e6f64..1e6, 1e-3f64..1e-1]
+    prop_oneof![
+        (-1000i32..1000).prop_map(f64::from),
+        -1e6f64..1e6,
+        1e-3f64..1e-1
+    ]
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -81,17 +89,24 @@ struct Oracle {
 
 impl Oracle {
     fn horizon(&self) -> i64 {
-        self.widgets.iter().map(|w| w.spec.window_seconds as i64 * 1000).max().unwrap_or(0)
+        self.widgets
+            .iter()
+            .map(|w| w.spec.window_seconds as i64 * 1000)
+            .max()
+            .unwrap_or(0)
     }
 
     fn acquire(&mut self, spec: &WidgetSpec) {
         let seq = self.seq;
-        let q = self.queries.entry(QueryKey::of(spec)).or_insert(OracleQuery {
-            since: seq,
-            widgets: 0,
-            percentile_widgets: 0,
-            histogram_since: seq,
-        });
+        let q = self
+            .queries
+            .entry(QueryKey::of(spec))
+            .or_insert(OracleQuery {
+                since: seq,
+                widgets: 0,
+                percentile_widgets: 0,
+                histogram_since: seq,
+            });
         q.widgets += 1;
         if spec.aggregation.is_percentile() {
             if q.percentile_widgets == 0 {
@@ -103,7 +118,9 @@ impl Oracle {
 
     fn release(&mut self, spec: &WidgetSpec) {
         let key = QueryKey::of(spec);
-        let Some(q) = self.queries.get_mut(&key) else { panic!("released unknown query") };
+        let Some(q) = self.queries.get_mut(&key) else {
+            panic!("released unknown query")
+        };
         q.widgets -= 1;
         if spec.aggregation.is_percentile() {
             q.percentile_widgets -= 1;
@@ -167,7 +184,9 @@ impl Oracle {
 
 fn check(shard: &mut Shard, oracle: &Oracle) -> Result<(), TestCaseError> {
     for w in &oracle.widgets {
-        let got = shard.value(&w.widget_id, oracle.now).expect("widget is live");
+        let got = shard
+            .value(&w.widget_id, oracle.now)
+            .expect("widget is live");
         let (value, count, latest, window_end, abs_sum) = oracle.expected(w);
         let agg = w.spec.aggregation;
         prop_assert_eq!(got.count, count, "count of {:?}", w.spec);
@@ -182,25 +201,48 @@ fn check(shard: &mut Shard, oracle: &Oracle) -> Result<(), TestCaseError> {
                     a if a.is_percentile() => e.abs() * BUCKET_RELATIVE_ERROR,
                     _ => 0.0,
                 };
-                prop_assert!((g - e).abs() <= tolerance, "{}: got {} expected {} ({:?})", agg, g, e, w.spec);
+                prop_assert!(
+                    (g - e).abs() <= tolerance,
+                    "{}: got {} expected {} ({:?})",
+                    agg,
+                    g,
+                    e,
+                    w.spec
+                );
             }
-            (g, e) => prop_assert!(false, "{}: got {:?} expected {:?} ({:?})", agg, g, e, w.spec),
+            (g, e) => prop_assert!(
+                false,
+                "{}: got {:?} expected {:?} ({:?})",
+                agg,
+                g,
+                e,
+                w.spec
+            ),
         }
     }
     Ok(())
 }
 
 fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
-    let config = ShardConfig { max_skew_ms: SKEW_MS, history_len: 4, min_horizon_ms: 0 };
+    let config = ShardConfig {
+        max_skew_ms: SKEW_MS,
+        history_len: 4,
+        min_horizon_ms: 0,
+    };
     let mut shard = Shard::new(config);
-    let mut oracle = Oracle { now: start, ..Oracle::default() };
+    let mut oracle = Oracle {
+        now: start,
+        ..Oracle::default()
+    };
     for op in ops {
         oracle.seq += 1;
         match op {
             Op::Add(spec) => {
                 let w = Widget::new(Uuid::new_v4(), spec);
                 oracle.acquire(&w.spec);
-                shard.upsert_widget(w.clone(), oracle.now).expect("valid widget");
+                shard
+                    .upsert_widget(w.clone(), oracle.now)
+                    .expect("valid widget");
                 oracle.widgets.push(w);
             }
             Op::Update(i, spec) if !oracle.widgets.is_empty() => {
@@ -209,7 +251,9 @@ fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
                 oracle.acquire(&spec);
                 oracle.release(&old);
                 oracle.widgets[i].spec = spec;
-                shard.upsert_widget(oracle.widgets[i].clone(), oracle.now).expect("valid widget");
+                shard
+                    .upsert_widget(oracle.widgets[i].clone(), oracle.now)
+                    .expect("valid widget");
             }
             Op::Remove(i) if !oracle.widgets.is_empty() => {
                 let w = oracle.widgets.remove(i % oracle.widgets.len());
@@ -224,7 +268,12 @@ fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
                         metric_name: format!("m{m}"),
                         value,
                         tags: host
-                            .map(|h| Tags::from([("host".into(), format!("h{h}")), ("dc".into(), "x".into())]))
+                            .map(|h| {
+                                Tags::from([
+                                    ("host".into(), format!("h{h}")),
+                                    ("dc".into(), "x".into()),
+                                ])
+                            })
                             .unwrap_or_default(),
                         event_time: oracle.now + dt,
                     })
@@ -250,7 +299,11 @@ fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
             }
             Op::Tick => {
                 for update in shard.tick(oracle.now) {
-                    let w = oracle.widgets.iter().find(|w| w.widget_id == update.widget_id).unwrap();
+                    let w = oracle
+                        .widgets
+                        .iter()
+                        .find(|w| w.widget_id == update.widget_id)
+                        .unwrap();
                     prop_assert_eq!(update.count, oracle.expected(w).1);
                 }
             }
@@ -278,7 +331,12 @@ proptest! {
 fn long_run_matches_oracle() {
     let mut ops = vec![];
     for window in WINDOWS {
-        for agg in [Aggregation::Sum, Aggregation::Min, Aggregation::P90, Aggregation::Count] {
+        for agg in [
+            Aggregation::Sum,
+            Aggregation::Min,
+            Aggregation::P90,
+            Aggregation::Count,
+        ] {
             ops.push(Op::Add(WidgetSpec {
                 metric_name: "m0".into(),
                 aggregation: agg,
@@ -298,7 +356,16 @@ fn long_run_matches_oracle() {
                 x ^= x << 17;
                 let value = (x % 10_000) as f64 / 7.0 - 300.0;
                 let dt = 500 - ((x >> 20) % 3_000) as i64;
-                (0usize, None, if i == 0 && step % 97 == 0 { 1e15 } else { value }, dt)
+                (
+                    0usize,
+                    None,
+                    if i == 0 && step % 97 == 0 {
+                        1e15
+                    } else {
+                        value
+                    },
+                    dt,
+                )
             })
             .collect();
         ops.push(Op::Apply(batch));

@@ -32,10 +32,19 @@ fn bytes_per_query(aggregation: Aggregation, series: usize, per_series: usize) -
 }
 
 fn main() {
-    let rate: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let rate: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10);
     println!("5-minute window, {rate} events/s per series, heap bytes of window state per query:");
-    for (label, agg) in [("sum/avg/min/max/count (no histogram)", Aggregation::Sum), ("p50..p99 (with histogram)", Aggregation::P99)] {
+    for (label, agg) in [
+        ("sum/avg/min/max/count (no histogram)", Aggregation::Sum),
+        ("p50..p99 (with histogram)", Aggregation::P99),
+    ] {
         let series = if rate >= 1000 { 4 } else { 200 };
-        println!("  {label:<40} {:>9} bytes", bytes_per_query(agg, series, rate));
+        println!(
+            "  {label:<40} {:>9} bytes",
+            bytes_per_query(agg, series, rate)
+        );
     }
 }

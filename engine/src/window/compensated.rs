@@ -9,10 +9,16 @@ pub(crate) struct CompensatedSum {
 }
 
 impl CompensatedSum {
-    pub(crate) const ZERO: CompensatedSum = CompensatedSum { sum: 0.0, compensation: 0.0 };
+    pub(crate) const ZERO: CompensatedSum = CompensatedSum {
+        sum: 0.0,
+        compensation: 0.0,
+    };
 
     pub(crate) fn of(x: f64) -> Self {
-        Self { sum: x, compensation: 0.0 }
+        Self {
+            sum: x,
+            compensation: 0.0,
+        }
     }
 
     /// Adds another compensated sum, both of its parts.

@@ -37,7 +37,11 @@ fn pane_key(value: f64) -> u32 {
 fn representative(key: u32) -> f64 {
     let lo = f64::from_bits(u64::from(key) << SHIFT);
     let hi = f64::from_bits(u64::from(key + 1) << SHIFT);
-    if hi.is_finite() { lo + (hi - lo) / 2.0 } else { lo }
+    if hi.is_finite() {
+        lo + (hi - lo) / 2.0
+    } else {
+        lo
+    }
 }
 
 /// Contiguous counts over a range of magnitude keys.
@@ -117,7 +121,8 @@ impl PaneCounts {
                     list.push((key, 1));
                     return;
                 }
-                let mut map: HashMap<u32, u64> = list.drain(..).map(|(k, n)| (k, u64::from(n))).collect();
+                let mut map: HashMap<u32, u64> =
+                    list.drain(..).map(|(k, n)| (k, u64::from(n))).collect();
                 *map.entry(key).or_insert(0) += 1;
                 *self = Self::Large(map);
             }
@@ -170,7 +175,11 @@ impl Histogram {
 
     fn apply(&mut self, key: u32, n: u64, add: bool) {
         let store = if key == ZERO_KEY {
-            if add { self.zeros += n } else { self.zeros -= n }
+            if add {
+                self.zeros += n
+            } else {
+                self.zeros -= n
+            }
             None
         } else if key & NEG_FLAG != 0 {
             Some((&mut self.negative, key & !NEG_FLAG))
@@ -178,9 +187,17 @@ impl Histogram {
             Some((&mut self.positive, key))
         };
         if let Some((store, k)) = store {
-            if add { store.add(k, n) } else { store.sub(k, n) }
+            if add {
+                store.add(k, n)
+            } else {
+                store.sub(k, n)
+            }
         }
-        if add { self.total += n } else { self.total -= n }
+        if add {
+            self.total += n
+        } else {
+            self.total -= n
+        }
     }
 
     /// Records `value` into ring slot `slot`.
@@ -219,7 +236,13 @@ impl Histogram {
             return None;
         }
         let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let zeros = |left: u64| if self.zeros >= left { Ok(0.0) } else { Err(left - self.zeros) };
+        let zeros = |left: u64| {
+            if self.zeros >= left {
+                Ok(0.0)
+            } else {
+                Err(left - self.zeros)
+            }
+        };
         if rank > self.total / 2 {
             // High quantiles walk down from the largest value: the shorter way.
             let from_top = self.total - rank + 1;
@@ -281,11 +304,13 @@ mod tests {
 
     #[test]
     fn buckets_are_within_error_bound() {
-        for &v in &[1e-300, 1e-9, 0.001, 0.5, 1.0, 1.0078125, 3.0, 1234.5678, 9.9e12, 1e300] {
+        for &v in &[
+            1e-300, 1e-9, 0.001, 0.5, 1.0, 1.0078125, 3.0, 1234.5678, 9.9e12, 1e300,
+        ] {
             let r = representative(magnitude_key(v));
             assert!(((r - v) / v).abs() <= BUCKET_RELATIVE_ERROR, "{v} -> {r}");
         }
-        assert!(BUCKET_RELATIVE_ERROR <= 0.01);
+        const { assert!(BUCKET_RELATIVE_ERROR <= 0.01) };
     }
 
     #[test]
@@ -300,7 +325,10 @@ mod tests {
         for q in [0.01, 0.25, 0.5, 0.9, 0.99, 1.0] {
             let exact = nearest_rank(&mut values, q);
             let got = h.quantile(q).unwrap();
-            assert!((got - exact).abs() <= exact.abs() * BUCKET_RELATIVE_ERROR, "q{q} {got} vs {exact}");
+            assert!(
+                (got - exact).abs() <= exact.abs() * BUCKET_RELATIVE_ERROR,
+                "q{q} {got} vs {exact}"
+            );
         }
     }
 

@@ -32,7 +32,14 @@ impl Pane {
     /// Starts pane `index` with one event.
     #[inline]
     pub(crate) fn start(index: i64, time: i64, value: f64) -> Pane {
-        Pane { index, count: 1, sum: CompensatedSum::of(value), min: value, max: value, latest: time }
+        Pane {
+            index,
+            count: 1,
+            sum: CompensatedSum::of(value),
+            min: value,
+            max: value,
+            latest: time,
+        }
     }
 
     #[inline]

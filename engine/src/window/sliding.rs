@@ -30,7 +30,11 @@ pub struct Fold {
 }
 
 impl Fold {
-    const EMPTY: Fold = Fold { min: f64::INFINITY, max: f64::NEG_INFINITY, latest: None };
+    const EMPTY: Fold = Fold {
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        latest: None,
+    };
 }
 
 /// Event-time sliding window: `spec.panes` live panes ending at the clock's pane, plus
@@ -182,7 +186,8 @@ impl SlidingWindow {
     /// Reads the pane an event at `time_ms` would land in (to bring it into cache).
     #[inline]
     pub fn peek(&self, time_ms: i64) -> i64 {
-        self.locate(time_ms).map_or(0, |(slot, _)| self.panes[slot].index)
+        self.locate(time_ms)
+            .map_or(0, |(slot, _)| self.panes[slot].index)
     }
 
     /// Inserts one event. The caller has advanced the clock for this batch.
@@ -269,7 +274,10 @@ impl SlidingWindow {
     /// Heap bytes held by this window (ring plus histogram).
     pub fn heap_bytes(&self) -> usize {
         self.panes.len() * size_of::<Pane>()
-            + self.histogram.as_ref().map_or(0, |h| size_of::<Histogram>() + h.heap_bytes())
+            + self
+                .histogram
+                .as_ref()
+                .map_or(0, |h| size_of::<Histogram>() + h.heap_bytes())
     }
 }
 
@@ -286,7 +294,11 @@ mod tests {
         let mut w = window(60, 1_000_000);
         let f = w.fold();
         for agg in Aggregation::ALL {
-            let expect = if agg == Aggregation::Count { Some(0.0) } else { None };
+            let expect = if agg == Aggregation::Count {
+                Some(0.0)
+            } else {
+                None
+            };
             assert_eq!(w.value(agg, &f), expect, "{agg}");
         }
         assert_eq!(f.latest, None);

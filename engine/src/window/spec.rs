@@ -35,7 +35,11 @@ impl WindowSpec {
         };
         let panes = (window_ms + pane_ms - 1) / pane_ms;
         let future_panes = (max_skew_ms.max(0) + pane_ms - 1) / pane_ms + 1;
-        Self { pane_ms, panes, future_panes }
+        Self {
+            pane_ms,
+            panes,
+            future_panes,
+        }
     }
 
     /// Ring slots needed: live panes plus the future ones.
@@ -74,7 +78,10 @@ mod tests {
         assert!(s.span_ms() >= 3_607_000);
         for w in [1, 7, 59, 601, 1000, 7200, 86_399] {
             let s = WindowSpec::for_window(w, 5000);
-            assert!(s.span_ms() >= w as i64 * 1000 && s.panes <= MAX_PANES + 1, "{w}: {s:?}");
+            assert!(
+                s.span_ms() >= w as i64 * 1000 && s.panes <= MAX_PANES + 1,
+                "{w}: {s:?}"
+            );
         }
     }
 }
