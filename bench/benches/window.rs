@@ -147,15 +147,19 @@ fn prefill<E: Engine>(mut engine: E, traffic: &mut Traffic) -> (E, i64) {
     (engine, WINDOW_S as i64)
 }
 
-fn window_ingest(c: &mut Criterion) {
-    let mut traffic = Traffic::new(SERIES, PER_SERIES_PER_S);
+/// One benchmark group: livedash then sorted_set for each aggregation, fed `per_series`
+/// events per second on each of `series` series.
+fn run_group(c: &mut Criterion, name: &str, series: usize, per_series: usize, time_ingest: bool) {
+    let mut traffic = Traffic::new(series, per_series);
     let names = traffic.names.clone();
-    let mut group = c.benchmark_group("window_ingest");
-    group.throughput(Throughput::Elements(traffic.events_per_second() as u64));
+    let mut group = c.benchmark_group(name);
+    if time_ingest {
+        group.throughput(Throughput::Elements(traffic.events_per_second() as u64));
+    }
     group.sampling_mode(SamplingMode::Flat);
-    group.sample_size(10);
+    group.sample_size(if time_ingest { 10 } else { 20 });
     group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(5));
+    group.measurement_time(Duration::from_secs(if time_ingest { 5 } else { 3 }));
     for agg in AGGREGATIONS {
         let id = BenchmarkId::new("livedash", agg.as_str());
         bench_seconds(
@@ -163,7 +167,7 @@ fn window_ingest(c: &mut Criterion) {
             id,
             || livedash(&names, agg, WINDOW_S),
             &mut traffic,
-            true,
+            time_ingest,
         );
         let id = BenchmarkId::new("sorted_set", agg.as_str());
         bench_seconds(
@@ -171,41 +175,21 @@ fn window_ingest(c: &mut Criterion) {
             id,
             || sorted_set(&names, agg, WINDOW_S),
             &mut traffic,
-            true,
+            time_ingest,
         );
     }
     group.finish();
 }
 
+/// 10,000 series at 10 events/s each; times ingest plus the refresh of every widget.
+fn window_ingest(c: &mut Criterion) {
+    run_group(c, "window_ingest", SERIES, PER_SERIES_PER_S, true);
+}
+
 /// One query, a full 5-minute window at 10,000 events/s; times the refresh that slides
 /// the window over each new second (the second's events are fed untimed).
 fn window_refresh(c: &mut Criterion) {
-    let mut traffic = Traffic::new(1, 10_000);
-    let names = traffic.names.clone();
-    let mut group = c.benchmark_group("window_refresh");
-    group.sampling_mode(SamplingMode::Flat);
-    group.sample_size(20);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(3));
-    for agg in AGGREGATIONS {
-        let id = BenchmarkId::new("livedash", agg.as_str());
-        bench_seconds(
-            &mut group,
-            id,
-            || livedash(&names, agg, WINDOW_S),
-            &mut traffic,
-            false,
-        );
-        let id = BenchmarkId::new("sorted_set", agg.as_str());
-        bench_seconds(
-            &mut group,
-            id,
-            || sorted_set(&names, agg, WINDOW_S),
-            &mut traffic,
-            false,
-        );
-    }
-    group.finish();
+    run_group(c, "window_refresh", 1, 10_000, false);
 }
 
 criterion_group!(benches, window_ingest, window_refresh);
