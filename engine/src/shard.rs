@@ -99,6 +99,8 @@ struct WidgetState {
     query: QueryId,
     interval_ms: i64,
     generation: u64,
+    /// When the next refresh is scheduled.
+    due: i64,
     last: Option<WidgetValue>,
     history: VecDeque<HistoryPoint>,
 }
@@ -283,6 +285,7 @@ impl Shard {
                 state.widget = widget;
                 state.interval_ms = interval_ms;
                 state.generation = generation;
+                state.due = now;
                 slot
             }
             None => {
@@ -294,6 +297,7 @@ impl Shard {
                     query,
                     interval_ms,
                     generation,
+                    due: now,
                     last: None,
                     history: VecDeque::with_capacity(self.config.history_len.min(64)),
                 };
@@ -401,6 +405,7 @@ impl Shard {
                 // Refreshes fall on multiples of the interval so widgets sharing an
                 // interval refresh together; a shard that fell behind skips missed slots.
                 let next = (now.div_euclid(state.interval_ms) + 1) * state.interval_ms;
+                state.due = next;
                 self.schedule
                     .entry(next)
                     .or_insert_with(|| Vec::with_capacity(batch))
@@ -416,6 +421,13 @@ impl Shard {
         let slot = *self.slot_of.get(widget_id)?;
         let state = self.widgets.get(slot as usize)?.as_ref()?;
         Self::compute(&mut self.queries, state, now)
+    }
+
+    /// True when the widget's refresh is overdue by more than twice its interval at
+    /// `now_ms`: the shard has fallen behind and pushed values lag. `None` if unknown.
+    pub fn is_behind(&self, widget_id: &Uuid, now_ms: i64) -> Option<bool> {
+        let state = self.state(widget_id)?;
+        Some(now_ms - state.due > 2 * state.interval_ms)
     }
 
     /// The last value pushed for a widget, if it has refreshed at least once.
@@ -509,6 +521,20 @@ mod tests {
             ),
             (2, 1, 1, 1)
         );
+    }
+
+    #[test]
+    fn a_widget_is_behind_when_its_refresh_is_overdue() {
+        let mut s = Shard::new(ShardConfig::default());
+        let w = widget("m", Aggregation::Sum, 60, 1.0);
+        let id = w.widget_id;
+        s.upsert_widget(w, 10_000).unwrap();
+        s.tick(10_000);
+        assert_eq!(s.is_behind(&id, 12_000), Some(false));
+        assert_eq!(s.is_behind(&id, 13_001), Some(true));
+        s.tick(13_001);
+        assert_eq!(s.is_behind(&id, 13_001), Some(false));
+        assert_eq!(s.is_behind(&Uuid::new_v4(), 13_001), None);
     }
 
     #[test]

@@ -138,10 +138,10 @@ impl SlidingWindow {
 
     fn evict(&mut self, slot: usize) {
         let pane = std::mem::replace(&mut self.panes[slot], Pane::VACANT);
-        if let Some(f) = &self.fold_cache {
-            if pane.min <= f.min || pane.max >= f.max || Some(pane.latest) >= f.latest {
-                self.fold_cache = None;
-            }
+        if let Some(f) = &self.fold_cache
+            && (pane.min <= f.min || pane.max >= f.max || Some(pane.latest) >= f.latest)
+        {
+            self.fold_cache = None;
         }
         self.count -= pane.count;
         self.sum.sub_sum(&pane.sum);

@@ -1,0 +1,439 @@
+//! One connection: read requests in order (pipelined ones included), hand each to the
+//! handler, write the responses in the same order. Every phase has a deadline, so a client
+//! that sends bytes slowly cannot hold a connection open (slow-loris).
+
+use std::future::Future;
+use std::io;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::net::TcpStream;
+
+use super::{Request, Response};
+use crate::stop::Stop;
+
+/// Longest request head (request line and headers).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most headers in one request.
+const MAX_HEADERS: usize = 64;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Size limits and deadlines of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_body: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// How reading the next request ended, other than with a request.
+enum Ended {
+    /// The peer closed, went idle too long, or the node is stopping: close quietly.
+    Quiet,
+    /// Answer with this (an error) and close.
+    Answer(Response),
+}
+
+impl From<io::Error> for Ended {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::TimedOut => {
+                Ended::Answer(Response::error(408, "request not received in time"))
+            }
+            _ => Ended::Quiet,
+        }
+    }
+}
+
+struct Head {
+    request: Request,
+    keep_alive: bool,
+    body: BodyKind,
+    expect_continue: bool,
+}
+
+enum BodyKind {
+    Length(usize),
+    Chunked,
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Serves `stream` until the peer closes, a deadline passes, an error closes it, or `stop`
+/// is set (the request in progress is still answered).
+pub async fn serve<H, F>(stream: TcpStream, limits: ConnLimits, stop: &Stop, handler: H)
+where
+    H: Fn(Request) -> F,
+    F: Future<Output = Response>,
+{
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(limits.body_timeout));
+    let mut conn = Conn {
+        stream,
+        buf: Vec::with_capacity(READ_CHUNK),
+    };
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let (request, keep_alive) = match conn.next_request(&limits, stop).await {
+            Ok(r) => r,
+            Err(Ended::Quiet) => return,
+            Err(Ended::Answer(response)) => {
+                out.clear();
+                response.closing().write_to(&mut out);
+                let _ = conn.stream.write_all(&out).await;
+                return;
+            }
+        };
+        let mut response = handler(request).await;
+        if !keep_alive || stop.is_set() {
+            response.close = true;
+        }
+        out.clear();
+        response.write_to(&mut out);
+        if conn.stream.write_all(&out).await.is_err() || response.close {
+            let _ = conn.stream.flush().await;
+            return;
+        }
+    }
+}
+
+impl Conn {
+    /// Reads more bytes into the buffer before `deadline`; `Ok(0)` is end of stream.
+    async fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let old = self.buf.len();
+        self.buf.resize(old + READ_CHUNK, 0);
+        let read = self.stream.read(&mut self.buf[old..]).await;
+        self.buf.truncate(old + *read.as_ref().unwrap_or(&0));
+        read
+    }
+
+    async fn next_request(
+        &mut self,
+        limits: &ConnLimits,
+        stop: &Stop,
+    ) -> Result<(Request, bool), Ended> {
+        if self.buf.is_empty() {
+            // Idle between requests: wait for a first byte, the idle deadline, or stop.
+            let deadline = Instant::now() + limits.idle_timeout;
+            let first = async { Some(self.fill(deadline).await) }
+                .or(async {
+                    stop.wait().await;
+                    None
+                })
+                .await;
+            match first {
+                Some(Ok(n)) if n > 0 => {}
+                _ => return Err(Ended::Quiet),
+            }
+        }
+        let head_deadline = Instant::now() + limits.header_timeout;
+        let (head, head_len) = loop {
+            match parse_head(&self.buf)? {
+                Some(parsed) if parsed.1 <= MAX_HEAD_BYTES => break parsed,
+                Some(_) => {
+                    return Err(head_too_large());
+                }
+                None if self.buf.len() > MAX_HEAD_BYTES => {
+                    return Err(head_too_large());
+                }
+                None => {
+                    if self.fill(head_deadline).await? == 0 {
+                        return Err(Ended::Quiet);
+                    }
+                }
+            }
+        };
+        self.buf.drain(..head_len);
+        let Head {
+            mut request,
+            keep_alive,
+            body,
+            expect_continue,
+        } = head;
+        if let BodyKind::Length(n) = body
+            && n > limits.max_body
+        {
+            return Err(Ended::Answer(Response::error(
+                413,
+                &format!(
+                    "body of {n} bytes is over the limit of {} bytes",
+                    limits.max_body
+                ),
+            )));
+        }
+        let wants_body = !matches!(body, BodyKind::Length(0));
+        if expect_continue && wants_body && self.buf.is_empty() {
+            self.stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| Ended::Quiet)?;
+        }
+        let body_deadline = Instant::now() + limits.body_timeout;
+        request.body = match body {
+            BodyKind::Length(n) => self.read_exact_body(n, body_deadline).await?,
+            BodyKind::Chunked => self.read_chunked(limits.max_body, body_deadline).await?,
+        };
+        Ok((request, keep_alive))
+    }
+
+    async fn read_exact_body(&mut self, n: usize, deadline: Instant) -> Result<Vec<u8>, Ended> {
+        if self.buf.len() >= n {
+            let rest = self.buf.split_off(n);
+            return Ok(std::mem::replace(&mut self.buf, rest));
+        }
+        let mut body = std::mem::take(&mut self.buf);
+        let mut filled = body.len();
+        body.resize(n, 0);
+        while filled < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::from(io::ErrorKind::TimedOut).into());
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|_| Ended::Quiet)?;
+            match self.stream.read(&mut body[filled..]).await? {
+                0 => return Err(Ended::Quiet),
+                got => filled += got,
+            }
+        }
+        self.buf.reserve(READ_CHUNK);
+        Ok(body)
+    }
+
+    async fn read_chunked(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, Ended> {
+        let mut body = Vec::new();
+        let mut pos = 0;
+        loop {
+            match httparse::parse_chunk_size(&self.buf[pos..]) {
+                Ok(httparse::Status::Complete((size_len, size))) => {
+                    if size == 0 {
+                        // Last chunk: optional trailers, then an empty line.
+                        let trailers_at = pos + size_len;
+                        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                        match httparse::parse_headers(&self.buf[trailers_at..], &mut headers) {
+                            Ok(httparse::Status::Complete((n, _))) => {
+                                self.buf.drain(..trailers_at + n);
+                                return Ok(body);
+                            }
+                            Ok(httparse::Status::Partial) => {}
+                            Err(_) => return Err(bad("malformed chunked trailer")),
+                        }
+                    } else {
+                        let size = usize::try_from(size).unwrap_or(usize::MAX);
+                        if size > max.saturating_sub(body.len()) {
+                            return Err(Ended::Answer(Response::error(
+                                413,
+                                &format!("chunked body is over the limit of {max} bytes"),
+                            )));
+                        }
+                        let data = pos + size_len;
+                        if self.buf.len() >= data + size + 2 {
+                            if &self.buf[data + size..data + size + 2] != b"\r\n" {
+                                return Err(bad("chunk data not followed by CRLF"));
+                            }
+                            body.extend_from_slice(&self.buf[data..data + size]);
+                            pos = data + size + 2;
+                            continue;
+                        }
+                    }
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return Err(bad("malformed chunk size")),
+            }
+            // Need more bytes: drop what is decoded, then read.
+            self.buf.drain(..pos);
+            pos = 0;
+            if self.buf.len() > MAX_HEAD_BYTES + max {
+                return Err(bad("malformed chunked body"));
+            }
+            if self.fill(deadline).await? == 0 {
+                return Err(Ended::Quiet);
+            }
+        }
+    }
+}
+
+fn head_too_large() -> Ended {
+    Ended::Answer(Response::error(431, "request head larger than 16 KiB"))
+}
+
+fn bad(reason: &str) -> Ended {
+    Ended::Answer(Response::error(400, reason))
+}
+
+/// Parses a complete request head at the start of `buf`; `None` if more bytes are needed.
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Ended> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Ended::Answer(Response::error(431, "more than 64 headers")));
+        }
+        Err(e) => return Err(bad(&format!("malformed request: {e}"))),
+    };
+    let version = parsed.version.unwrap_or(1);
+    let method = parsed.method.unwrap_or("GET").to_string();
+    let target = parsed.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (target.to_string(), None),
+    };
+    let mut keep_alive = version == 1;
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    let mut expect_continue = false;
+    let mut content_type = None;
+    let mut authorization = None;
+    for h in parsed.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| bad(&format!("header {} is not valid UTF-8", h.name)))?
+            .trim();
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n: usize = value
+                .parse()
+                .map_err(|_| bad("content-length is not a number"))?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(bad("conflicting content-length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = value.rsplit(',').next().unwrap_or("").trim();
+            if !last.eq_ignore_ascii_case("chunked") {
+                return Err(Ended::Answer(Response::error(
+                    501,
+                    &format!("transfer-encoding {value} is not supported; use chunked"),
+                )));
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !value.eq_ignore_ascii_case("100-continue") {
+                return Err(Ended::Answer(Response::error(
+                    417,
+                    &format!("expectation {value} is not supported"),
+                )));
+            }
+            expect_continue = true;
+        } else if name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.to_string());
+        }
+    }
+    if chunked && content_length.is_some() {
+        return Err(bad("both content-length and transfer-encoding given"));
+    }
+    let body = if chunked {
+        BodyKind::Chunked
+    } else {
+        BodyKind::Length(content_length.unwrap_or(0))
+    };
+    let request = Request {
+        method,
+        path,
+        query,
+        content_type,
+        authorization,
+        body: Vec::new(),
+    };
+    Ok(Some((
+        Head {
+            request,
+            keep_alive,
+            body,
+            expect_continue,
+        },
+        head_len,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<(Head, usize)>, Ended> {
+        parse_head(text.as_bytes())
+    }
+
+    fn status(r: Result<Option<(Head, usize)>, Ended>) -> u16 {
+        match r {
+            Err(Ended::Answer(resp)) => resp.status,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn parses_a_head() {
+        let (h, n) = head("POST /ingest?precision=ms HTTP/1.1\r\nContent-Length: 5\r\nAuthorization: Bearer abc\r\n\r\nhello")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert_eq!(n, 84, "the head ends before the 5-byte body");
+        assert_eq!(h.request.path, "/ingest");
+        assert_eq!(h.request.query_param("precision").as_deref(), Some("ms"));
+        assert_eq!(h.request.bearer(), Some("abc"));
+        assert!(h.keep_alive);
+        assert!(matches!(h.body, BodyKind::Length(5)));
+    }
+
+    #[test]
+    fn partial_head_needs_more() {
+        assert!(matches!(head("GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None)));
+    }
+
+    #[test]
+    fn refuses_ambiguous_framing() {
+        assert_eq!(
+            status(head(
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )),
+            400
+        );
+        assert_eq!(
+            status(head(
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
+            )),
+            400
+        );
+        assert_eq!(
+            status(head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")),
+            501
+        );
+        assert_eq!(status(head("GET / HTTP/1.1\r\nExpect: magic\r\n\r\n")), 417);
+        assert_eq!(status(head("GET /\x01 HTTP/1.1\r\n\r\n")), 400);
+    }
+
+    #[test]
+    fn http10_closes_by_default() {
+        let (h, _) = head("GET / HTTP/1.0\r\n\r\n").ok().flatten().unwrap();
+        assert!(!h.keep_alive);
+        let (h, _) = head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert!(!h.keep_alive);
+    }
+}

@@ -1,0 +1,39 @@
+//! A small HTTP/1.1 server over glommio sockets: keep-alive, pipelining, Content-Length
+//! and chunked bodies, `Expect: 100-continue`, a body-size limit and per-phase deadlines.
+//! Parsing is `httparse`; this module only frames requests and writes responses.
+
+mod conn;
+mod response;
+
+pub use conn::{ConnLimits, serve};
+pub use response::Response;
+
+/// One parsed request with its whole body.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// The path without the query string.
+    pub path: String,
+    /// The raw query string (after `?`), if any.
+    pub query: Option<String>,
+    pub content_type: Option<String>,
+    pub authorization: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The value of query parameter `name`, decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The bearer token of the `Authorization` header, if well formed.
+    pub fn bearer(&self) -> Option<&str> {
+        let value = self.authorization.as_deref()?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
+}

@@ -1,0 +1,222 @@
+//! Turning an ingest body into events: a JSON array of MetricEvent objects, or InfluxDB
+//! line protocol. Per-event problems become rejections with the event's index; only a body
+//! that cannot be parsed at all is an error (and then nothing is applied).
+
+use influxdb_line_protocol::{FieldValue, parse_lines};
+use livedash_engine::{MetricEvent, Tags, validate};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// One refused event: its index in the body and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejected {
+    pub index: usize,
+    pub reason: String,
+}
+
+/// Events ready for the shards, each with the index it is reported under.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub events: Vec<MetricEvent>,
+    /// `origin[i]` is the body index of `events[i]`.
+    pub origin: Vec<u32>,
+    pub rejected: Vec<Rejected>,
+}
+
+impl Parsed {
+    fn push(&mut self, index: usize, event: MetricEvent) {
+        match validate::event(&event) {
+            Ok(()) => {
+                self.events.push(event);
+                self.origin.push(index as u32);
+            }
+            Err(e) => self.rejected.push(Rejected {
+                index,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Parses a JSON array of events. An element that is not a valid event is rejected alone.
+pub fn json(body: &[u8]) -> Result<Parsed, String> {
+    let mut parsed = Parsed::default();
+    // Fast path: the whole array is well formed.
+    if let Ok(events) = serde_json::from_slice::<Vec<MetricEvent>>(body) {
+        parsed.events.reserve(events.len());
+        for (i, ev) in events.into_iter().enumerate() {
+            parsed.push(i, ev);
+        }
+        return Ok(parsed);
+    }
+    // Slow path: find the bad elements one by one.
+    let items: Vec<&RawValue> = serde_json::from_slice(body)
+        .map_err(|e| format!("body is not a JSON array of events: {e}"))?;
+    for (i, raw) in items.into_iter().enumerate() {
+        match serde_json::from_str::<MetricEvent>(raw.get()) {
+            Ok(ev) => parsed.push(i, ev),
+            Err(e) => parsed.rejected.push(Rejected {
+                index: i,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Timestamp unit of line protocol (`?precision=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Nanos,
+    Micros,
+    Millis,
+    Seconds,
+}
+
+impl Precision {
+    /// Reads `ns|us|ms|s` (and the InfluxDB 1.x spellings `n` and `u`); default ns.
+    pub fn parse(text: Option<&str>) -> Result<Self, String> {
+        match text.unwrap_or("ns") {
+            "ns" | "n" => Ok(Self::Nanos),
+            "us" | "u" => Ok(Self::Micros),
+            "ms" => Ok(Self::Millis),
+            "s" => Ok(Self::Seconds),
+            other => Err(format!("precision {other:?} is not one of ns, us, ms, s")),
+        }
+    }
+
+    fn to_ms(self, t: i64) -> i64 {
+        match self {
+            Self::Nanos => t.div_euclid(1_000_000),
+            Self::Micros => t.div_euclid(1_000),
+            Self::Millis => t,
+            Self::Seconds => t.saturating_mul(1_000),
+        }
+    }
+}
+
+/// Parses InfluxDB line protocol. Each field of a line becomes one event named
+/// `measurement.field`; tags become tags; a line without a timestamp takes `now_ms`.
+/// `index` counts the non-blank lines from 0. Integer, unsigned, float and boolean
+/// (1 or 0) fields are numbers; string fields are rejected.
+pub fn line_protocol(body: &[u8], precision: Precision, now_ms: i64) -> Result<Parsed, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    let mut parsed = Parsed::default();
+    let mut lines = 0;
+    for (index, line) in parse_lines(text).enumerate() {
+        lines += 1;
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                parsed.rejected.push(Rejected {
+                    index,
+                    reason: format!("line protocol: {e}"),
+                });
+                continue;
+            }
+        };
+        let tags: Tags = line
+            .series
+            .tag_set
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str().to_string(), v.as_str().to_string()))
+            .collect();
+        let event_time = line.timestamp.map_or(now_ms, |t| precision.to_ms(t));
+        let measurement = line.series.measurement.as_str();
+        for (field, value) in &line.field_set {
+            let value = match value {
+                FieldValue::F64(v) => *v,
+                FieldValue::I64(v) => *v as f64,
+                FieldValue::U64(v) => *v as f64,
+                FieldValue::Boolean(b) => f64::from(u8::from(*b)),
+                FieldValue::String(_) => {
+                    parsed.rejected.push(Rejected {
+                        index,
+                        reason: format!(
+                            "field {}: string values cannot be aggregated",
+                            field.as_str()
+                        ),
+                    });
+                    continue;
+                }
+            };
+            let event = MetricEvent {
+                metric_name: format!("{measurement}.{}", field.as_str()),
+                value,
+                tags: tags.clone(),
+                event_time,
+            };
+            parsed.push(index, event);
+        }
+    }
+    if lines > 0 && parsed.events.is_empty() && parsed.rejected.len() >= lines {
+        let first = parsed.rejected.first().map_or("", |r| r.reason.as_str());
+        return Err(format!("no line could be parsed; first error: {first}"));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_bad_elements_are_rejected_alone() {
+        let body = br#"[
+            {"metric_name":"a","value":1,"event_time":5},
+            {"metric_name":"a","value":"x","event_time":5},
+            {"metric_name":"bad name","value":1,"event_time":5},
+            {"metric_name":"a","value":2,"event_time":"2026-11-29T00:00:00Z","tags":{"h":1}}
+        ]"#;
+        let p = json(body).unwrap();
+        assert_eq!(p.events.len(), 2);
+        assert_eq!(p.origin, vec![0, 3]);
+        assert_eq!(p.events[1].tags.get("h").map(String::as_str), Some("1"));
+        let idx: Vec<usize> = p.rejected.iter().map(|r| r.index).collect();
+        assert_eq!(idx, vec![1, 2]);
+    }
+
+    #[test]
+    fn json_that_is_not_an_array_is_an_error() {
+        assert!(json(b"{\"metric_name\":\"a\"}").is_err());
+        assert!(json(b"[{\"metric_name\":").is_err());
+        assert!(json(b"[]").unwrap().events.is_empty());
+    }
+
+    #[test]
+    fn line_protocol_fields_become_metrics() {
+        let body = b"cpu,host=a,region=eu usage=0.5,idle=99i 1700000000000000000\n\
+                     \n\
+                     mem,host=a used=1u,ok=true,note=\"x\"\n\
+                     garbage\n";
+        let p = line_protocol(body, Precision::Nanos, 42).unwrap();
+        let names: Vec<&str> = p.events.iter().map(|e| e.metric_name.as_str()).collect();
+        assert_eq!(names, ["cpu.usage", "cpu.idle", "mem.used", "mem.ok"]);
+        assert_eq!(p.events[0].event_time, 1_700_000_000_000);
+        assert_eq!(p.events[1].value, 99.0);
+        assert_eq!(p.events[2].event_time, 42);
+        assert_eq!(p.events[3].value, 1.0);
+        assert_eq!(p.events[0].tags.len(), 2);
+        assert_eq!(p.origin, vec![0, 0, 1, 1]);
+        let idx: Vec<usize> = p.rejected.iter().map(|r| r.index).collect();
+        assert_eq!(idx, vec![1, 2]);
+    }
+
+    #[test]
+    fn line_protocol_precision() {
+        for (p, t, ms) in [
+            ("s", 1_700_000_000_i64, 1_700_000_000_000_i64),
+            ("ms", 1_700_000_000_123, 1_700_000_000_123),
+            ("us", 1_700_000_000_123_456, 1_700_000_000_123),
+        ] {
+            let body = format!("m v=1 {t}");
+            let parsed =
+                line_protocol(body.as_bytes(), Precision::parse(Some(p)).unwrap(), 0).unwrap();
+            assert_eq!(parsed.events[0].event_time, ms, "{p}");
+        }
+        assert!(Precision::parse(Some("h")).is_err());
+        assert!(line_protocol(b"just garbage\n", Precision::Nanos, 0).is_err());
+        assert!(line_protocol(b"\xff", Precision::Nanos, 0).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! What one shard owns at run time: its engine shard, its side of the mesh, and (on
+//! shard 0) the dashboard catalogue and store. Everything here is used from one thread.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use glommio::channels::channel_mesh::Senders;
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::sync::Semaphore;
+use hashbrown::HashMap;
+use livedash_engine::Shard;
+
+use super::mesh::{Call, Msg, Reply, ShardStats};
+use crate::catalogue::Catalogue;
+use crate::config::Config;
+use crate::stop::Stop;
+use crate::store::DashboardStore;
+
+/// The catalogue and its store, on shard 0 only.
+pub struct CatalogueHost {
+    pub catalogue: RefCell<Catalogue>,
+    pub store: RefCell<Box<dyn DashboardStore>>,
+    /// Serialises changes: one change is prepared, stored and routed at a time.
+    pub writer: Semaphore,
+}
+
+impl std::fmt::Debug for CatalogueHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogueHost").finish_non_exhaustive()
+    }
+}
+
+/// One shard's run-time state.
+#[derive(Debug)]
+pub struct ShardCtx {
+    pub id: usize,
+    pub shards: usize,
+    pub config: Config,
+    pub engine: RefCell<Shard>,
+    pub mesh: Senders<Msg>,
+    pending: RefCell<HashMap<u64, LocalSender<Reply>>>,
+    next_call: Cell<u64>,
+    pub catalogue: Option<CatalogueHost>,
+    pub stop: Stop,
+    pub connections: Cell<usize>,
+    engine_apply_ns: Cell<u64>,
+    engine_events: Cell<u64>,
+}
+
+/// Wall-clock time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl ShardCtx {
+    pub fn new(
+        id: usize,
+        config: Config,
+        engine: Shard,
+        mesh: Senders<Msg>,
+        catalogue: Option<CatalogueHost>,
+    ) -> Self {
+        Self {
+            id,
+            shards: mesh.nr_consumers(),
+            config,
+            engine: RefCell::new(engine),
+            mesh,
+            pending: RefCell::new(HashMap::new()),
+            next_call: Cell::new(0),
+            catalogue,
+            stop: Stop::default(),
+            connections: Cell::new(0),
+            engine_apply_ns: Cell::new(0),
+            engine_events: Cell::new(0),
+        }
+    }
+
+    /// Runs `call` on shard `to` and returns its reply.
+    pub fn call(self: &Rc<Self>, to: usize, call: Call) -> Pin<Box<dyn Future<Output = Reply>>> {
+        let this = Rc::clone(self);
+        Box::pin(async move {
+            if to == this.id {
+                return this.handle(call).await;
+            }
+            let id = this.next_call.get();
+            this.next_call.set(id + 1);
+            let (tx, rx) = local_channel::new_bounded(1);
+            this.pending.borrow_mut().insert(id, tx);
+            let msg = Msg::Call {
+                from: this.id,
+                id,
+                call,
+            };
+            if this.mesh.send_to(to, msg).await.is_err() {
+                this.pending.borrow_mut().remove(&id);
+                return Reply::Failed(format!("shard {to} is not reachable"));
+            }
+            rx.recv()
+                .await
+                .unwrap_or_else(|| Reply::Failed(format!("shard {to} dropped the call")))
+        })
+    }
+
+    /// Delivers a reply that came back over the mesh.
+    pub fn deliver(&self, id: u64, reply: Reply) {
+        if let Some(tx) = self.pending.borrow_mut().remove(&id) {
+            let _ = tx.try_send(reply);
+        }
+    }
+
+    /// Executes a call addressed to this shard.
+    pub async fn handle(self: &Rc<Self>, call: Call) -> Reply {
+        match call {
+            Call::Ingest(events) => {
+                let started = Instant::now();
+                let out = self.engine.borrow_mut().apply(&events, now_ms());
+                self.engine_apply_ns
+                    .set(self.engine_apply_ns.get() + started.elapsed().as_nanos() as u64);
+                self.engine_events
+                    .set(self.engine_events.get() + events.len() as u64);
+                Reply::Ingested {
+                    accepted: out.accepted,
+                    rejected: out.rejected,
+                }
+            }
+            Call::Widgets {
+                upsert,
+                remove,
+                horizon_ms,
+            } => {
+                let now = now_ms();
+                let mut engine = self.engine.borrow_mut();
+                for id in &remove {
+                    engine.remove_widget(id);
+                }
+                for widget in upsert {
+                    if let Err(e) = engine.upsert_widget(widget, now) {
+                        return Reply::Failed(e.to_string());
+                    }
+                }
+                engine.set_min_horizon_ms(horizon_ms);
+                Reply::Done
+            }
+            Call::Value(widget_id) => {
+                let now = now_ms();
+                let mut engine = self.engine.borrow_mut();
+                let value = engine.value(&widget_id, now);
+                let stale = engine.is_behind(&widget_id, now).unwrap_or(true);
+                Reply::Value { value, stale }
+            }
+            Call::Http(request) => Reply::Http(crate::api::dashboards::handle(self, request).await),
+            Call::Stats => {
+                let engine = self.engine.borrow();
+                let st = engine.stats();
+                Reply::Stats(ShardStats {
+                    shard: self.id,
+                    accepted: st.accepted,
+                    unmatched: st.unmatched,
+                    rejected_too_old: st.rejected_too_old,
+                    rejected_too_far_ahead: st.rejected_too_far_ahead,
+                    widgets: engine.widget_count(),
+                    queries: engine.query_count(),
+                    window_bytes: engine.window_heap_bytes(),
+                    engine_apply_ns: self.engine_apply_ns.get(),
+                    engine_events: self.engine_events.get(),
+                    connections: self.connections.get(),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Where dashboards live between restarts. `DashboardStore` is the seam: standalone nodes
+//! use `FileStore` (one JSON file per dashboard, written crash-safe); a cluster store can
+//! implement the same trait.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use livedash_engine::Dashboard;
+use uuid::Uuid;
+
+/// A failure to read or write dashboards.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid dashboard: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+/// Durable dashboard storage. Every method returns only once the change is durable.
+pub trait DashboardStore: Send {
+    /// Every stored dashboard.
+    fn load_all(&self) -> Result<Vec<Dashboard>, StoreError>;
+    /// Creates or replaces one dashboard.
+    fn put(&self, dashboard: &Dashboard) -> Result<(), StoreError>;
+    /// Deletes one dashboard; deleting a missing one is not an error.
+    fn delete(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Makes buffered writes durable; called at shutdown. Stores that write through need
+    /// nothing here.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// One `<dashboard_id>.json` per dashboard in a directory. A write goes to a temporary
+/// file that is fsynced, renamed over the old one, and the directory fsynced, so after a
+/// crash (even `kill -9` or power loss) each file is either the old or the new version.
+#[derive(Debug)]
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+impl FileStore {
+    /// Opens (creating if needed) `<data_dir>/dashboards`, and removes temporary files
+    /// left by an interrupted write.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let dir = data_dir.join("dashboards");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = entry.map_err(io(&dir))?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                fs::remove_file(&path).map_err(io(&path))?;
+            }
+        }
+        Ok(Self { dir })
+    }
+
+    fn path_of(&self, id: Uuid) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl DashboardStore for FileStore {
+    fn load_all(&self) -> Result<Vec<Dashboard>, StoreError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let path = entry.map_err(io(&self.dir))?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(io(&path))?;
+            let dashboard: Dashboard =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            out.push(dashboard);
+        }
+        out.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.dashboard_id.cmp(&b.dashboard_id))
+        });
+        Ok(out)
+    }
+
+    fn put(&self, dashboard: &Dashboard) -> Result<(), StoreError> {
+        let path = self.path_of(dashboard.dashboard_id);
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(dashboard).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(io(&tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.sync_dir()
+    }
+
+    fn delete(&self, id: Uuid) -> Result<(), StoreError> {
+        let path = self.path_of(id);
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("livedash-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn put_load_delete_round_trip() {
+        let dir = temp_dir("rt");
+        let store = FileStore::open(&dir).unwrap();
+        let d = Dashboard {
+            dashboard_id: Uuid::new_v4(),
+            name: "ops".into(),
+            layout: serde_json::json!({"cols": 12}),
+            widgets: Vec::new(),
+        };
+        store.put(&d).unwrap();
+        // A leftover temporary file from a crash is cleaned up and never loaded.
+        fs::write(dir.join("dashboards").join("x.json.tmp"), b"{garbage").unwrap();
+        let store = FileStore::open(&dir).unwrap();
+        assert_eq!(store.load_all().unwrap(), vec![d.clone()]);
+        store.delete(d.dashboard_id).unwrap();
+        store.delete(d.dashboard_id).unwrap();
+        assert!(store.load_all().unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_file_is_reported_by_path() {
+        let dir = temp_dir("corrupt");
+        let store = FileStore::open(&dir).unwrap();
+        fs::write(dir.join("dashboards").join("bad.json"), b"{").unwrap();
+        let err = store.load_all().unwrap_err().to_string();
+        assert!(err.contains("bad.json"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,558 @@
+//! The HTTP API end to end, against the real binary on loopback.
+
+mod common;
+
+use common::{Client, Server, create_dashboard, now_ms, snapshot};
+use livedash_engine::{Aggregation, shard_for};
+use serde_json::{Value, json};
+
+fn widget(metric: &str, agg: &str) -> Value {
+    json!({
+        "metric_name": metric, "aggregation": agg, "window_seconds": 60,
+        "refresh_interval_seconds": 0.5
+    })
+}
+
+/// Nearest-rank percentile, the definition the engine approximates.
+fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[test]
+fn every_aggregation_matches_after_ingest_across_shards() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut c = server.client();
+    // Two metrics, one owned by each shard.
+    let metrics: Vec<String> = (0..)
+        .map(|i| format!("svc.latency.{i}"))
+        .scan([false, false], |seen, m| {
+            let s = shard_for(&m, 2);
+            let fresh = !seen[s];
+            seen[s] = true;
+            Some(fresh.then_some(m))
+        })
+        .flatten()
+        .take(2)
+        .collect();
+    let specs: Vec<Value> = metrics
+        .iter()
+        .flat_map(|m| Aggregation::ALL.iter().map(move |a| widget(m, a.as_str())))
+        .collect();
+    let dashboard = create_dashboard(&mut c, "all", Value::Array(specs));
+
+    let now = now_ms();
+    let mut events = Vec::new();
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    for i in 0..500 {
+        let m = i % 2;
+        let v = ((i * 7919) % 1000) as f64 / 10.0 - 20.0;
+        values[m].push(v);
+        events.push(json!({
+            "metric_name": metrics[m], "value": v, "event_time": now - 5_000 + (i as i64 * 7) % 5_000,
+            "tags": {"host": format!("h{}", i % 3)}
+        }));
+    }
+    let r = c.json("POST", "/ingest", &Value::Array(events));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"accepted": 500, "rejected": []}));
+
+    for (m, vals) in values.iter_mut().enumerate() {
+        vals.sort_by(f64::total_cmp);
+        let n = vals.len() as f64;
+        let sum: f64 = vals.iter().sum();
+        for (k, agg) in Aggregation::ALL.iter().enumerate() {
+            let s = snapshot(&mut c, &dashboard, m * Aggregation::ALL.len() + k);
+            assert_eq!(s["count"], json!(250));
+            assert_eq!(s["stale"], json!(false));
+            assert!(s["latest_event_time"].as_i64().unwrap() < now);
+            let got = s["value"].as_f64().unwrap();
+            let want = match agg {
+                Aggregation::Sum => sum,
+                Aggregation::Avg => sum / n,
+                Aggregation::Min => vals[0],
+                Aggregation::Max => vals[vals.len() - 1],
+                Aggregation::Count => n,
+                p => nearest_rank(vals, p.quantile().unwrap()),
+            };
+            let tolerance = if agg.is_percentile() {
+                want.abs() / 128.0 + 1e-9
+            } else {
+                1e-9 * want.abs().max(1.0)
+            };
+            assert!(
+                (got - want).abs() <= tolerance,
+                "{agg}: got {got}, want {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_event_owned_by_shard_1_ingested_through_shard_0() {
+    let server = Server::start(&["--shards", "2"]);
+    let metric = (0..)
+        .map(|i| format!("owned.by.one.{i}"))
+        .find(|m| shard_for(m, 2) == 1)
+        .unwrap();
+    let mut admin = server.client();
+    let dashboard = create_dashboard(&mut admin, "x", json!([widget(&metric, "sum")]));
+    // The kernel spreads connections over the shards; keep one that landed on shard 0.
+    let mut c = (0..200)
+        .map(|_| server.client())
+        .find_map(|mut c| (c.shard() == 0).then_some(c))
+        .expect("no connection reached shard 0");
+    let body = json!([{"metric_name": metric, "value": 4.5, "event_time": now_ms()}]);
+    assert_eq!(
+        c.json("POST", "/ingest", &body).json()["accepted"],
+        json!(1)
+    );
+    assert_eq!(c.shard(), 0);
+    let s = snapshot(&mut c, &dashboard, 0);
+    assert_eq!(
+        (s["value"].as_f64(), s["count"].as_u64()),
+        (Some(4.5), Some(1))
+    );
+}
+
+#[test]
+fn line_protocol_ingest() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    let d = create_dashboard(
+        &mut c,
+        "telegraf",
+        json!([
+            {"metric_name": "cpu.usage_user", "aggregation": "sum", "window_seconds": 60,
+             "refresh_interval_seconds": 1, "filter": {"host": "a"}},
+            widget("mem.used", "max")
+        ]),
+    );
+    let s = now_ms() / 1000;
+    let body = format!(
+        "cpu,host=a usage_user=1.5,usage_system=2 {s}\ncpu,host=b usage_user=10 {s}\n\
+         mem,host=a used=7i {s}\nmem,host=a used=9i {s}\nbad line\nmem note=\"x\" {s}\n"
+    );
+    let r = c.send(
+        "POST",
+        "/ingest?precision=s",
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["accepted"], json!(5));
+    let idx: Vec<u64> = j["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, [4, 5]);
+    assert_eq!(snapshot(&mut c, &d, 0)["value"], json!(1.5));
+    assert_eq!(snapshot(&mut c, &d, 1)["value"], json!(9.0));
+    let r = c.send("POST", "/ingest?precision=h", "text/plain", body.as_bytes());
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("precision"));
+    let r = c.send("POST", "/ingest", "text/plain", b"nothing parses here\n");
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn dashboard_lifecycle() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    let d = create_dashboard(
+        &mut c,
+        "ops",
+        json!([widget("a", "sum"), widget("b", "avg")]),
+    );
+    let id = d["dashboard_id"].as_str().unwrap().to_string();
+    let w0 = d["widgets"][0]["widget_id"].as_str().unwrap().to_string();
+    let w1 = d["widgets"][1]["widget_id"].as_str().unwrap().to_string();
+    assert_eq!(c.get(&format!("/dashboards/{id}")).json(), d);
+    assert_eq!(c.get("/dashboards").json(), json!([d]));
+
+    let r = c.json(
+        "PUT",
+        &format!("/dashboards/{id}"),
+        &json!({"name": "ops2", "layout": {"cols": 4}}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["name"], json!("ops2"));
+    assert_eq!(r.json()["widgets"], d["widgets"]);
+
+    let r = c.json(
+        "PATCH",
+        &format!("/dashboards/{id}/widgets"),
+        &json!({"add": [widget("c", "p95")], "update": [{"widget_id": w0, "window_seconds": 300}], "remove": [w1]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.error());
+    let patched = r.json();
+    let widgets = patched["widgets"].as_array().unwrap();
+    assert_eq!(widgets.len(), 2);
+    assert_eq!(widgets[0]["window_seconds"], json!(300));
+    assert_eq!(widgets[1]["metric_name"], json!("c"));
+
+    // The changed widget now uses the 300-s window.
+    c.json(
+        "POST",
+        "/ingest",
+        &json!([{"metric_name": "a", "value": 1, "event_time": now_ms() - 120_000}]),
+    );
+    assert_eq!(snapshot(&mut c, &patched, 0)["count"], json!(1));
+
+    assert_eq!(
+        c.send(
+            "DELETE",
+            &format!("/dashboards/{id}"),
+            "application/json",
+            b""
+        )
+        .status,
+        204
+    );
+    assert_eq!(c.get(&format!("/dashboards/{id}")).status, 404);
+    assert_eq!(c.get("/dashboards").json(), json!([]));
+}
+
+#[test]
+fn error_paths() {
+    let server = Server::start(&["--max-body-bytes", "4096"]);
+    let mut c = server.client();
+    let d = create_dashboard(&mut c, "e", json!([widget("a", "sum")]));
+    let id = d["dashboard_id"].as_str().unwrap();
+    let wid = d["widgets"][0]["widget_id"].as_str().unwrap();
+    let addr = server.addr;
+    let mut checker = Client::connect(addr);
+    let mut check =
+        |method: &str, path: &str, ctype: &str, body: &[u8], status: u16, needle: &str| {
+            // Error responses may close the connection; use a fresh one each time.
+            checker = Client::connect(addr);
+            let r = checker.send(method, path, ctype, body);
+            assert_eq!(
+                r.status,
+                status,
+                "{method} {path}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert!(
+                r.error().contains(needle),
+                "{method} {path}: {:?} lacks {needle:?}",
+                r.error()
+            );
+        };
+    let json = "application/json";
+    check("GET", "/nope", json, b"", 404, "no route");
+    check("DELETE", "/ingest", json, b"", 405, "not allowed");
+    check(
+        "POST",
+        "/ingest",
+        json,
+        b"[{\"metric_name\":",
+        400,
+        "not a JSON array",
+    );
+    check("POST", "/ingest", json, b"{}", 400, "not a JSON array");
+    check(
+        "POST",
+        "/ingest",
+        "application/xml",
+        b"<a/>",
+        415,
+        "content-type",
+    );
+    check("POST", "/dashboards", json, b"", 400, "body is required");
+    check(
+        "POST",
+        "/dashboards",
+        json,
+        b"{\"name\":\"x\",\"colour\":1}",
+        400,
+        "unknown field",
+    );
+    check("POST", "/dashboards", json, b"{\"name\":\"\"}", 400, "name");
+    check(
+        "POST",
+        "/dashboards",
+        json,
+        br#"{"name":"x","widgets":[{"metric_name":"a","aggregation":"p42","window_seconds":60,"refresh_interval_seconds":1}]}"#,
+        400,
+        "p42",
+    );
+    check(
+        "POST",
+        "/dashboards",
+        json,
+        br#"{"name":"x","widgets":[{"metric_name":"a","aggregation":"sum","window_seconds":60,"refresh_interval_seconds":0.01}]}"#,
+        400,
+        "refresh",
+    );
+    check(
+        "GET",
+        "/dashboards/not-a-uuid",
+        json,
+        b"",
+        404,
+        "no dashboard",
+    );
+    check(
+        "GET",
+        &format!("/dashboards/{}", uuid::Uuid::new_v4()),
+        json,
+        b"",
+        404,
+        "no dashboard",
+    );
+    check(
+        "PUT",
+        &format!("/dashboards/{id}"),
+        json,
+        b"{\"name\":\"x\",\"widgets\":[]}",
+        400,
+        "unknown field",
+    );
+    check(
+        "GET",
+        &format!("/dashboards/{id}/widgets/{}/snapshot", uuid::Uuid::new_v4()),
+        json,
+        b"",
+        404,
+        "no widget",
+    );
+    let bad_patch = format!(
+        r#"{{"update":[{{"widget_id":"{wid}","window_seconds":0}}],"add":[{}]}}"#,
+        widget("z", "sum")
+    );
+    check(
+        "PATCH",
+        &format!("/dashboards/{id}/widgets"),
+        json,
+        bad_patch.as_bytes(),
+        400,
+        "window",
+    );
+    // The refused patch changed nothing.
+    assert_eq!(c.get(&format!("/dashboards/{id}")).json(), d);
+    check(
+        "POST",
+        "/ingest",
+        json,
+        &vec![b' '; 5000],
+        413,
+        "over the limit",
+    );
+
+    // Per-event problems are reported by index; the rest is applied.
+    let now = now_ms();
+    let r = c.json(
+        "POST",
+        "/ingest",
+        &json!([
+            {"metric_name": "a", "value": 1, "event_time": now},
+            {"metric_name": "a", "value": 1, "event_time": now - 3_600_000},
+            {"metric_name": "a", "value": 1, "event_time": now + 3_600_000},
+            {"metric_name": "a b", "value": 1, "event_time": now},
+            {"metric_name": "a", "value": 1},
+        ]),
+    );
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["accepted"], json!(1));
+    let reasons: Vec<(u64, String)> = j["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert!(reasons[0].1.contains("older"));
+    assert!(reasons[1].1.contains("future"));
+    assert!(reasons[3].1.contains("event_time"));
+    assert_eq!(snapshot(&mut c, &d, 0)["count"], json!(1));
+}
+
+#[test]
+fn http_framing() {
+    let server = Server::start(&["--header-timeout-ms", "300", "--max-body-bytes", "100000"]);
+    use std::io::Write;
+    // Pipelining: two requests in one write, answered in order.
+    let mut c = server.client();
+    c.stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(c.read_reply().status, 200);
+    assert_eq!(c.read_reply().status, 404);
+
+    // Chunked body with Expect: 100-continue.
+    let body = json!([{"metric_name": "m", "value": 1, "event_time": now_ms()}]).to_string();
+    let (a, b) = body.split_at(10);
+    let req = format!(
+        "POST /ingest HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    c.stream.write_all(req.as_bytes()).unwrap();
+    let r = c.read_reply();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["accepted"], json!(1));
+
+    // Connection: close is honoured.
+    c.stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(c.read_reply().status, 200);
+    assert!(c.closed());
+
+    // A head that never completes gets 408 and the connection is closed (slow-loris).
+    let mut slow = server.client();
+    slow.stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
+    let r = slow.read_reply();
+    assert_eq!(r.status, 408);
+    assert!(slow.closed());
+
+    // Oversized heads get 431.
+    let mut big = server.client();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(20_000)
+    );
+    big.stream.write_all(head.as_bytes()).unwrap();
+    assert_eq!(big.read_reply().status, 431);
+
+    // Chunked bodies over the limit get 413.
+    let mut huge = server.client();
+    huge.stream
+        .write_all(
+            format!(
+                "POST /ingest HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                200_000
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(huge.read_reply().status, 413);
+}
+
+#[test]
+fn tokens_are_enforced() {
+    let server = Server::start(&[
+        "--ingest-token",
+        "in-secret",
+        "--admin-token",
+        "adm-secret",
+        "--read-token",
+        "rd-secret",
+    ]);
+    let mut anon = server.client();
+    let mut admin = server.client().with_token("adm-secret");
+    let mut ingest = server.client().with_token("in-secret");
+    let mut reader = server.client().with_token("rd-secret");
+
+    assert_eq!(anon.get("/healthz").status, 200);
+    let r = anon.json("POST", "/dashboards", &json!({"name": "x"}));
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (401, "missing Authorization: Bearer <token>")
+    );
+    assert_eq!(
+        ingest
+            .json("POST", "/dashboards", &json!({"name": "x"}))
+            .status,
+        401
+    );
+    assert_eq!(anon.get("/dashboards").status, 401);
+    let d = create_dashboard(&mut admin, "x", json!([widget("m", "count")]));
+    assert_eq!(reader.get("/dashboards").status, 200);
+    assert_eq!(admin.get("/dashboards").status, 200);
+
+    let body = json!([{"metric_name": "m", "value": 1, "event_time": now_ms()}]);
+    assert_eq!(anon.json("POST", "/ingest", &body).status, 401);
+    let r = admin.json("POST", "/ingest", &body);
+    assert_eq!((r.status, r.error().as_str()), (401, "invalid token"));
+    assert_eq!(
+        snapshot(&mut reader, &d, 0)["count"],
+        json!(0),
+        "a refused ingest applied nothing"
+    );
+    assert_eq!(ingest.json("POST", "/ingest", &body).status, 200);
+    assert_eq!(snapshot(&mut reader, &d, 0)["count"], json!(1));
+}
+
+#[test]
+fn dashboards_survive_kill_9_and_sigterm_exits_cleanly() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    let d = create_dashboard(&mut c, "durable", json!([widget("a", "sum")]));
+    let id = d["dashboard_id"].as_str().unwrap();
+    let r = c.json(
+        "PUT",
+        &format!("/dashboards/{id}"),
+        &json!({"name": "renamed"}),
+    );
+    assert_eq!(r.status, 200);
+    let expected = r.json();
+    let dir = server.kill9();
+
+    let server = Server::start_in(dir, &[]);
+    let mut c = server.client();
+    assert_eq!(c.get("/dashboards").json(), json!([expected]));
+    // Its widgets are live again.
+    c.json(
+        "POST",
+        "/ingest",
+        &json!([{"metric_name": "a", "value": 2, "event_time": now_ms()}]),
+    );
+    assert_eq!(snapshot(&mut c, &expected, 0)["value"], json!(2.0));
+    drop(c);
+    let (status, dir) = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    let server = Server::start_in(dir, &[]);
+    assert_eq!(server.client().get("/dashboards").json(), json!([expected]));
+}
+
+#[test]
+fn bad_configuration_is_named() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_livedash"))
+        .env("LIVEDASH_SHARDZ", "2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIVEDASH_SHARDZ"));
+    let dir = common::fresh_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nshardz = 2\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_livedash"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shardz"));
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_livedash"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--shards",
+        "--config",
+        "LIVEDASH_",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
