@@ -1,0 +1,314 @@
+//! HTTP ingest throughput, wrk-style: closed-loop keep-alive connections POST 1,000-event
+//! JSON batches to a node on loopback for a fixed time. The baseline, run first in the
+//! same process, is how fast one core only parses the same bodies (no sockets, no engine),
+//! so the result reads as a ratio that survives a noisy machine.
+//!
+//! `cargo build --release --bin livedash && cargo run --release -p livedash-bench --bin http_ingest`
+//! starts `target/release/livedash` on a free port; `--addr` targets a running node instead.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use livedash_engine::MetricEvent;
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// A running node; without it the bench starts target/release/livedash itself.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Concurrent keep-alive connections (one client thread each).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Events per request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Measured seconds (after one second of warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Distinct metric names; each carries one of 10 host tags.
+    #[arg(long, default_value_t = 1000)]
+    metrics: usize,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Request bodies: every (metric, host) series appears, event times within the last second.
+fn bodies(args: &Args, count: usize) -> Vec<Vec<u8>> {
+    let now = now_ms();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    (0..count)
+        .map(|_| {
+            let events: Vec<Value> = (0..args.batch)
+                .map(|_| {
+                    let r = next();
+                    json!({
+                        "metric_name": format!("bench.metric.{}", r as usize % args.metrics),
+                        "value": (r >> 32) as f64 / 1e6,
+                        "tags": {"host": format!("h{}", (r >> 16) % 10)},
+                        "event_time": now - (r >> 40) as i64 % 1000,
+                    })
+                })
+                .collect();
+            serde_json::to_vec(&events).unwrap_or_default()
+        })
+        .collect()
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Self {
+            stream,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Sends one request and returns (status, body).
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes())?;
+        self.stream.write_all(body)?;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            let parsed = resp
+                .parse(&self.buf)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let httparse::Status::Complete(n) = parsed {
+                let len = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let status = resp.code.unwrap_or(0);
+                while self.buf.len() < n + len {
+                    self.fill()?;
+                }
+                let body = self.buf[n..n + len].to_vec();
+                self.buf.drain(..n + len);
+                return Ok((status, body));
+            }
+            self.fill()?;
+        }
+    }
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+/// The node this bench started; stopped on drop.
+struct Node(Child, std::path::PathBuf);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn start_node() -> Result<(Node, SocketAddr), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe.with_file_name("livedash");
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found; build it first with `cargo build --release --bin livedash`",
+            bin.display()
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("livedash-http-ingest-{}", std::process::id()));
+    let mut child = Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("LIVEDASH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("no address in {line:?}"))?;
+    Ok((Node(child, dir), addr))
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let bodies = Arc::new(bodies(&args, 64));
+
+    // Baseline: one core parsing the same bodies.
+    let started = Instant::now();
+    let mut parsed = 0usize;
+    while started.elapsed() < Duration::from_secs(2) {
+        for body in bodies.iter() {
+            let events: Vec<MetricEvent> =
+                serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            parsed += events.len();
+        }
+    }
+    let parse_rate = parsed as f64 / started.elapsed().as_secs_f64();
+
+    let (_node, addr) = match args.addr {
+        Some(addr) => (None, addr),
+        None => {
+            let (node, addr) = start_node()?;
+            (Some(node), addr)
+        }
+    };
+    // Widgets over every metric: 5-minute sums, and p99 on every tenth metric.
+    let mut admin = Conn::open(addr).map_err(|e| e.to_string())?;
+    let specs: Vec<Value> = (0..args.metrics)
+        .flat_map(|m| {
+            let name = format!("bench.metric.{m}");
+            let mut w = vec![json!({"metric_name": name, "aggregation": "sum", "window_seconds": 300, "refresh_interval_seconds": 1})];
+            if m % 10 == 0 {
+                w.push(json!({"metric_name": name, "aggregation": "p99", "window_seconds": 300, "refresh_interval_seconds": 1}));
+            }
+            w
+        })
+        .collect();
+    for (i, chunk) in specs.chunks(200).enumerate() {
+        let body = json!({"name": format!("bench {i}"), "widgets": chunk}).to_string();
+        let (status, reply) = admin
+            .request("POST", "/dashboards", body.as_bytes())
+            .map_err(|e| e.to_string())?;
+        if status != 201 {
+            return Err(format!(
+                "creating a dashboard: {status} {}",
+                String::from_utf8_lossy(&reply)
+            ));
+        }
+    }
+
+    let measuring = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let events = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..args.connections)
+        .map(|t| {
+            let (bodies, measuring, done, events, requests) = (
+                Arc::clone(&bodies),
+                Arc::clone(&measuring),
+                Arc::clone(&done),
+                Arc::clone(&events),
+                Arc::clone(&requests),
+            );
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut conn = Conn::open(addr).map_err(|e| e.to_string())?;
+                let mut i = t;
+                while !done.load(Ordering::Relaxed) {
+                    let (status, body) = conn
+                        .request("POST", "/ingest", &bodies[i % bodies.len()])
+                        .map_err(|e| e.to_string())?;
+                    i += 1;
+                    if status != 200 {
+                        return Err(format!(
+                            "ingest: {status} {}",
+                            String::from_utf8_lossy(&body)
+                        ));
+                    }
+                    let reply: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                    if measuring.load(Ordering::Relaxed) {
+                        events
+                            .fetch_add(reply["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                        requests.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, before) = admin
+        .request("GET", "/stats", b"")
+        .map_err(|e| e.to_string())?;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(args.seconds));
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let (_, after) = admin
+        .request("GET", "/stats", b"")
+        .map_err(|e| e.to_string())?;
+    done.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join()
+            .map_err(|_| "client thread panicked".to_string())??;
+    }
+    let engine = |stats: &[u8]| -> (f64, f64) {
+        let v: Value = serde_json::from_slice(stats).unwrap_or_default();
+        let shards = v["shards"].as_array().cloned().unwrap_or_default();
+        let sum = |k: &str| {
+            shards
+                .iter()
+                .map(|s| s[k].as_f64().unwrap_or(0.0))
+                .sum::<f64>()
+        };
+        (sum("engine_apply_ns"), sum("engine_events"))
+    };
+    let ((ns0, ev0), (ns1, ev1)) = (engine(&before), engine(&after));
+    let rate = events.load(Ordering::Relaxed) as f64 / elapsed;
+    println!(
+        "baseline  parse only, 1 thread:   {:>12.0} events/s",
+        parse_rate
+    );
+    println!(
+        "http      {} connections x {}-event batches: {:>12.0} events/s ({:.0} requests/s), {:.2}x the one-core parse baseline",
+        args.connections,
+        args.batch,
+        rate,
+        requests.load(Ordering::Relaxed) as f64 / elapsed,
+        rate / parse_rate
+    );
+    if ev1 > ev0 {
+        println!(
+            "engine    {:.0} ns of engine CPU per event (apply only)",
+            (ns1 - ns0) / (ev1 - ev0)
+        );
+    }
+    Ok(())
+}
