@@ -392,6 +392,25 @@ fn http_framing() {
     assert_eq!(c.read_reply().status, 200);
     assert_eq!(c.read_reply().status, 404);
 
+    // HEAD answers with the headers of GET and no body.
+    c.stream
+        .write_all(b"HEAD /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    while !String::from_utf8_lossy(&raw).contains("\"status\":\"ok\"") {
+        let mut chunk = [0u8; 4096];
+        let n = std::io::Read::read(&mut c.stream, &mut chunk).unwrap();
+        assert!(n > 0);
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("\"status\"").count(),
+        1,
+        "HEAD sent a body: {text}"
+    );
+
     // Chunked body with Expect: 100-continue.
     let body = json!([{"metric_name": "m", "value": 1, "event_time": now_ms()}]).to_string();
     let (a, b) = body.split_at(10);

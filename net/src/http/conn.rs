@@ -89,12 +89,17 @@ where
                 return;
             }
         };
+        let head_only = request.method == "HEAD";
         let mut response = handler(request).await;
         if !keep_alive || stop.is_set() {
             response.close = true;
         }
         out.clear();
         response.write_to(&mut out);
+        if head_only {
+            // Same headers as GET, no body.
+            out.truncate(out.len() - response.body.len());
+        }
         if conn.stream.write_all(&out).await.is_err() || response.close {
             let _ = conn.stream.flush().await;
             return;
