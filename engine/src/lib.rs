@@ -10,6 +10,7 @@ pub mod shard;
 pub mod validate;
 pub mod window;
 
+mod prefetch;
 mod serde_helpers;
 
 pub use model::{Aggregation, Dashboard, MetricEvent, Tags, Widget, WidgetSpec};

@@ -9,7 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::limits::{DEFAULT_HISTORY_LEN, DEFAULT_MAX_SKEW_MS};
-use crate::model::{MetricEvent, Widget};
+use crate::model::{Aggregation, MetricEvent, Widget};
 use crate::query::{QueryId, QueryIndex, QueryKey};
 use crate::validate::{self, ValidationError};
 
@@ -93,17 +93,24 @@ pub struct WidgetValue {
 /// `(window_end_ms, value)`: one point of a widget's recent history.
 pub type HistoryPoint = (i64, Option<f64>);
 
+/// A widget on this shard. What a refresh reads comes first (`repr(C)`), so it fits the
+/// cache lines `tick` prefetches; the full definition is last.
 #[derive(Debug)]
+#[repr(C)]
 struct WidgetState {
-    widget: Widget,
     query: QueryId,
+    aggregation: Aggregation,
     interval_ms: i64,
     generation: u64,
     /// When the next refresh is scheduled.
     due: i64,
-    last: Option<WidgetValue>,
     history: VecDeque<HistoryPoint>,
+    last: Option<WidgetValue>,
+    widget: Widget,
 }
+
+/// Bytes of a `WidgetState` a refresh reads, from its start.
+const WIDGET_HOT_BYTES: usize = 192;
 
 impl WidgetState {
     fn percentile(&self) -> bool {
@@ -131,6 +138,9 @@ pub struct Shard {
     /// Scratch for `apply`: (event index in chunk, query) pairs.
     plan: Vec<(u32, QueryId)>,
 }
+
+/// Refreshes handled per pass of `tick`.
+const TICK_CHUNK: usize = 64;
 
 /// Events handled per pass of `apply`: small enough that a chunk's panes stay in cache.
 const APPLY_CHUNK: usize = 256;
@@ -210,10 +220,11 @@ impl Shard {
 
     /// Applies a batch of validated events at clock `now_ms`.
     ///
-    /// Works in chunks, in three passes: check times and look every metric up, then read
-    /// the pane each event lands in, then insert. The reads of a chunk are independent
-    /// of each other, so their cache misses overlap instead of queueing one behind the
-    /// other, and the inserts find their panes in cache.
+    /// Works in chunks, in three passes: check times, look every metric up and prefetch
+    /// its queries; then advance each query and prefetch the pane each event lands in;
+    /// then insert. The loads of a chunk are independent of each other, so their cache
+    /// misses overlap instead of queueing one behind the other, and the inserts find
+    /// their panes in cache.
     pub fn apply(&mut self, events: &[MetricEvent], now_ms: i64) -> ApplyOutcome {
         let now = self.now(now_ms);
         let mut outcome = ApplyOutcome::default();
@@ -228,15 +239,18 @@ impl Shard {
                 }
                 outcome.accepted += 1;
                 match self.queries.queries_of(&ev.metric_name) {
-                    Some(ids) => plan.extend(ids.iter().map(|&id| (i as u32, id))),
+                    Some(ids) => {
+                        for &id in ids {
+                            self.queries.prefetch(id);
+                            plan.push((i as u32, id));
+                        }
+                    }
                     None => self.stats.unmatched += 1,
                 }
             }
-            let mut touched = 0;
             for &(i, id) in &plan {
-                touched ^= self.queries.warm(id, chunk[i as usize].event_time, now);
+                self.queries.warm(id, chunk[i as usize].event_time, now);
             }
-            std::hint::black_box(touched);
             for &(i, id) in &plan {
                 let ev = &chunk[i as usize];
                 self.queries
@@ -282,6 +296,7 @@ impl Shard {
                     state.history.clear();
                     state.last = None;
                 }
+                state.aggregation = widget.spec.aggregation;
                 state.widget = widget;
                 state.interval_ms = interval_ms;
                 state.generation = generation;
@@ -293,6 +308,7 @@ impl Shard {
                     .queries
                     .acquire(key, percentile, now, self.config.max_skew_ms);
                 let state = WidgetState {
+                    aggregation: widget.spec.aggregation,
                     widget,
                     query,
                     interval_ms,
@@ -359,7 +375,7 @@ impl Shard {
         let fold = query.window.fold();
         Some(WidgetValue {
             widget_id: state.widget.widget_id,
-            value: query.window.value(state.widget.spec.aggregation, &fold),
+            value: query.window.value(state.aggregation, &fold),
             window_end: query.window.window_end(),
             latest_event_time: fold.latest,
             count: query.window.count(),
@@ -368,6 +384,10 @@ impl Shard {
 
     /// Runs every refresh that is due at `now_ms`; returns the values that changed since
     /// the widget's previous refresh (every widget's first refresh counts as a change).
+    ///
+    /// Due widgets are handled in chunks, in passes that prefetch first the widget states,
+    /// then their queries and history slots, then the panes that slide out, so the cache
+    /// misses of a chunk overlap; the last pass computes.
     pub fn tick(&mut self, now_ms: i64) -> Vec<WidgetValue> {
         let now = self.now(now_ms);
         let mut changed = Vec::new();
@@ -376,40 +396,89 @@ impl Shard {
                 break;
             }
             let due = entry.remove();
-            let batch = due.len();
-            changed.reserve(batch);
-            for (slot, generation) in due {
-                let Some(Some(state)) = self.widgets.get_mut(slot as usize) else {
-                    continue;
-                };
-                if state.generation != generation {
-                    continue;
+            changed.reserve(due.len());
+            // Widgets refreshed together mostly share their next deadline: collect them
+            // and touch the schedule once per distinct deadline.
+            let mut next_batch: Option<(i64, Vec<(u32, u64)>)> = None;
+            for chunk in due.chunks(TICK_CHUNK) {
+                for &(slot, _) in chunk {
+                    if (slot as usize) < self.widgets.len() {
+                        let base = self
+                            .widgets
+                            .as_ptr()
+                            .wrapping_add(slot as usize)
+                            .cast::<u8>();
+                        for line in (0..WIDGET_HOT_BYTES).step_by(64) {
+                            crate::prefetch::prefetch(base.wrapping_add(line));
+                        }
+                    }
                 }
-                let Some(value) = Self::compute(&mut self.queries, state, now) else {
-                    continue;
-                };
-                if state.history.len() >= self.config.history_len {
-                    state.history.pop_front();
+                for &(slot, generation) in chunk {
+                    if let Some(Some(state)) = self.widgets.get(slot as usize)
+                        && state.generation == generation
+                    {
+                        self.queries.prefetch(state.query);
+                        if let Some(front) = state.history.front() {
+                            crate::prefetch::prefetch(front);
+                        }
+                        if let Some(back) = state.history.back() {
+                            crate::prefetch::prefetch(
+                                (back as *const HistoryPoint).wrapping_add(1),
+                            );
+                        }
+                    }
                 }
-                if self.config.history_len > 0 {
-                    state.history.push_back((value.window_end, value.value));
+                for &(slot, _) in chunk {
+                    if let Some(Some(state)) = self.widgets.get(slot as usize)
+                        && let Some(query) = self.queries.get(state.query)
+                    {
+                        query.window.prefetch_advance(now);
+                    }
                 }
-                let differs = state.last.as_ref().is_none_or(|last| {
-                    last.value.map(f64::to_bits) != value.value.map(f64::to_bits)
-                        || last.latest_event_time != value.latest_event_time
-                });
-                if differs {
-                    changed.push(value.clone());
+                for &(slot, generation) in chunk {
+                    let Some(Some(state)) = self.widgets.get_mut(slot as usize) else {
+                        continue;
+                    };
+                    if state.generation != generation {
+                        continue;
+                    }
+                    let Some(value) = Self::compute(&mut self.queries, state, now) else {
+                        continue;
+                    };
+                    if state.history.len() >= self.config.history_len {
+                        state.history.pop_front();
+                    }
+                    if self.config.history_len > 0 {
+                        state.history.push_back((value.window_end, value.value));
+                    }
+                    let differs = state.last.as_ref().is_none_or(|last| {
+                        last.value.map(f64::to_bits) != value.value.map(f64::to_bits)
+                            || last.latest_event_time != value.latest_event_time
+                    });
+                    if differs {
+                        changed.push(value.clone());
+                    }
+                    state.last = Some(value);
+                    // Refreshes fall on multiples of the interval so widgets sharing an
+                    // interval refresh together; a shard that fell behind skips missed
+                    // slots.
+                    let next = (now.div_euclid(state.interval_ms) + 1) * state.interval_ms;
+                    state.due = next;
+                    match &mut next_batch {
+                        Some((at, list)) if *at == next => list.push((slot, generation)),
+                        _ => {
+                            if let Some((at, list)) = next_batch.take() {
+                                self.schedule.entry(at).or_default().extend(list);
+                            }
+                            let mut list = Vec::with_capacity(due.len());
+                            list.push((slot, generation));
+                            next_batch = Some((next, list));
+                        }
+                    }
                 }
-                state.last = Some(value);
-                // Refreshes fall on multiples of the interval so widgets sharing an
-                // interval refresh together; a shard that fell behind skips missed slots.
-                let next = (now.div_euclid(state.interval_ms) + 1) * state.interval_ms;
-                state.due = next;
-                self.schedule
-                    .entry(next)
-                    .or_insert_with(|| Vec::with_capacity(batch))
-                    .push((slot, generation));
+            }
+            if let Some((at, list)) = next_batch {
+                self.schedule.entry(at).or_default().extend(list);
             }
         }
         changed

@@ -208,6 +208,14 @@ impl Histogram {
         self.apply(key, 1, true);
     }
 
+    /// Starts loading slot `slot`'s bucket list into cache.
+    #[inline]
+    pub fn prefetch(&self, slot: usize) {
+        if let Some(pane) = self.panes.get(slot) {
+            crate::prefetch::prefetch(pane);
+        }
+    }
+
     /// Removes everything slot `slot` recorded.
     pub fn evict(&mut self, slot: usize) {
         let mut pane = std::mem::take(&mut self.panes[slot]);

@@ -35,6 +35,20 @@ impl Fold {
         max: f64::NEG_INFINITY,
         latest: None,
     };
+
+    #[inline]
+    fn merge(&mut self, other: &Fold) {
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.latest = self.latest.max(other.latest);
+    }
+
+    #[inline]
+    fn merge_pane(&mut self, p: &Pane) {
+        self.min = self.min.min(p.min);
+        self.max = self.max.max(p.max);
+        self.latest = Some(self.latest.map_or(p.latest, |l| l.max(p.latest)));
+    }
 }
 
 /// Event-time sliding window: `spec.panes` live panes ending at the clock's pane, plus
@@ -43,22 +57,31 @@ impl Fold {
 /// Invariant: every statistic equals the naive aggregate over the events inserted (and
 /// counted) whose pane index is greater than `current - spec.panes`.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct SlidingWindow {
-    spec: WindowSpec,
-    cap: i64,
+    // Fields an insert reads come first, so they share the first cache lines.
     /// Pane index of the clock, and the ring slot that holds it.
     current: i64,
     current_slot: i64,
     /// Start of the current pane and of the next one, in epoch ms.
     current_start: i64,
     next_boundary: i64,
+    cap: i64,
+    spec: WindowSpec,
     panes: Box<[Pane]>,
     count: u64,
     sum: CompensatedSum,
-    evictions_since_refold: i64,
     /// Min, max and newest time over live panes, while known to be valid.
     fold_cache: Option<Fold>,
-    histogram: Option<Box<Histogram>>,
+    /// Inline, so prefetching the window header brings the histogram's header too.
+    histogram: Option<Histogram>,
+    evictions_since_refold: i64,
+    /// Min, max and newest time per block of `1 << block_shift` ring slots, so a refold
+    /// recomputes only the blocks that changed and then folds at most 64 summaries.
+    blocks: Box<[Fold]>,
+    block_shift: u32,
+    /// Blocks whose summary is out of date (bit `b` for block `b`).
+    dirty: u64,
 }
 
 impl SlidingWindow {
@@ -66,6 +89,11 @@ impl SlidingWindow {
     pub fn new(spec: WindowSpec, now_ms: i64, with_histogram: bool) -> Self {
         let cap = spec.capacity();
         let current = now_ms.div_euclid(spec.pane_ms);
+        // Smallest block of at least 8 slots that needs at most 64 blocks.
+        let mut block_shift = 3;
+        while (cap as usize).div_ceil(1 << block_shift) > 64 {
+            block_shift += 1;
+        }
         let mut window = Self {
             spec,
             cap,
@@ -78,6 +106,9 @@ impl SlidingWindow {
             sum: CompensatedSum::default(),
             evictions_since_refold: 0,
             fold_cache: Some(Fold::EMPTY),
+            blocks: vec![Fold::EMPTY; (cap as usize).div_ceil(1 << block_shift)].into_boxed_slice(),
+            block_shift,
+            dirty: 0,
             histogram: None,
         };
         window.set_histogram(with_histogram);
@@ -92,7 +123,7 @@ impl SlidingWindow {
     /// Turns the percentile histogram on (empty: it sees events from now on) or off.
     pub fn set_histogram(&mut self, on: bool) {
         match (on, self.histogram.is_some()) {
-            (true, false) => self.histogram = Some(Box::new(Histogram::new(self.cap as usize))),
+            (true, false) => self.histogram = Some(Histogram::new(self.cap as usize)),
             (false, true) => self.histogram = None,
             _ => {}
         }
@@ -108,6 +139,19 @@ impl SlidingWindow {
     pub fn advance(&mut self, now_ms: i64) {
         if now_ms >= self.next_boundary {
             self.advance_slow(now_ms);
+        }
+    }
+
+    /// Starts loading the pane that `advance(now_ms)` would evict first.
+    #[inline]
+    pub fn prefetch_advance(&self, now_ms: i64) {
+        if now_ms >= self.next_boundary {
+            let first_dead = self.current - self.spec.panes + 1;
+            let slot = first_dead.rem_euclid(self.cap) as usize;
+            crate::prefetch::prefetch(&self.panes[slot]);
+            if let Some(h) = &self.histogram {
+                h.prefetch(slot);
+            }
         }
     }
 
@@ -143,6 +187,7 @@ impl SlidingWindow {
         {
             self.fold_cache = None;
         }
+        self.dirty |= 1 << (slot >> self.block_shift);
         self.count -= pane.count;
         self.sum.sub_sum(&pane.sum);
         if let Some(h) = self.histogram.as_mut() {
@@ -183,11 +228,16 @@ impl SlidingWindow {
         Ok((slot as usize, self.current + delta))
     }
 
-    /// Reads the pane an event at `time_ms` would land in (to bring it into cache).
+    /// Starts loading the pane an event at `time_ms` would land in (and its histogram
+    /// record) into cache, without waiting for it.
     #[inline]
-    pub fn peek(&self, time_ms: i64) -> i64 {
-        self.locate(time_ms)
-            .map_or(0, |(slot, _)| self.panes[slot].index)
+    pub fn prefetch(&self, time_ms: i64) {
+        if let Ok((slot, _)) = self.locate(time_ms) {
+            crate::prefetch::prefetch(&self.panes[slot]);
+            if let Some(h) = &self.histogram {
+                h.prefetch(slot);
+            }
+        }
     }
 
     /// Inserts one event. The caller has advanced the clock for this batch.
@@ -204,6 +254,7 @@ impl SlidingWindow {
             debug_assert!(!pane.is_live(), "slot reused before its pane was evicted");
             *pane = Pane::start(index, time_ms, value);
         }
+        self.dirty |= 1 << (slot >> self.block_shift);
         if let Some(f) = &mut self.fold_cache {
             f.min = f.min.min(value);
             f.max = f.max.max(value);
@@ -232,16 +283,26 @@ impl SlidingWindow {
         (self.count > 0).then(|| self.sum.value())
     }
 
-    /// Min, max and newest event time over the live panes (cached between evictions).
+    /// Min, max and newest event time over the live panes (cached between evictions; a
+    /// refold recomputes the changed blocks only).
     pub fn fold(&mut self) -> Fold {
         if let Some(f) = self.fold_cache {
             return f;
         }
+        while self.dirty != 0 {
+            let block = self.dirty.trailing_zeros() as usize;
+            self.dirty &= self.dirty - 1;
+            let start = block << self.block_shift;
+            let end = (start + (1 << self.block_shift)).min(self.panes.len());
+            let mut summary = Fold::EMPTY;
+            for p in self.panes[start..end].iter().filter(|p| p.is_live()) {
+                summary.merge_pane(p);
+            }
+            self.blocks[block] = summary;
+        }
         let mut fold = Fold::EMPTY;
-        for p in self.panes.iter().filter(|p| p.is_live()) {
-            fold.min = fold.min.min(p.min);
-            fold.max = fold.max.max(p.max);
-            fold.latest = Some(fold.latest.map_or(p.latest, |l| l.max(p.latest)));
+        for b in self.blocks.iter() {
+            fold.merge(b);
         }
         self.fold_cache = Some(fold);
         fold
@@ -274,6 +335,7 @@ impl SlidingWindow {
     /// Heap bytes held by this window (ring plus histogram).
     pub fn heap_bytes(&self) -> usize {
         self.panes.len() * size_of::<Pane>()
+            + self.blocks.len() * size_of::<Fold>()
             + self
                 .histogram
                 .as_ref()
