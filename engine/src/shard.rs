@@ -143,7 +143,7 @@ pub struct Shard {
 const TICK_CHUNK: usize = 64;
 
 /// Events handled per pass of `apply`: small enough that a chunk's panes stay in cache.
-const APPLY_CHUNK: usize = 256;
+const APPLY_CHUNK: usize = 64;
 
 impl Shard {
     pub fn new(config: ShardConfig) -> Self {
