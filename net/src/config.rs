@@ -41,6 +41,17 @@ pub struct Config {
     pub history_len: usize,
     /// On SIGINT/SIGTERM, open requests get this long to finish, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// Origins (`scheme://host[:port]`) allowed to open WebSocket streams. Empty means
+    /// only the node's own origin (the `Origin` host equals the `Host` header). Clients
+    /// that send no `Origin` (not browsers) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// A stream client that cannot take data for this long is closed (1008), in ms.
+    pub slow_client_timeout_ms: u64,
+    /// Pings are sent this often on idle streams; a peer silent for two intervals is
+    /// dropped. In milliseconds.
+    pub ws_ping_interval_ms: u64,
+    /// Generate synthetic metrics and a demo dashboard.
+    pub demo: bool,
 }
 
 impl Default for Config {
@@ -59,6 +70,10 @@ impl Default for Config {
             max_skew_ms: DEFAULT_MAX_SKEW_MS,
             history_len: DEFAULT_HISTORY_LEN,
             drain_timeout_ms: 10_000,
+            allowed_origins: Vec::new(),
+            slow_client_timeout_ms: 10_000,
+            ws_ping_interval_ms: 20_000,
+            demo: false,
         }
     }
 }
@@ -116,10 +131,31 @@ pub struct Cli {
     /// On SIGINT/SIGTERM, open requests get this long to finish, ms [default: 10000]
     #[arg(long, env = "LIVEDASH_DRAIN_TIMEOUT_MS", value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// Origins allowed to open streams, comma-separated [default: the node's own]
+    #[arg(
+        long,
+        env = "LIVEDASH_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// A stream client that cannot take data this long is closed, ms [default: 10000]
+    #[arg(long, env = "LIVEDASH_SLOW_CLIENT_TIMEOUT_MS", value_name = "MS")]
+    pub slow_client_timeout_ms: Option<u64>,
+    /// Ping interval of idle streams, ms [default: 20000]
+    #[arg(long, env = "LIVEDASH_WS_PING_INTERVAL_MS", value_name = "MS")]
+    pub ws_ping_interval_ms: Option<u64>,
+    /// Generate synthetic metrics and a "livedash demo" dashboard
+    #[arg(long, env = "LIVEDASH_DEMO")]
+    pub demo: bool,
 }
 
 /// Environment variables the node understands; any other `LIVEDASH_*` is an error.
-const KNOWN_ENV: [&str; 15] = [
+const KNOWN_ENV: [&str; 19] = [
+    "LIVEDASH_ALLOWED_ORIGINS",
+    "LIVEDASH_SLOW_CLIENT_TIMEOUT_MS",
+    "LIVEDASH_WS_PING_INTERVAL_MS",
+    "LIVEDASH_DEMO",
     "LIVEDASH_LOG",
     "LIVEDASH_CONFIG",
     "LIVEDASH_LISTEN",
@@ -174,8 +210,12 @@ impl Config {
             idle_timeout_ms,
             max_skew_ms,
             history_len,
-            drain_timeout_ms
+            drain_timeout_ms,
+            allowed_origins,
+            slow_client_timeout_ms,
+            ws_ping_interval_ms
         );
+        config.demo |= cli.demo;
         for (slot, flag) in [
             (&mut config.ingest_token, cli.ingest_token),
             (&mut config.admin_token, cli.admin_token),
@@ -228,6 +268,8 @@ impl Config {
             ("header_timeout_ms", self.header_timeout_ms),
             ("body_timeout_ms", self.body_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
+            ("slow_client_timeout_ms", self.slow_client_timeout_ms),
+            ("ws_ping_interval_ms", self.ws_ping_interval_ms),
         ] {
             if ms == 0 {
                 return invalid(key, "must be at least 1 ms");

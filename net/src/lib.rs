@@ -4,8 +4,10 @@
 pub mod api;
 pub mod catalogue;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod node;
 pub mod stop;
 pub mod store;
+pub mod stream;

@@ -172,6 +172,13 @@ async fn apply(
             other => return Err(ApiError::new(500, format!("unexpected reply {other:?}"))),
         }
     }
+    // Streams follow the edit: added widgets start, removed ones stop.
+    for to in 0..ctx.shards {
+        let call = Call::DashboardChanged(change.id, change.dashboard.clone());
+        if let Reply::Failed(reason) = ctx.call(to, call).await {
+            tracing::warn!("streams on shard {to} missed an edit: {reason}");
+        }
+    }
     Ok(match change.dashboard {
         Some(d) if status != 204 => Response::json(status, &d),
         _ => Response::empty(204),

@@ -40,6 +40,20 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Response {
         Ok(p) => p,
         Err(reason) => return Response::error(400, &reason),
     };
+    match dispatch(ctx, parsed).await {
+        Ok((accepted, rejected)) => {
+            Response::json(200, &json!({ "accepted": accepted, "rejected": rejected }))
+        }
+        Err(response) => response,
+    }
+}
+
+/// Applies parsed events on their owner shards: the local part in place, one message per
+/// other owner. Returns the accepted count and every rejection, by index.
+pub async fn dispatch(
+    ctx: &Rc<ShardCtx>,
+    parsed: ingest::Parsed,
+) -> Result<(usize, Vec<Rejected>), Response> {
     let mut rejected = parsed.rejected;
     let mut accepted = 0;
 
@@ -96,8 +110,8 @@ pub async fn handle(ctx: &Rc<ShardCtx>, req: Request) -> Response {
         }
     }
     if let Some(response) = failure {
-        return response;
+        return Err(response);
     }
     rejected.sort_by_key(|r| r.index);
-    Response::json(200, &json!({ "accepted": accepted, "rejected": rejected }))
+    Ok((accepted, rejected))
 }

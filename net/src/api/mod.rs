@@ -2,7 +2,7 @@
 //! shard that received it; dashboard requests run on the catalogue shard (0).
 
 pub mod dashboards;
-mod ingest;
+pub mod ingest;
 
 use std::rc::Rc;
 
@@ -44,7 +44,7 @@ enum Access {
 }
 
 /// Compares without stopping at the first difference, so timing does not leak a prefix.
-fn same_secret(given: &str, expected: &str) -> bool {
+pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
     given.len() == expected.len()
         && given
             .bytes()
@@ -81,6 +81,28 @@ fn check_access(ctx: &ShardCtx, req: &Request, access: Access) -> Result<(), Api
     }
 }
 
+/// The HTTP service of one shard: API requests and WebSocket streams.
+#[derive(Debug)]
+pub struct Api {
+    pub ctx: Rc<ShardCtx>,
+}
+
+impl crate::http::Service for Api {
+    type Upgrade = uuid::Uuid;
+
+    async fn call(&self, request: Request) -> Response {
+        route(&self.ctx, request).await
+    }
+
+    fn accept_upgrade(&self, request: &Request) -> Result<uuid::Uuid, Response> {
+        crate::stream::accept(&self.ctx, request)
+    }
+
+    async fn websocket(&self, dashboard: uuid::Uuid, stream: glommio::net::TcpStream) {
+        crate::stream::session(Rc::clone(&self.ctx), dashboard, stream).await;
+    }
+}
+
 /// Handles one request on the shard that received it.
 pub async fn route(ctx: &Rc<ShardCtx>, req: Request) -> Response {
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
@@ -89,6 +111,10 @@ pub async fn route(ctx: &Rc<ShardCtx>, req: Request) -> Response {
         ["healthz"] => (Access::Open, &["GET", "HEAD"]),
         ["ingest"] => (Access::Ingest, &["POST"]),
         ["stats"] => (Access::Read, &["GET"]),
+        ["stream", _] => {
+            return ApiError::new(426, "this endpoint is a WebSocket: send an Upgrade request")
+                .into();
+        }
         ["dashboards", ..] => match method {
             "GET" | "HEAD" => (
                 Access::Read,

@@ -64,13 +64,22 @@ struct Conn {
     buf: Vec<u8>,
 }
 
-/// Serves `stream` until the peer closes, a deadline passes, an error closes it, or `stop`
-/// is set (the request in progress is still answered).
-pub async fn serve<H, F>(stream: TcpStream, limits: ConnLimits, stop: &Stop, handler: H)
-where
-    H: Fn(Request) -> F,
-    F: Future<Output = Response>,
-{
+/// What answers the requests of a connection.
+pub trait Service {
+    /// Answers a plain request.
+    fn call(&self, request: Request) -> impl Future<Output = Response>;
+    /// Decides on a WebSocket upgrade request: `Err` answers it (and the connection goes
+    /// on); `Ok` is the value `websocket` gets after the 101 response.
+    fn accept_upgrade(&self, request: &Request) -> Result<Self::Upgrade, Response>;
+    /// What `accept_upgrade` hands to `websocket`.
+    type Upgrade;
+    /// Runs the WebSocket session on the upgraded stream.
+    fn websocket(&self, upgrade: Self::Upgrade, stream: TcpStream) -> impl Future<Output = ()>;
+}
+
+/// Serves `stream` until the peer closes, a deadline passes, an error closes it, `stop` is
+/// set (the request in progress is still answered), or it becomes a WebSocket.
+pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Stop, service: &S) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(limits.body_timeout));
     let mut conn = Conn {
@@ -89,8 +98,41 @@ where
                 return;
             }
         };
+        if let Some(key) = request.websocket_key.clone() {
+            match service.accept_upgrade(&request) {
+                Ok(upgrade) if conn.buf.is_empty() => {
+                    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                    let head = format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                         connection: Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+                    );
+                    if conn.stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let _ = conn.stream.set_read_timeout(None);
+                    service.websocket(upgrade, conn.stream).await;
+                    return;
+                }
+                Ok(_) => {
+                    out.clear();
+                    Response::error(400, "data sent before the WebSocket handshake completed")
+                        .closing()
+                        .write_to(&mut out);
+                    let _ = conn.stream.write_all(&out).await;
+                    return;
+                }
+                Err(response) => {
+                    out.clear();
+                    response.write_to(&mut out);
+                    if conn.stream.write_all(&out).await.is_err() || response.close {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let head_only = request.method == "HEAD";
-        let mut response = handler(request).await;
+        let mut response = service.call(request).await;
         if !keep_alive || stop.is_set() {
             response.close = true;
         }
@@ -304,6 +346,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Ended> {
     let mut expect_continue = false;
     let mut content_type = None;
     let mut authorization = None;
+    let mut host = None;
+    let mut origin = None;
+    let mut upgrade_websocket = false;
+    let mut connection_upgrade = false;
+    let mut websocket_key = None;
+    let mut websocket_version = None;
     for h in parsed.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| bad(&format!("header {} is not valid UTF-8", h.name)))?
@@ -328,6 +376,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Ended> {
             chunked = true;
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("upgrade") {
+                    connection_upgrade = true;
+                }
                 if token.eq_ignore_ascii_case("close") {
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case("keep-alive") {
@@ -346,8 +397,32 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Ended> {
             content_type = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("host") {
+            host = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("origin") {
+            origin = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_websocket = value.eq_ignore_ascii_case("websocket");
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            websocket_key = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            websocket_version = Some(value.to_string());
         }
     }
+    let websocket_key = if upgrade_websocket && connection_upgrade {
+        if method != "GET" {
+            return Err(bad("a WebSocket upgrade must use GET"));
+        }
+        if websocket_version.as_deref() != Some("13") {
+            return Err(Ended::Answer(Response::error(
+                426,
+                "Sec-WebSocket-Version 13 is required",
+            )));
+        }
+        Some(websocket_key.ok_or_else(|| bad("Sec-WebSocket-Key is missing"))?)
+    } else {
+        None
+    };
     if chunked && content_length.is_some() {
         return Err(bad("both content-length and transfer-encoding given"));
     }
@@ -362,6 +437,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Ended> {
         query,
         content_type,
         authorization,
+        host,
+        origin,
+        websocket_key,
         body: Vec::new(),
     };
     Ok(Some((

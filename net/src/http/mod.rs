@@ -5,7 +5,7 @@
 mod conn;
 mod response;
 
-pub use conn::{ConnLimits, serve};
+pub use conn::{ConnLimits, Service, serve};
 pub use response::Response;
 
 /// One parsed request with its whole body.
@@ -18,6 +18,11 @@ pub struct Request {
     pub query: Option<String>,
     pub content_type: Option<String>,
     pub authorization: Option<String>,
+    /// `Host` and `Origin` headers, for WebSocket origin checks.
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    /// `Sec-WebSocket-Key` when the request asks to upgrade to a WebSocket.
+    pub websocket_key: Option<String>,
     pub body: Vec<u8>,
 }
 

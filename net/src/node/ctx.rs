@@ -18,6 +18,9 @@ use crate::catalogue::Catalogue;
 use crate::config::Config;
 use crate::stop::Stop;
 use crate::store::DashboardStore;
+use crate::stream::frames::{WidgetSnapshot, WidgetUpdate};
+use crate::stream::hub::Hub;
+use uuid::Uuid;
 
 /// The catalogue and its store, on shard 0 only.
 pub struct CatalogueHost {
@@ -46,6 +49,10 @@ pub struct ShardCtx {
     pub catalogue: Option<CatalogueHost>,
     pub stop: Stop,
     pub connections: Cell<usize>,
+    /// The streams this shard serves.
+    pub hub: Hub,
+    /// Widgets this shard owns that some shard streams: widget to (dashboard, shard bits).
+    pub interest: RefCell<HashMap<Uuid, (Uuid, u64)>>,
     engine_apply_ns: Cell<u64>,
     engine_events: Cell<u64>,
 }
@@ -76,6 +83,8 @@ impl ShardCtx {
             catalogue,
             stop: Stop::default(),
             connections: Cell::new(0),
+            hub: Hub::default(),
+            interest: RefCell::new(HashMap::new()),
             engine_apply_ns: Cell::new(0),
             engine_events: Cell::new(0),
         }
@@ -136,8 +145,10 @@ impl ShardCtx {
             } => {
                 let now = now_ms();
                 let mut engine = self.engine.borrow_mut();
+                let mut interest = self.interest.borrow_mut();
                 for id in &remove {
                     engine.remove_widget(id);
+                    interest.remove(id);
                 }
                 for widget in upsert {
                     if let Err(e) = engine.upsert_widget(widget, now) {
@@ -170,8 +181,63 @@ impl ShardCtx {
                     engine_apply_ns: self.engine_apply_ns.get(),
                     engine_events: self.engine_events.get(),
                     connections: self.connections.get(),
+                    streams: self.hub.connections(),
                 })
             }
+            Call::Interest {
+                shard,
+                dashboard,
+                add,
+                remove,
+            } => {
+                let bit = 1u64 << shard;
+                let mut interest = self.interest.borrow_mut();
+                for w in add {
+                    interest.entry(w).or_insert((dashboard, 0)).1 |= bit;
+                }
+                for w in remove {
+                    if let Some(entry) = interest.get_mut(&w) {
+                        entry.1 &= !bit;
+                        if entry.1 == 0 {
+                            interest.remove(&w);
+                        }
+                    }
+                }
+                Reply::Done
+            }
+            Call::Snapshot(ids) => {
+                let now = now_ms();
+                let mut engine = self.engine.borrow_mut();
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let Some(value) = engine.value(&id, now) else {
+                        continue;
+                    };
+                    let stale = engine.is_behind(&id, now).unwrap_or(false);
+                    let history = engine
+                        .history(&id)
+                        .map(|h| h.iter().copied().collect())
+                        .unwrap_or_default();
+                    out.push(WidgetSnapshot {
+                        current: WidgetUpdate::of(&value, stale),
+                        history,
+                    });
+                }
+                Reply::Snapshot(out)
+            }
+            Call::Push(values) => {
+                Hub::pushed(self, values);
+                Reply::Done
+            }
+            Call::DashboardChanged(id, dashboard) => {
+                Hub::dashboard_changed(self, id, dashboard).await;
+                Reply::Done
+            }
+            Call::GetDashboard(id) => Reply::Dashboard(
+                self.catalogue
+                    .as_ref()
+                    .and_then(|host| host.catalogue.borrow().get(id).cloned()),
+            ),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Messages between shards over glommio's channel mesh, as calls with replies. A call to
 //! the own shard runs in place; a call to another shard is one message each way.
 
-use livedash_engine::{MetricEvent, Rejection, Widget, shard::WidgetValue};
+use livedash_engine::{Dashboard, MetricEvent, Rejection, Widget, shard::WidgetValue};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::http::{Request, Response};
+use crate::stream::frames::WidgetSnapshot;
 
 /// What one shard asks of another.
 #[derive(Debug)]
@@ -24,6 +25,22 @@ pub enum Call {
     Http(Request),
     /// Counters, for `/stats`.
     Stats,
+    /// Shard `shard` starts (`add`) or stops (`remove`) streaming these widgets of
+    /// `dashboard`, which the receiver owns.
+    Interest {
+        shard: usize,
+        dashboard: Uuid,
+        add: Vec<Uuid>,
+        remove: Vec<Uuid>,
+    },
+    /// Current values and history of widgets the receiver owns.
+    Snapshot(Vec<Uuid>),
+    /// Changed values (with their dashboard) for the receiver's streams.
+    Push(Vec<(Uuid, WidgetValue)>),
+    /// A dashboard was created, changed or (with `None`) deleted.
+    DashboardChanged(Uuid, Option<Dashboard>),
+    /// A dashboard, from the catalogue shard.
+    GetDashboard(Uuid),
 }
 
 /// The answer to a `Call`.
@@ -42,6 +59,8 @@ pub enum Reply {
     },
     Http(Response),
     Stats(ShardStats),
+    Snapshot(Vec<WidgetSnapshot>),
+    Dashboard(Option<Dashboard>),
 }
 
 /// Counters of one shard.
@@ -60,6 +79,8 @@ pub struct ShardStats {
     /// Events handed to the engine (accepted or refused by time).
     pub engine_events: u64,
     pub connections: usize,
+    /// Open WebSocket streams.
+    pub streams: usize,
 }
 
 /// One message on the mesh.

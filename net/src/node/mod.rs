@@ -21,7 +21,10 @@ use livedash_engine::shard::ShardConfig;
 use livedash_engine::{Dashboard, Shard, Widget, shard_for};
 
 pub use ctx::{CatalogueHost, ShardCtx, now_ms};
-use mesh::Msg;
+use livedash_engine::shard::WidgetValue;
+use mesh::{Call, Msg};
+
+use crate::stream::hub::Hub;
 
 use crate::catalogue::Catalogue;
 use crate::config::Config;
@@ -229,6 +232,9 @@ async fn run_shard(
         .detach();
     }
     spawn_local(refresh_loop(Rc::clone(&ctx))).detach();
+    if ctx.id == 0 && ctx.config.demo {
+        spawn_local(crate::demo::run(Rc::clone(&ctx))).detach();
+    }
     {
         let ctx = Rc::clone(&ctx);
         let shutdown = Arc::clone(&shutdown);
@@ -259,6 +265,38 @@ async fn run_shard(
     }
 }
 
+/// Sends changed values to the shards with streams that show them, one message each.
+fn push(ctx: &Rc<ShardCtx>, changed: Vec<WidgetValue>) {
+    let mut out: Vec<Vec<(uuid::Uuid, WidgetValue)>> = vec![Vec::new(); ctx.shards];
+    {
+        let interest = ctx.interest.borrow();
+        for value in changed {
+            let Some(&(dashboard, mut shards)) = interest.get(&value.widget_id) else {
+                continue;
+            };
+            while shards != 0 {
+                let to = shards.trailing_zeros() as usize;
+                shards &= shards - 1;
+                out[to].push((dashboard, value.clone()));
+            }
+        }
+    }
+    for (to, values) in out.into_iter().enumerate() {
+        if values.is_empty() {
+            continue;
+        }
+        if to == ctx.id {
+            Hub::pushed(ctx, values);
+        } else {
+            let ctx = Rc::clone(ctx);
+            spawn_local(async move {
+                ctx.call(to, Call::Push(values)).await;
+            })
+            .detach();
+        }
+    }
+}
+
 async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &TcpListener) {
     let limits = ConnLimits {
         max_body: ctx.config.max_body_bytes,
@@ -286,25 +324,28 @@ async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &TcpListener) {
         let ctx = Rc::clone(ctx);
         spawn_local(async move {
             ctx.connections.set(ctx.connections.get() + 1);
-            http::serve(stream, limits, &ctx.stop, |req| {
-                crate::api::route(&ctx, req)
-            })
-            .await;
+            let api = crate::api::Api {
+                ctx: Rc::clone(&ctx),
+            };
+            http::serve(stream, limits, &ctx.stop, &api).await;
             ctx.connections.set(ctx.connections.get() - 1);
         })
         .detach();
     }
 }
 
-/// Runs due refreshes on time. Values are kept by the engine (last value and history).
+/// Runs due refreshes on time and pushes the values that changed to every shard that
+/// streams them.
 async fn refresh_loop(ctx: Rc<ShardCtx>) {
     while !ctx.stop.is_set() {
         let now = now_ms();
-        let next = {
+        let (changed, next) = {
             let mut engine = ctx.engine.borrow_mut();
-            let _changed = engine.tick(now);
-            engine.next_due()
+            (engine.tick(now), engine.next_due())
         };
+        if !changed.is_empty() {
+            push(&ctx, changed);
+        }
         let wait = next.map_or(MAX_TICK_SLEEP, |due| {
             Duration::from_millis(u64::try_from(due - now).unwrap_or(0).max(1))
         });

@@ -1,0 +1,145 @@
+//! `--demo`: a "livedash demo" dashboard and a few synthetic series with tags (request
+//! latency per route, CPU per host, a queue depth, orders), fed through the normal ingest
+//! path every 100 ms, so a first run shows live values at once.
+
+use std::f64::consts::TAU;
+use std::rc::Rc;
+use std::time::Duration;
+
+use livedash_engine::{MetricEvent, Tags};
+use rand::Rng;
+use serde_json::json;
+
+use crate::http::Request;
+use crate::ingest::Parsed;
+use crate::node::mesh::{Call, Reply};
+use crate::node::{ShardCtx, now_ms};
+
+const NAME: &str = "livedash demo";
+
+fn widget(
+    metric: &str,
+    aggregation: &str,
+    window: u64,
+    refresh: f64,
+    filter: serde_json::Value,
+    chart: &str,
+) -> serde_json::Value {
+    json!({
+        "metric_name": metric, "aggregation": aggregation, "window_seconds": window,
+        "refresh_interval_seconds": refresh, "filter": filter,
+        "display_config": {"chart": chart, "title": format!("{metric} {aggregation} ({window} s)")}
+    })
+}
+
+/// Creates the demo dashboard unless one with its name exists.
+async fn ensure_dashboard(ctx: &Rc<ShardCtx>) {
+    let exists = ctx.catalogue.as_ref().is_some_and(|host| {
+        host.catalogue
+            .borrow()
+            .list()
+            .iter()
+            .any(|d| d.name == NAME)
+    });
+    if exists {
+        return;
+    }
+    let body = json!({
+        "name": NAME,
+        "layout": {"columns": 3},
+        "widgets": [
+            widget("demo.http.latency_ms", "p99", 60, 1.0, json!({}), "line"),
+            widget("demo.http.latency_ms", "p50", 60, 1.0, json!({}), "line"),
+            widget("demo.http.latency_ms", "avg", 60, 0.5, json!({"route": "/checkout"}), "line"),
+            widget("demo.http.requests", "count", 10, 0.5, json!({}), "number"),
+            widget("demo.cpu.usage", "max", 30, 1.0, json!({"host": "web-1"}), "gauge"),
+            widget("demo.cpu.usage", "avg", 300, 1.0, json!({}), "line"),
+            widget("demo.queue.depth", "max", 60, 1.0, json!({}), "line"),
+            widget("demo.orders.value", "sum", 300, 1.0, json!({}), "number"),
+        ]
+    });
+    let request = Request {
+        method: "POST".into(),
+        path: "/dashboards".into(),
+        query: None,
+        content_type: Some("application/json".into()),
+        authorization: None,
+        host: None,
+        origin: None,
+        websocket_key: None,
+        body: body.to_string().into_bytes(),
+    };
+    match ctx.call(0, Call::Http(request)).await {
+        Reply::Http(r) if r.status == 201 => tracing::info!("demo dashboard created"),
+        other => tracing::warn!("cannot create the demo dashboard: {other:?}"),
+    }
+}
+
+fn event(metric: &str, value: f64, tags: &[(&str, &str)], t: i64) -> MetricEvent {
+    let tags: Tags = tags
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    MetricEvent {
+        metric_name: metric.to_string(),
+        value,
+        tags,
+        event_time: t,
+    }
+}
+
+/// Runs on shard 0 until the node stops.
+pub async fn run(ctx: Rc<ShardCtx>) {
+    ensure_dashboard(&ctx).await;
+    let mut rng = rand::rng();
+    let mut queue: f64 = 20.0;
+    let routes = ["/", "/search", "/checkout", "/login"];
+    let hosts = ["web-1", "web-2", "web-3"];
+    while !ctx.stop.is_set() {
+        let now = now_ms();
+        let phase = (now % 120_000) as f64 / 120_000.0 * TAU;
+        let mut events = Vec::with_capacity(64);
+        for _ in 0..rng.random_range(20..40) {
+            let route = routes[rng.random_range(0..routes.len())];
+            let base = if route == "/checkout" { 180.0 } else { 40.0 };
+            let jitter: f64 = rng.random::<f64>().powi(4) * 900.0;
+            let t = now - rng.random_range(0..100);
+            events.push(event(
+                "demo.http.latency_ms",
+                base * (1.0 + 0.3 * phase.sin()) + jitter,
+                &[("route", route)],
+                t,
+            ));
+            events.push(event("demo.http.requests", 1.0, &[("route", route)], t));
+        }
+        for (i, host) in hosts.iter().enumerate() {
+            let usage = 45.0 + 30.0 * (phase + i as f64).sin() + rng.random_range(-5.0..5.0);
+            events.push(event(
+                "demo.cpu.usage",
+                usage.clamp(0.0, 100.0),
+                &[("host", host)],
+                now,
+            ));
+        }
+        queue = (queue + rng.random_range(-3.0..3.2)).clamp(0.0, 500.0);
+        events.push(event("demo.queue.depth", queue.round(), &[], now));
+        if rng.random_bool(0.3) {
+            events.push(event(
+                "demo.orders.value",
+                rng.random_range(5.0..250.0_f64).round(),
+                &[],
+                now,
+            ));
+        }
+        let origin = (0..events.len() as u32).collect();
+        let parsed = Parsed {
+            events,
+            origin,
+            rejected: Vec::new(),
+        };
+        if crate::api::ingest::dispatch(&ctx, parsed).await.is_err() {
+            tracing::warn!("demo events were not applied");
+        }
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,350 @@
+//! The streams one shard serves, grouped by dashboard ("rooms"). Owner shards push changed
+//! values here; the hub turns each batch into one frame per dashboard, shared by every
+//! connection watching it, and keeps the newest value of each widget for clients that
+//! fall behind.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use hashbrown::HashMap;
+use livedash_engine::shard::WidgetValue;
+use livedash_engine::{Dashboard, Widget, shard_for};
+use tungstenite::Utf8Bytes;
+use uuid::Uuid;
+
+use super::frames::{Frame, WidgetUpdate};
+use crate::node::mesh::{Call, Reply};
+use crate::node::{ShardCtx, now_ms};
+
+/// Frames queued for one connection before it counts as lagging.
+const MAX_QUEUED_FRAMES: usize = 16;
+/// How long the hub waits to gather the pushes of one tick from every owner shard, so a
+/// connection gets one frame per tick.
+const GATHER: Duration = Duration::from_millis(2);
+
+/// Why the server ends a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closing {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// What one connection is waiting to send.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: RefCell<VecDeque<Utf8Bytes>>,
+    /// The queue overflowed: the writer must send the dashboard and every newest value.
+    resync: Cell<bool>,
+    closing: RefCell<Option<Closing>>,
+    wake_tx: LocalSender<()>,
+    pub wake_rx: LocalReceiver<()>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        let (wake_tx, wake_rx) = local_channel::new_bounded(1);
+        Self {
+            queue: RefCell::new(VecDeque::new()),
+            resync: Cell::new(false),
+            closing: RefCell::new(None),
+            wake_tx,
+            wake_rx,
+        }
+    }
+
+    fn wake(&self) {
+        let _ = self.wake_tx.try_send(());
+    }
+
+    /// Queues a frame; past the bound the queue is dropped and replaced by a resync of the
+    /// newest values (conflation).
+    pub fn push(&self, frame: Utf8Bytes) {
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= MAX_QUEUED_FRAMES {
+            queue.clear();
+            self.resync.set(true);
+        } else if !self.resync.get() {
+            queue.push_back(frame);
+        }
+        drop(queue);
+        self.wake();
+    }
+
+    pub fn pop(&self) -> Option<Utf8Bytes> {
+        self.queue.borrow_mut().pop_front()
+    }
+
+    pub fn take_resync(&self) -> bool {
+        self.resync.replace(false)
+    }
+
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut closing = self.closing.borrow_mut();
+        if closing.is_none() {
+            *closing = Some(Closing {
+                code,
+                reason: reason.to_string(),
+            });
+        }
+        drop(closing);
+        self.wake();
+    }
+
+    pub fn closing(&self) -> Option<Closing> {
+        self.closing.borrow().clone()
+    }
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The connections of one dashboard on this shard.
+#[derive(Debug)]
+struct Room {
+    dashboard: Dashboard,
+    outboxes: Vec<Rc<Outbox>>,
+    seq: u64,
+    latest: HashMap<Uuid, WidgetValue>,
+}
+
+/// Every room of the shard, plus pushes waiting to be framed.
+#[derive(Debug, Default)]
+pub struct Hub {
+    rooms: RefCell<HashMap<Uuid, Room>>,
+    pending: RefCell<Vec<(Uuid, WidgetValue)>>,
+    gathering: Cell<bool>,
+}
+
+/// Widget ids of `widgets` grouped by owner shard.
+fn by_owner<'a>(widgets: impl Iterator<Item = &'a Widget>, shards: usize) -> Vec<Vec<Uuid>> {
+    let mut out = vec![Vec::new(); shards];
+    for w in widgets {
+        out[shard_for(&w.spec.metric_name, shards)].push(w.widget_id);
+    }
+    out
+}
+
+/// Tells every owner shard which widgets this shard now wants (`add`) or no longer wants.
+async fn change_interest(
+    ctx: &Rc<ShardCtx>,
+    dashboard: Uuid,
+    add: Vec<Vec<Uuid>>,
+    remove: Vec<Vec<Uuid>>,
+) {
+    for (owner, (add, remove)) in add.into_iter().zip(remove).enumerate() {
+        if add.is_empty() && remove.is_empty() {
+            continue;
+        }
+        let call = Call::Interest {
+            shard: ctx.id,
+            dashboard,
+            add,
+            remove,
+        };
+        if let Reply::Failed(reason) = ctx.call(owner, call).await {
+            tracing::warn!(shard = ctx.id, "interest on shard {owner}: {reason}");
+        }
+    }
+}
+
+impl Hub {
+    /// Adds a connection to dashboard `id`'s room; returns the dashboard, or `None` if it
+    /// does not exist.
+    pub async fn join(ctx: &Rc<ShardCtx>, id: Uuid, outbox: &Rc<Outbox>) -> Option<Dashboard> {
+        if let Some(room) = ctx.hub.rooms.borrow_mut().get_mut(&id) {
+            room.outboxes.push(Rc::clone(outbox));
+            return Some(room.dashboard.clone());
+        }
+        let dashboard = match ctx.call(0, Call::GetDashboard(id)).await {
+            Reply::Dashboard(d) => d?,
+            _ => return None,
+        };
+        // Another connection may have opened the room while we waited.
+        if let Some(room) = ctx.hub.rooms.borrow_mut().get_mut(&id) {
+            room.outboxes.push(Rc::clone(outbox));
+            return Some(room.dashboard.clone());
+        }
+        ctx.hub.rooms.borrow_mut().insert(
+            id,
+            Room {
+                dashboard: dashboard.clone(),
+                outboxes: vec![Rc::clone(outbox)],
+                seq: 0,
+                latest: HashMap::new(),
+            },
+        );
+        let add = by_owner(dashboard.widgets.iter(), ctx.shards);
+        change_interest(ctx, id, add, vec![Vec::new(); ctx.shards]).await;
+        Some(dashboard)
+    }
+
+    /// Removes a connection; the last one out closes the room and drops the interest.
+    pub async fn leave(ctx: &Rc<ShardCtx>, id: Uuid, outbox: &Rc<Outbox>) {
+        let emptied = {
+            let mut rooms = ctx.hub.rooms.borrow_mut();
+            let Some(room) = rooms.get_mut(&id) else {
+                return;
+            };
+            room.outboxes.retain(|o| !Rc::ptr_eq(o, outbox));
+            if room.outboxes.is_empty() {
+                rooms.remove(&id)
+            } else {
+                None
+            }
+        };
+        if let Some(room) = emptied {
+            let remove = by_owner(room.dashboard.widgets.iter(), ctx.shards);
+            change_interest(ctx, id, vec![Vec::new(); ctx.shards], remove).await;
+        }
+    }
+
+    /// Number of connections on this shard.
+    pub fn connections(&self) -> usize {
+        self.rooms.borrow().values().map(|r| r.outboxes.len()).sum()
+    }
+
+    /// A dashboard changed (or was deleted, `None`): tell its connections and follow its
+    /// widgets.
+    pub async fn dashboard_changed(ctx: &Rc<ShardCtx>, id: Uuid, dashboard: Option<Dashboard>) {
+        let Some(new) = dashboard else {
+            if let Some(room) = ctx.hub.rooms.borrow_mut().remove(&id) {
+                for o in &room.outboxes {
+                    o.close(4410, "dashboard deleted");
+                }
+            }
+            return;
+        };
+        let (add, remove) = {
+            let mut rooms = ctx.hub.rooms.borrow_mut();
+            let Some(room) = rooms.get_mut(&id) else {
+                return;
+            };
+            let owner = |w: &Widget| shard_for(&w.spec.metric_name, ctx.shards);
+            let old: HashMap<Uuid, usize> = room
+                .dashboard
+                .widgets
+                .iter()
+                .map(|w| (w.widget_id, owner(w)))
+                .collect();
+            let now: HashMap<Uuid, usize> = new
+                .widgets
+                .iter()
+                .map(|w| (w.widget_id, owner(w)))
+                .collect();
+            let mut add = vec![Vec::new(); ctx.shards];
+            let mut remove = vec![Vec::new(); ctx.shards];
+            for (w, o) in &now {
+                if old.get(w) != Some(o) {
+                    add[*o].push(*w);
+                }
+            }
+            for (w, o) in &old {
+                if now.get(w) != Some(o) {
+                    remove[*o].push(*w);
+                }
+                if !now.contains_key(w) {
+                    room.latest.remove(w);
+                }
+            }
+            room.dashboard = new;
+            let frame = Frame::Dashboard {
+                dashboard: &room.dashboard,
+            }
+            .encode();
+            for o in &room.outboxes {
+                o.push(frame.clone());
+            }
+            (add, remove)
+        };
+        change_interest(ctx, id, add, remove).await;
+    }
+
+    /// Values pushed by an owner shard. They are framed a moment later, together with the
+    /// pushes of the other owners for the same tick.
+    pub fn pushed(ctx: &Rc<ShardCtx>, values: Vec<(Uuid, WidgetValue)>) {
+        ctx.hub.pending.borrow_mut().extend(values);
+        if ctx.hub.gathering.replace(true) {
+            return;
+        }
+        let ctx = Rc::clone(ctx);
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(GATHER).await;
+            ctx.hub.gathering.set(false);
+            let pending = std::mem::take(&mut *ctx.hub.pending.borrow_mut());
+            ctx.hub.frame(pending);
+        })
+        .detach();
+    }
+
+    fn frame(&self, pending: Vec<(Uuid, WidgetValue)>) {
+        let mut by_room: HashMap<Uuid, Vec<WidgetValue>> = HashMap::new();
+        for (dashboard, value) in pending {
+            by_room.entry(dashboard).or_default().push(value);
+        }
+        let sent_at = now_ms();
+        let mut rooms = self.rooms.borrow_mut();
+        for (id, values) in by_room {
+            let Some(room) = rooms.get_mut(&id) else {
+                continue;
+            };
+            room.seq += 1;
+            let updates: Vec<WidgetUpdate> = values
+                .iter()
+                .filter(|v| {
+                    room.dashboard
+                        .widgets
+                        .iter()
+                        .any(|w| w.widget_id == v.widget_id)
+                })
+                .map(|v| WidgetUpdate::of(v, false))
+                .collect();
+            for v in values {
+                room.latest.insert(v.widget_id, v);
+            }
+            if updates.is_empty() {
+                continue;
+            }
+            let frame = Frame::Update {
+                seq: room.seq,
+                sent_at,
+                widgets: &updates,
+            }
+            .encode();
+            for o in &room.outboxes {
+                o.push(frame.clone());
+            }
+        }
+    }
+
+    /// The frames that bring a lagging connection up to date: the dashboard, then every
+    /// newest value.
+    pub fn resync_frames(&self, id: Uuid) -> Vec<Utf8Bytes> {
+        let rooms = self.rooms.borrow();
+        let Some(room) = rooms.get(&id) else {
+            return Vec::new();
+        };
+        let updates: Vec<WidgetUpdate> = room
+            .latest
+            .values()
+            .map(|v| WidgetUpdate::of(v, false))
+            .collect();
+        vec![
+            Frame::Dashboard {
+                dashboard: &room.dashboard,
+            }
+            .encode(),
+            Frame::Update {
+                seq: room.seq,
+                sent_at: now_ms(),
+                widgets: &updates,
+            }
+            .encode(),
+        ]
+    }
+}

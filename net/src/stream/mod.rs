@@ -1,0 +1,261 @@
+//! `WS /stream/{dashboard_id}`: a snapshot on connect, then one `update` frame per tick
+//! with the widgets that changed, `dashboard` frames on edits, pings to find dead peers,
+//! and a bounded, conflating outbox per connection so one slow client delays nobody.
+
+pub mod frames;
+pub mod hub;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use futures_lite::FutureExt;
+use futures_util::StreamExt;
+use glommio::net::TcpStream;
+use livedash_engine::shard_for;
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use uuid::Uuid;
+
+use self::frames::{Frame, WidgetSnapshot};
+use self::hub::{Hub, Outbox};
+use crate::http::{Request, Response};
+use crate::node::ShardCtx;
+use crate::node::mesh::{Call, Reply};
+
+/// Buffers sized for many mostly idle sockets: clients send little (pongs, close).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(Some(64 * 1024))
+        .max_frame_size(Some(64 * 1024))
+}
+
+/// Who may open a stream, decided before the upgrade.
+pub fn accept(ctx: &ShardCtx, req: &Request) -> Result<Uuid, Response> {
+    let Some(rest) = req.path.strip_prefix("/stream/") else {
+        return Err(Response::error(
+            404,
+            &format!("no WebSocket endpoint at {}", req.path),
+        ));
+    };
+    if let Some(required) = &ctx.config.read_token {
+        let token = req.query_param("token");
+        let given = token.as_deref().or(req.bearer());
+        let allowed = [Some(required), ctx.config.admin_token.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|t| given.is_some_and(|g| crate::api::same_secret(g, t)));
+        if !allowed {
+            return Err(Response::error(
+                401,
+                "a read token is required (?token= or Authorization: Bearer)",
+            ));
+        }
+    }
+    if let Some(origin) = &req.origin
+        && !origin_allowed(origin, req.host.as_deref(), &ctx.config.allowed_origins)
+    {
+        return Err(Response::error(
+            403,
+            &format!("origin {origin} is not allowed"),
+        ));
+    }
+    // An id that is not a UUID names no dashboard: the stream closes with 4404.
+    Ok(Uuid::parse_str(rest).unwrap_or(Uuid::nil()))
+}
+
+/// Same-origin unless listed: the `Origin` host must equal `Host`, or the origin must be
+/// in the allow-list.
+fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    if allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
+}
+
+async fn close(ws: &mut WebSocketStream<TcpStream>, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_string().into(),
+    };
+    let _ = ws.close(Some(frame)).await;
+}
+
+/// Runs one stream until the client leaves, the dashboard is deleted, the client is too
+/// slow or silent, or the node stops.
+pub async fn session(ctx: Rc<ShardCtx>, dashboard_id: Uuid, stream: TcpStream) {
+    let slow = Duration::from_millis(ctx.config.slow_client_timeout_ms);
+    let _ = stream.set_write_timeout(Some(slow));
+    let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config())).await;
+    let outbox = Rc::new(Outbox::new());
+    let Some(dashboard) = Hub::join(&ctx, dashboard_id, &outbox).await else {
+        close(&mut ws, 4404, "no such dashboard").await;
+        return;
+    };
+    // Snapshot: current values and history from every owner shard.
+    let mut per_owner = vec![Vec::new(); ctx.shards];
+    for w in &dashboard.widgets {
+        per_owner[shard_for(&w.spec.metric_name, ctx.shards)].push(w.widget_id);
+    }
+    let mut widgets: Vec<WidgetSnapshot> = Vec::with_capacity(dashboard.widgets.len());
+    for (owner, ids) in per_owner.into_iter().enumerate() {
+        if ids.is_empty() {
+            continue;
+        }
+        if let Reply::Snapshot(mut part) = ctx.call(owner, Call::Snapshot(ids)).await {
+            widgets.append(&mut part);
+        }
+    }
+    let order = |id: &Uuid| dashboard.widgets.iter().position(|w| &w.widget_id == id);
+    widgets.sort_by_key(|w| order(&w.current.widget_id));
+    let snapshot = Frame::Snapshot {
+        dashboard: &dashboard,
+        widgets: &widgets,
+    }
+    .encode();
+    let outcome = if ws.send(Message::Text(snapshot)).await.is_ok() {
+        pump(&ctx, dashboard_id, &outbox, ws).await
+    } else {
+        None
+    };
+    if let Some((code, reason)) = outcome {
+        tracing::debug!(shard = ctx.id, "stream closed: {code} {reason}");
+    }
+    Hub::leave(&ctx, dashboard_id, &outbox).await;
+}
+
+/// Moves frames from the outbox to the socket, answers the peer, pings; returns the
+/// close code the server chose, if it chose one.
+async fn pump(
+    ctx: &Rc<ShardCtx>,
+    dashboard_id: Uuid,
+    outbox: &Rc<Outbox>,
+    ws: WebSocketStream<TcpStream>,
+) -> Option<(u16, String)> {
+    let ping_every = Duration::from_millis(ctx.config.ws_ping_interval_ms);
+    let (mut tx, mut rx) = ws.split();
+    let mut last_heard = Instant::now();
+    let mut next_ping = Instant::now() + ping_every;
+    enum Event {
+        Wake,
+        Heard(Option<Result<Message, tungstenite::Error>>),
+        Timer,
+        Stop,
+    }
+    loop {
+        let event = async {
+            outbox
+                .wake_rx
+                .recv()
+                .await
+                .map_or(Event::Stop, |()| Event::Wake)
+        }
+        .or(async { Event::Heard(rx.next().await) })
+        .or(async {
+            glommio::timer::sleep(next_ping.saturating_duration_since(Instant::now())).await;
+            Event::Timer
+        })
+        .or(async {
+            ctx.stop.wait().await;
+            Event::Stop
+        })
+        .await;
+        match event {
+            Event::Heard(Some(Ok(Message::Close(_)))) | Event::Heard(None) => return None,
+            Event::Heard(Some(Err(_))) => return None,
+            Event::Heard(Some(Ok(_))) => last_heard = Instant::now(),
+            Event::Timer => {
+                if last_heard.elapsed() > 2 * ping_every {
+                    let _ = tx
+                        .close(Some(CloseFrame {
+                            code: CloseCode::Away,
+                            reason: "no answer to pings".into(),
+                        }))
+                        .await;
+                    return Some((1001, "no answer to pings".into()));
+                }
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    return Some((1008, "too slow".into()));
+                }
+                next_ping = Instant::now() + ping_every;
+            }
+            Event::Stop => {
+                let _ = tx
+                    .close(Some(CloseFrame {
+                        code: CloseCode::Away,
+                        reason: "node shutting down".into(),
+                    }))
+                    .await;
+                return Some((1001, "node shutting down".into()));
+            }
+            Event::Wake => {}
+        }
+        if let Some(closing) = outbox.closing() {
+            let _ = tx
+                .close(Some(CloseFrame {
+                    code: CloseCode::from(closing.code),
+                    reason: closing.reason.clone().into(),
+                }))
+                .await;
+            return Some((closing.code, closing.reason));
+        }
+        loop {
+            let frame = if outbox.take_resync() {
+                let mut frames = ctx.hub.resync_frames(dashboard_id);
+                let last = frames.pop();
+                for f in frames {
+                    if tx.send(Message::Text(f)).await.is_err() {
+                        return Some((1008, "too slow".into()));
+                    }
+                }
+                last
+            } else {
+                outbox.pop()
+            };
+            let Some(frame) = frame else { break };
+            // The socket's write timeout is the slow-client limit: a client that takes
+            // nothing for that long is dropped (a close frame cannot reach it anyway).
+            if tx.send(Message::Text(frame)).await.is_err() {
+                return Some((1008, "client too slow".into()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins() {
+        assert!(origin_allowed(
+            "http://127.0.0.1:8080",
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            "http://evil.example",
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
+        let list = vec!["https://dash.example.com".to_string()];
+        assert!(origin_allowed(
+            "https://dash.example.com",
+            Some("10.0.0.1:8080"),
+            &list
+        ));
+        assert!(!origin_allowed(
+            "https://other.example.com",
+            Some("10.0.0.1:8080"),
+            &list
+        ));
+    }
+}
