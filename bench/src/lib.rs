@@ -1,5 +1,6 @@
 //! Shared workloads for the livedash benchmarks, and the baseline they are measured
 //! against: the original design's sorted-set algorithm, done in memory.
 
+pub mod node;
 pub mod sorted_set;
 pub mod workload;

@@ -6,14 +6,13 @@
 //! `cargo build --release --bin livedash && cargo run --release -p livedash-bench --bin http_ingest`
 //! starts `target/release/livedash` on a free port; `--addr` targets a running node instead.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
+use livedash_bench::node::{Conn, now_ms, start_node};
 use livedash_engine::MetricEvent;
 use serde_json::{Value, json};
 
@@ -34,12 +33,6 @@ struct Args {
     /// Distinct metric names; each carries one of 10 host tags.
     #[arg(long, default_value_t = 1000)]
     metrics: usize,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Request bodies: every (metric, host) series appears, event times within the last second.
@@ -70,112 +63,6 @@ fn bodies(args: &Args, count: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Self {
-            stream,
-            buf: Vec::with_capacity(64 * 1024),
-        })
-    }
-
-    /// Sends one request and returns (status, body).
-    fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: &[u8],
-    ) -> std::io::Result<(u16, Vec<u8>)> {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        self.stream.write_all(head.as_bytes())?;
-        self.stream.write_all(body)?;
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut resp = httparse::Response::new(&mut headers);
-            let parsed = resp
-                .parse(&self.buf)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if let httparse::Status::Complete(n) = parsed {
-                let len = resp
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
-                    .unwrap_or(0);
-                let status = resp.code.unwrap_or(0);
-                while self.buf.len() < n + len {
-                    self.fill()?;
-                }
-                let body = self.buf[n..n + len].to_vec();
-                self.buf.drain(..n + len);
-                return Ok((status, body));
-            }
-            self.fill()?;
-        }
-    }
-
-    fn fill(&mut self) -> std::io::Result<()> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
-}
-
-/// The node this bench started; stopped on drop.
-struct Node(Child, std::path::PathBuf);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn start_node() -> Result<(Node, SocketAddr), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = exe.with_file_name("livedash");
-    if !bin.exists() {
-        return Err(format!(
-            "{} not found; build it first with `cargo build --release --bin livedash`",
-            bin.display()
-        ));
-    }
-    let dir = std::env::temp_dir().join(format!("livedash-http-ingest-{}", std::process::id()));
-    let mut child = Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .env("LIVEDASH_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut line);
-    }
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("no address in {line:?}"))?;
-    Ok((Node(child, dir), addr))
-}
-
 fn main() -> Result<(), String> {
     let args = Args::parse();
     let bodies = Arc::new(bodies(&args, 64));
@@ -195,7 +82,7 @@ fn main() -> Result<(), String> {
     let (_node, addr) = match args.addr {
         Some(addr) => (None, addr),
         None => {
-            let (node, addr) = start_node()?;
+            let (node, addr) = start_node(&[])?;
             (Some(node), addr)
         }
     };

@@ -99,7 +99,14 @@ impl crate::http::Service for Api {
     }
 
     async fn websocket(&self, dashboard: uuid::Uuid, stream: glommio::net::TcpStream) {
-        crate::stream::session(Rc::clone(&self.ctx), dashboard, stream).await;
+        // A task of its own: the stream outlives the HTTP connection's task, whose state
+        // (sized for the largest API request) is freed.
+        glommio::spawn_local(crate::stream::session(
+            Rc::clone(&self.ctx),
+            dashboard,
+            stream,
+        ))
+        .detach();
     }
 }
 

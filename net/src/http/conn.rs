@@ -110,7 +110,12 @@ pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Sto
                         return;
                     }
                     let _ = conn.stream.set_read_timeout(None);
-                    service.websocket(upgrade, conn.stream).await;
+                    // The HTTP buffers are not needed any more: free them before a
+                    // possibly long-lived stream.
+                    let Conn { stream, buf } = conn;
+                    drop(buf);
+                    drop(out);
+                    service.websocket(upgrade, stream).await;
                     return;
                 }
                 Ok(_) => {

@@ -182,6 +182,8 @@ impl ShardCtx {
                     engine_events: self.engine_events.get(),
                     connections: self.connections.get(),
                     streams: self.hub.connections(),
+                    frames_queued: self.hub.frames_queued.get(),
+                    frames_written: self.hub.frames_written.get(),
                 })
             }
             Call::Interest {

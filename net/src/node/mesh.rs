@@ -81,6 +81,9 @@ pub struct ShardStats {
     pub connections: usize,
     /// Open WebSocket streams.
     pub streams: usize,
+    /// Stream frames queued for connections, and written to their sockets.
+    pub frames_queued: u64,
+    pub frames_written: u64,
 }
 
 /// One message on the mesh.

@@ -232,6 +232,28 @@ async fn run_shard(
         .detach();
     }
     spawn_local(refresh_loop(Rc::clone(&ctx))).detach();
+    {
+        let ctx = Rc::clone(&ctx);
+        let every = Duration::from_millis(ctx.config.ws_ping_interval_ms);
+        spawn_local(async move {
+            loop {
+                let stopped = async {
+                    sleep(every).await;
+                    false
+                }
+                .or(async {
+                    ctx.stop.wait().await;
+                    true
+                })
+                .await;
+                if stopped {
+                    break;
+                }
+                ctx.hub.sweep(every);
+            }
+        })
+        .detach();
+    }
     if ctx.id == 0 && ctx.config.demo {
         spawn_local(crate::demo::run(Rc::clone(&ctx))).detach();
     }
@@ -243,6 +265,7 @@ async fn run_shard(
                 sleep(Duration::from_millis(50)).await;
             }
             ctx.stop.trigger();
+            ctx.hub.close_all(1001, "node shutting down");
         })
         .detach();
     }

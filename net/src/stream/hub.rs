@@ -39,6 +39,10 @@ pub struct Outbox {
     /// The queue overflowed: the writer must send the dashboard and every newest value.
     resync: Cell<bool>,
     closing: RefCell<Option<Closing>>,
+    /// A keep-alive ping is due.
+    ping: Cell<bool>,
+    /// When the peer last sent anything.
+    pub last_heard: Cell<std::time::Instant>,
     wake_tx: LocalSender<()>,
     pub wake_rx: LocalReceiver<()>,
 }
@@ -50,6 +54,8 @@ impl Outbox {
             queue: RefCell::new(VecDeque::new()),
             resync: Cell::new(false),
             closing: RefCell::new(None),
+            ping: Cell::new(false),
+            last_heard: Cell::new(std::time::Instant::now()),
             wake_tx,
             wake_rx,
         }
@@ -96,6 +102,10 @@ impl Outbox {
     pub fn closing(&self) -> Option<Closing> {
         self.closing.borrow().clone()
     }
+
+    pub fn take_ping(&self) -> bool {
+        self.ping.replace(false)
+    }
 }
 
 impl Default for Outbox {
@@ -116,6 +126,9 @@ struct Room {
 /// Every room of the shard, plus pushes waiting to be framed.
 #[derive(Debug, Default)]
 pub struct Hub {
+    /// Frames handed to connections, and frames written to sockets.
+    pub frames_queued: Cell<u64>,
+    pub frames_written: Cell<u64>,
     rooms: RefCell<HashMap<Uuid, Room>>,
     pending: RefCell<Vec<(Uuid, WidgetValue)>>,
     gathering: Cell<bool>,
@@ -201,6 +214,30 @@ impl Hub {
         if let Some(room) = emptied {
             let remove = by_owner(room.dashboard.widgets.iter(), ctx.shards);
             change_interest(ctx, id, vec![Vec::new(); ctx.shards], remove).await;
+        }
+    }
+
+    /// Keep-alive sweep, once per ping interval: pings every stream, and closes those
+    /// whose peer has been silent for two intervals. One timer per shard, not per socket.
+    pub fn sweep(&self, interval: Duration) {
+        for room in self.rooms.borrow().values() {
+            for o in &room.outboxes {
+                if o.last_heard.get().elapsed() > 2 * interval {
+                    o.close(1001, "no answer to pings");
+                } else {
+                    o.ping.set(true);
+                    o.wake();
+                }
+            }
+        }
+    }
+
+    /// Closes every stream (node shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for room in self.rooms.borrow().values() {
+            for o in &room.outboxes {
+                o.close(code, reason);
+            }
         }
     }
 
@@ -319,6 +356,8 @@ impl Hub {
             for o in &room.outboxes {
                 o.push(frame.clone());
             }
+            self.frames_queued
+                .set(self.frames_queued.get() + room.outboxes.len() as u64);
         }
     }
 

@@ -91,16 +91,45 @@ async fn close(ws: &mut WebSocketStream<TcpStream>, code: u16, reason: &str) {
 
 /// Runs one stream until the client leaves, the dashboard is deleted, the client is too
 /// slow or silent, or the node stops.
-pub async fn session(ctx: Rc<ShardCtx>, dashboard_id: Uuid, stream: TcpStream) {
+pub async fn session(ctx: Rc<ShardCtx>, dashboard_id: Uuid, mut stream: TcpStream) {
     let slow = Duration::from_millis(ctx.config.slow_client_timeout_ms);
     let _ = stream.set_write_timeout(Some(slow));
-    let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config())).await;
     let outbox = Rc::new(Outbox::new());
     let Some(dashboard) = Hub::join(&ctx, dashboard_id, &outbox).await else {
+        let mut ws =
+            WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config())).await;
         close(&mut ws, 4404, "no such dashboard").await;
         return;
     };
-    // Snapshot: current values and history from every owner shard.
+    let snapshot = snapshot(&ctx, &dashboard).await;
+    // The snapshot (large: it carries history) is written before the WebSocket state
+    // exists, so the state's write buffer never grows to its size and stays small for
+    // the life of the connection.
+    let mut bytes = Vec::with_capacity(snapshot.len() + 10);
+    let sent = tungstenite::protocol::frame::Frame::message(
+        tungstenite::Bytes::from(snapshot),
+        tungstenite::protocol::frame::coding::OpCode::Data(
+            tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    )
+    .format(&mut bytes)
+    .is_ok()
+        && futures_lite::AsyncWriteExt::write_all(&mut stream, &bytes)
+            .await
+            .is_ok();
+    drop(bytes);
+    if sent {
+        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config())).await;
+        if let Some((code, reason)) = pump(&ctx, dashboard_id, &outbox, ws).await {
+            tracing::debug!(shard = ctx.id, "stream closed: {code} {reason}");
+        }
+    }
+    Hub::leave(&ctx, dashboard_id, &outbox).await;
+}
+
+/// The `snapshot` frame: every widget's value now and its history, from the owners.
+async fn snapshot(ctx: &Rc<ShardCtx>, dashboard: &livedash_engine::Dashboard) -> String {
     let mut per_owner = vec![Vec::new(); ctx.shards];
     for w in &dashboard.widgets {
         per_owner[shard_for(&w.spec.metric_name, ctx.shards)].push(w.widget_id);
@@ -116,96 +145,80 @@ pub async fn session(ctx: Rc<ShardCtx>, dashboard_id: Uuid, stream: TcpStream) {
     }
     let order = |id: &Uuid| dashboard.widgets.iter().position(|w| &w.widget_id == id);
     widgets.sort_by_key(|w| order(&w.current.widget_id));
-    let snapshot = Frame::Snapshot {
-        dashboard: &dashboard,
+    Frame::Snapshot {
+        dashboard,
         widgets: &widgets,
     }
-    .encode();
-    let outcome = if ws.send(Message::Text(snapshot)).await.is_ok() {
-        pump(&ctx, dashboard_id, &outbox, ws).await
-    } else {
-        None
-    };
-    if let Some((code, reason)) = outcome {
-        tracing::debug!(shard = ctx.id, "stream closed: {code} {reason}");
-    }
-    Hub::leave(&ctx, dashboard_id, &outbox).await;
+    .encode()
+    .to_string()
 }
 
-/// Moves frames from the outbox to the socket, answers the peer, pings; returns the
-/// close code the server chose, if it chose one.
+/// Moves frames from the outbox to the socket until the stream ends; returns the close
+/// code the server chose, if it chose one. A separate task reads from the peer, so this
+/// loop waits on one thing only: its outbox (woken by frames, pings, closes).
 async fn pump(
     ctx: &Rc<ShardCtx>,
     dashboard_id: Uuid,
     outbox: &Rc<Outbox>,
     ws: WebSocketStream<TcpStream>,
 ) -> Option<(u16, String)> {
-    let ping_every = Duration::from_millis(ctx.config.ws_ping_interval_ms);
     let (mut tx, mut rx) = ws.split();
-    let mut last_heard = Instant::now();
-    let mut next_ping = Instant::now() + ping_every;
-    enum Event {
-        Wake,
-        Heard(Option<Result<Message, tungstenite::Error>>),
-        Timer,
-        Stop,
-    }
-    loop {
-        let event = async {
-            outbox
-                .wake_rx
-                .recv()
-                .await
-                .map_or(Event::Stop, |()| Event::Wake)
-        }
-        .or(async { Event::Heard(rx.next().await) })
-        .or(async {
-            glommio::timer::sleep(next_ping.saturating_duration_since(Instant::now())).await;
-            Event::Timer
-        })
-        .or(async {
-            ctx.stop.wait().await;
-            Event::Stop
-        })
-        .await;
-        match event {
-            Event::Heard(Some(Ok(Message::Close(_)))) | Event::Heard(None) => return None,
-            Event::Heard(Some(Err(_))) => return None,
-            Event::Heard(Some(Ok(_))) => last_heard = Instant::now(),
-            Event::Timer => {
-                if last_heard.elapsed() > 2 * ping_every {
-                    let _ = tx
-                        .close(Some(CloseFrame {
-                            code: CloseCode::Away,
-                            reason: "no answer to pings".into(),
-                        }))
-                        .await;
-                    return Some((1001, "no answer to pings".into()));
-                }
-                if tx.send(Message::Ping(Default::default())).await.is_err() {
-                    return Some((1008, "too slow".into()));
-                }
-                next_ping = Instant::now() + ping_every;
-            }
-            Event::Stop => {
-                let _ = tx
-                    .close(Some(CloseFrame {
-                        code: CloseCode::Away,
-                        reason: "node shutting down".into(),
-                    }))
+    let (done_tx, done_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+    let reader = {
+        let outbox = Rc::clone(outbox);
+        glommio::spawn_local(async move {
+            loop {
+                let heard = async { Some(rx.next().await) }
+                    .or(async {
+                        let _ = done_rx.recv().await;
+                        None
+                    })
                     .await;
-                return Some((1001, "node shutting down".into()));
+                match heard {
+                    Some(Some(Ok(Message::Close(_)))) | Some(Some(Err(_))) | Some(None) => {
+                        outbox.close(1000, "peer closed");
+                        return;
+                    }
+                    Some(Some(Ok(_))) => outbox.last_heard.set(Instant::now()),
+                    None => return,
+                }
             }
-            Event::Wake => {}
-        }
+        })
+    };
+    let outcome = write_loop(ctx, dashboard_id, outbox, &mut tx).await;
+    drop(done_tx);
+    reader.await;
+    outcome
+}
+
+async fn write_loop<S>(
+    ctx: &Rc<ShardCtx>,
+    dashboard_id: Uuid,
+    outbox: &Outbox,
+    tx: &mut S,
+) -> Option<(u16, String)>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    use futures_util::SinkExt;
+    let too_slow = || Some((1008, "client too slow".to_string()));
+    loop {
+        outbox.wake_rx.recv().await?;
         if let Some(closing) = outbox.closing() {
+            if closing.code == 1000 {
+                // The peer closed; tungstenite answers its close frame itself.
+                return None;
+            }
             let _ = tx
-                .close(Some(CloseFrame {
+                .send(Message::Close(Some(CloseFrame {
                     code: CloseCode::from(closing.code),
                     reason: closing.reason.clone().into(),
-                }))
+                })))
                 .await;
             return Some((closing.code, closing.reason));
+        }
+        if outbox.take_ping() && tx.send(Message::Ping(Default::default())).await.is_err() {
+            return too_slow();
         }
         loop {
             let frame = if outbox.take_resync() {
@@ -213,7 +226,7 @@ async fn pump(
                 let last = frames.pop();
                 for f in frames {
                     if tx.send(Message::Text(f)).await.is_err() {
-                        return Some((1008, "too slow".into()));
+                        return too_slow();
                     }
                 }
                 last
@@ -224,8 +237,9 @@ async fn pump(
             // The socket's write timeout is the slow-client limit: a client that takes
             // nothing for that long is dropped (a close frame cannot reach it anyway).
             if tx.send(Message::Text(frame)).await.is_err() {
-                return Some((1008, "client too slow".into()));
+                return too_slow();
             }
+            ctx.hub.frames_written.set(ctx.hub.frames_written.get() + 1);
         }
     }
 }

@@ -1,0 +1,292 @@
+//! WebSocket fan-out: how many streams one node holds, what an idle stream costs the
+//! server, and how long a refresh takes to reach every browser.
+//!
+//! Starts the release node (2 shards), creates dashboards refreshing every second, opens
+//! a baseline of streams and then many streams from this process (one glommio executor),
+//! measures the server's resident memory per idle stream, then feeds events so every
+//! widget changes every tick and records, per received `update` frame, the delay from the
+//! tick (the refresh deadline, a multiple of the interval) to the frame's arrival.
+//!
+//! `cargo build --release --bin livedash && cargo run --release -p livedash-bench --bin ws_fanout`
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use clap::Parser;
+use futures_util::StreamExt;
+use glommio::{LocalExecutorBuilder, Placement};
+use livedash_bench::node::{Conn, now_ms, start_node};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Streams in the measured run.
+    #[arg(long, default_value_t = 10_000)]
+    sockets: usize,
+    /// Streams in the baseline run.
+    #[arg(long, default_value_t = 100)]
+    baseline_sockets: usize,
+    /// Dashboards; streams are spread over them.
+    #[arg(long, default_value_t = 10)]
+    dashboards: usize,
+    /// Widgets per dashboard (each on its own metric, 1 s refresh).
+    #[arg(long, default_value_t = 20)]
+    widgets: usize,
+    /// Seconds of updates measured per run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+const INTERVAL_MS: i64 = 1000;
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn sent_at(frame: &str) -> Option<i64> {
+    let at = frame.find("\"sent_at\":")? + "\"sent_at\":".len();
+    let digits: String = frame[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn percentile(sorted: &[i64], q: f64) -> i64 {
+    if sorted.is_empty() {
+        return -1;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Keeps every widget changing: one batch per 200 ms with a fresh value for each metric.
+fn feeder(
+    addr: std::net::SocketAddr,
+    metrics: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut conn = match Conn::open(addr) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("feeder cannot connect: {e}");
+                return;
+            }
+        };
+        let mut round = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            round += 1;
+            let t = now_ms();
+            let events: Vec<Value> = metrics
+                .iter()
+                .map(|m| json!({"metric_name": m, "value": round as f64, "event_time": t}))
+                .collect();
+            let body = serde_json::to_vec(&events).unwrap_or_default();
+            match conn.request("POST", "/ingest", &body) {
+                Ok((200, _)) => {}
+                Ok((status, reply)) => {
+                    eprintln!("feeder: {status} {}", String::from_utf8_lossy(&reply));
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("feeder: {e}");
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
+struct RunResult {
+    connected: usize,
+    idle_rss_per_socket: f64,
+    delays: Vec<i64>,
+}
+
+/// Opens `n` streams over `dashboards`, measures idle memory, then feeds for `seconds`.
+fn run(
+    addr: std::net::SocketAddr,
+    pid: u32,
+    dashboards: &[String],
+    metrics: &[String],
+    n: usize,
+    seconds: u64,
+) -> Result<RunResult, String> {
+    let dashboards = dashboards.to_vec();
+    let metrics = metrics.to_vec();
+    let rss_before = rss_bytes(pid);
+    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(128 * 1024)
+        .spawn(move || async move {
+            let delays = Rc::new(RefCell::new(Vec::<i64>::new()));
+            let measuring = Rc::new(std::cell::Cell::new(false));
+            let stop = Rc::new(std::cell::Cell::new(false));
+            let connected = Rc::new(std::cell::Cell::new(0usize));
+            let mut tasks = Vec::with_capacity(n);
+            for wave in (0..n).collect::<Vec<_>>().chunks(200) {
+                let mut opening = Vec::new();
+                for &i in wave {
+                    let url = format!("ws://{addr}/stream/{}", dashboards[i % dashboards.len()]);
+                    let (delays, measuring, stop, connected) = (
+                        Rc::clone(&delays),
+                        Rc::clone(&measuring),
+                        Rc::clone(&stop),
+                        Rc::clone(&connected),
+                    );
+                    let (ready_tx, ready_rx) =
+                        glommio::channels::local_channel::new_bounded::<()>(1);
+                    tasks.push(glommio::spawn_local(async move {
+                        let Ok(stream) = glommio::net::TcpStream::connect(addr).await else {
+                            drop(ready_tx);
+                            return;
+                        };
+                        let config = WebSocketConfig::default()
+                            .read_buffer_size(4096)
+                            .write_buffer_size(0);
+                        let Ok((mut ws, _)) =
+                            async_tungstenite::client_async_with_config(url, stream, Some(config))
+                                .await
+                        else {
+                            drop(ready_tx);
+                            return;
+                        };
+                        // The snapshot.
+                        if ws.next().await.is_none() {
+                            return;
+                        }
+                        connected.set(connected.get() + 1);
+                        let _ = ready_tx.try_send(());
+                        while !stop.get() {
+                            let Some(Ok(Message::Text(text))) = ws.next().await else {
+                                return;
+                            };
+                            if !measuring.get() {
+                                continue;
+                            }
+                            let received = now_ms();
+                            // Only `sent_at` is needed: find it instead of parsing the frame,
+                            // so the client spends its CPU reading sockets.
+                            if let Some(sent_at) = sent_at(&text) {
+                                let tick = sent_at.div_euclid(INTERVAL_MS) * INTERVAL_MS;
+                                delays.borrow_mut().push(received - tick);
+                            }
+                        }
+                    }));
+                    opening.push(ready_rx);
+                }
+                for rx in opening {
+                    let _ = rx.recv().await;
+                }
+            }
+            // Idle: no updates are flowing yet.
+            glommio::timer::sleep(Duration::from_secs(2)).await;
+            let idle_rss = rss_bytes(pid);
+            let feeding = Arc::new(AtomicBool::new(false));
+            let feed = feeder(addr, metrics, Arc::clone(&feeding));
+            glommio::timer::sleep(Duration::from_secs(2)).await;
+            let stats = || {
+                let mut c = Conn::open(addr).ok()?;
+                let (_, body) = c.request("GET", "/stats", b"").ok()?;
+                let v: Value = serde_json::from_slice(&body).ok()?;
+                let sum = |k: &str| {
+                    v["shards"].as_array().map_or(0, |a| {
+                        a.iter().map(|s| s[k].as_u64().unwrap_or(0)).sum::<u64>()
+                    })
+                };
+                Some((sum("streams"), sum("frames_queued"), sum("frames_written")))
+            };
+            let before = stats();
+            measuring.set(true);
+            glommio::timer::sleep(Duration::from_secs(seconds)).await;
+            measuring.set(false);
+            let after = stats();
+            if let (Some(b), Some(a)) = (before, after) {
+                println!(
+                    "server: {} streams; {:.0} frames/s queued, {:.0} frames/s written",
+                    a.0,
+                    (a.1 - b.1) as f64 / seconds as f64,
+                    (a.2 - b.2) as f64 / seconds as f64
+                );
+            }
+            stop.set(true);
+            feeding.store(true, Ordering::Relaxed);
+            let _ = feed.join();
+            let n_connected = connected.get();
+            drop(tasks);
+            let delays = delays.borrow().clone();
+            (n_connected, idle_rss, delays)
+        })
+        .map_err(|e| e.to_string())?;
+    let (connected, idle_rss, mut delays) = handle.join().map_err(|e| e.to_string())?;
+    delays.sort_unstable();
+    Ok(RunResult {
+        connected,
+        idle_rss_per_socket: idle_rss.saturating_sub(rss_before) as f64 / connected.max(1) as f64,
+        delays,
+    })
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let (node, addr) = start_node(&["--shards", "2"])?;
+    let mut admin = Conn::open(addr).map_err(|e| e.to_string())?;
+    let mut dashboards = Vec::new();
+    let mut metrics = Vec::new();
+    for d in 0..args.dashboards {
+        let widgets: Vec<Value> = (0..args.widgets)
+            .map(|w| {
+                let m = format!("fanout.d{d}.w{w}");
+                metrics.push(m.clone());
+                json!({"metric_name": m, "aggregation": "sum", "window_seconds": 60, "refresh_interval_seconds": 1})
+            })
+            .collect();
+        let body = json!({"name": format!("fan-out {d}"), "widgets": widgets}).to_string();
+        let (status, reply) = admin
+            .request("POST", "/dashboards", body.as_bytes())
+            .map_err(|e| e.to_string())?;
+        if status != 201 {
+            return Err(format!("creating a dashboard: {status}"));
+        }
+        let v: Value = serde_json::from_slice(&reply).map_err(|e| e.to_string())?;
+        dashboards.push(v["dashboard_id"].as_str().unwrap_or_default().to_string());
+    }
+    let mut results = Vec::new();
+    for n in [args.baseline_sockets, args.sockets] {
+        let r = run(addr, node.pid(), &dashboards, &metrics, n, args.seconds)?;
+        println!(
+            "{:>6} streams ({} connected): tick-to-browser delay p50 {} ms, p99 {} ms, max {} ms over {} frames; server memory per idle stream {:.0} bytes",
+            n,
+            r.connected,
+            percentile(&r.delays, 0.5),
+            percentile(&r.delays, 0.99),
+            r.delays.last().copied().unwrap_or(-1),
+            r.delays.len(),
+            r.idle_rss_per_socket
+        );
+        results.push(r);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    if let [base, big] = &results[..] {
+        println!(
+            "p99 delay at {} streams is {:.2}x the baseline at {}",
+            args.sockets,
+            percentile(&big.delays, 0.99) as f64 / percentile(&base.delays, 0.99).max(1) as f64,
+            args.baseline_sockets
+        );
+    }
+    Ok(())
+}
