@@ -170,8 +170,11 @@ fn run(
                         connected.set(connected.get() + 1);
                         let _ = ready_tx.try_send(());
                         while !stop.get() {
-                            let Some(Ok(Message::Text(text))) = ws.next().await else {
-                                return;
+                            let text = match ws.next().await {
+                                Some(Ok(Message::Text(text))) => text,
+                                // Pings are answered by the library.
+                                Some(Ok(_)) => continue,
+                                _ => return,
                             };
                             if !measuring.get() {
                                 continue;
