@@ -37,6 +37,9 @@ struct Args {
     /// Widgets per dashboard (each on its own metric, 1 s refresh).
     #[arg(long, default_value_t = 20)]
     widgets: usize,
+    /// Client executors (threads), each pinned to a core in turn.
+    #[arg(long, default_value_t = 2)]
+    clients: usize,
     /// Seconds of updates measured per run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -61,6 +64,18 @@ fn sent_at(frame: &str) -> Option<i64> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
+}
+
+/// User plus system CPU time of a process, in clock ticks (1/100 s).
+fn cpu_ticks(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[i64], q: f64) -> i64 {
@@ -116,41 +131,41 @@ struct RunResult {
     delays: Vec<i64>,
 }
 
-/// Opens `n` streams over `dashboards`, measures idle memory, then feeds for `seconds`.
-fn run(
+/// Flags the measuring thread sets for the client executors.
+#[derive(Default)]
+struct Phase {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// One client executor: opens `urls`, reports when all are connected, records delays
+/// while `phase.measuring` is set, and ends when `phase.stop` is set.
+fn client(
+    core: usize,
     addr: std::net::SocketAddr,
-    pid: u32,
-    dashboards: &[String],
-    metrics: &[String],
-    n: usize,
-    seconds: u64,
-) -> Result<RunResult, String> {
-    let dashboards = dashboards.to_vec();
-    let metrics = metrics.to_vec();
-    let rss_before = rss_bytes(pid);
-    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+    urls: Vec<String>,
+    phase: Arc<Phase>,
+    ready: std::sync::mpsc::Sender<usize>,
+) -> Result<glommio::ExecutorJoinHandle<Vec<i64>>, String> {
+    LocalExecutorBuilder::new(Placement::Fixed(core))
         .io_memory(128 * 1024)
         .spawn(move || async move {
             let delays = Rc::new(RefCell::new(Vec::<i64>::new()));
-            let measuring = Rc::new(std::cell::Cell::new(false));
-            let stop = Rc::new(std::cell::Cell::new(false));
             let connected = Rc::new(std::cell::Cell::new(0usize));
-            let mut tasks = Vec::with_capacity(n);
-            for wave in (0..n).collect::<Vec<_>>().chunks(200) {
+            let mut tasks = Vec::with_capacity(urls.len());
+            for wave in urls.chunks(100) {
                 let mut opening = Vec::new();
-                for &i in wave {
-                    let url = format!("ws://{addr}/stream/{}", dashboards[i % dashboards.len()]);
-                    let (delays, measuring, stop, connected) = (
+                for url in wave {
+                    let url = url.clone();
+                    let (delays, phase, connected) = (
                         Rc::clone(&delays),
-                        Rc::clone(&measuring),
-                        Rc::clone(&stop),
+                        Arc::clone(&phase),
                         Rc::clone(&connected),
                     );
                     let (ready_tx, ready_rx) =
                         glommio::channels::local_channel::new_bounded::<()>(1);
                     tasks.push(glommio::spawn_local(async move {
                         let Ok(stream) = glommio::net::TcpStream::connect(addr).await else {
-                            drop(ready_tx);
                             return;
                         };
                         let config = WebSocketConfig::default()
@@ -160,7 +175,6 @@ fn run(
                             async_tungstenite::client_async_with_config(url, stream, Some(config))
                                 .await
                         else {
-                            drop(ready_tx);
                             return;
                         };
                         // The snapshot.
@@ -169,14 +183,14 @@ fn run(
                         }
                         connected.set(connected.get() + 1);
                         let _ = ready_tx.try_send(());
-                        while !stop.get() {
+                        loop {
                             let text = match ws.next().await {
                                 Some(Ok(Message::Text(text))) => text,
                                 // Pings are answered by the library.
                                 Some(Ok(_)) => continue,
                                 _ => return,
                             };
-                            if !measuring.get() {
+                            if !phase.measuring.load(Ordering::Relaxed) {
                                 continue;
                             }
                             let received = now_ms();
@@ -194,47 +208,103 @@ fn run(
                     let _ = rx.recv().await;
                 }
             }
-            // Idle: no updates are flowing yet.
-            glommio::timer::sleep(Duration::from_secs(2)).await;
-            let idle_rss = rss_bytes(pid);
-            let feeding = Arc::new(AtomicBool::new(false));
-            let feed = feeder(addr, metrics, Arc::clone(&feeding));
-            glommio::timer::sleep(Duration::from_secs(2)).await;
-            let stats = || {
-                let mut c = Conn::open(addr).ok()?;
-                let (_, body) = c.request("GET", "/stats", b"").ok()?;
-                let v: Value = serde_json::from_slice(&body).ok()?;
-                let sum = |k: &str| {
-                    v["shards"].as_array().map_or(0, |a| {
-                        a.iter().map(|s| s[k].as_u64().unwrap_or(0)).sum::<u64>()
-                    })
-                };
-                Some((sum("streams"), sum("frames_queued"), sum("frames_written")))
-            };
-            let before = stats();
-            measuring.set(true);
-            glommio::timer::sleep(Duration::from_secs(seconds)).await;
-            measuring.set(false);
-            let after = stats();
-            if let (Some(b), Some(a)) = (before, after) {
-                println!(
-                    "server: {} streams; {:.0} frames/s queued, {:.0} frames/s written",
-                    a.0,
-                    (a.1 - b.1) as f64 / seconds as f64,
-                    (a.2 - b.2) as f64 / seconds as f64
-                );
+            let _ = ready.send(connected.get());
+            while !phase.stop.load(Ordering::Relaxed) {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
             }
-            stop.set(true);
-            feeding.store(true, Ordering::Relaxed);
-            let _ = feed.join();
-            let n_connected = connected.get();
             drop(tasks);
-            let delays = delays.borrow().clone();
-            (n_connected, idle_rss, delays)
+            delays.take()
         })
-        .map_err(|e| e.to_string())?;
-    let (connected, idle_rss, mut delays) = handle.join().map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// Opens `n` streams over `dashboards` from `clients` executors, measures idle memory,
+/// then feeds for `seconds`.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    addr: std::net::SocketAddr,
+    pid: u32,
+    dashboards: &[String],
+    metrics: &[String],
+    n: usize,
+    clients: usize,
+    seconds: u64,
+) -> Result<RunResult, String> {
+    let rss_before = rss_bytes(pid);
+    let phase = Arc::new(Phase::default());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let mut handles = Vec::new();
+    for c in 0..clients {
+        let urls: Vec<String> = (c..n)
+            .step_by(clients)
+            .map(|i| format!("ws://{addr}/stream/{}", dashboards[i % dashboards.len()]))
+            .collect();
+        handles.push(client(
+            c % cores,
+            addr,
+            urls,
+            Arc::clone(&phase),
+            ready_tx.clone(),
+        )?);
+    }
+    let connected: usize = (0..clients).filter_map(|_| ready_rx.recv().ok()).sum();
+    // Idle: no updates are flowing yet.
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_rss = rss_bytes(pid);
+    let feeding_done = Arc::new(AtomicBool::new(false));
+    let feed = feeder(addr, metrics.to_vec(), Arc::clone(&feeding_done));
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = || {
+        let mut c = Conn::open(addr).ok()?;
+        let (_, body) = c.request("GET", "/stats", b"").ok()?;
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        let sum = |k: &str| {
+            v["shards"].as_array().map_or(0, |a| {
+                a.iter().map(|s| s[k].as_u64().unwrap_or(0)).sum::<u64>()
+            })
+        };
+        let max = v["shards"].as_array().map_or(0, |a| {
+            a.iter()
+                .map(|s| s["write_lag_ms_max"].as_u64().unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        });
+        Some((
+            sum("streams"),
+            sum("frames_queued"),
+            sum("frames_written"),
+            sum("write_lag_ms_sum"),
+            max,
+        ))
+    };
+    let before = stats();
+    let cpu_before = (cpu_ticks(&pid.to_string()), cpu_ticks("self"));
+    phase.measuring.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(seconds));
+    phase.measuring.store(false, Ordering::Relaxed);
+    let cpu_after = (cpu_ticks(&pid.to_string()), cpu_ticks("self"));
+    let after = stats();
+    phase.stop.store(true, Ordering::Relaxed);
+    feeding_done.store(true, Ordering::Relaxed);
+    let _ = feed.join();
+    let mut delays = Vec::new();
+    for h in handles {
+        delays.extend(h.join().map_err(|e| e.to_string())?);
+    }
     delays.sort_unstable();
+    if let (Some(b), Some(a)) = (before, after) {
+        println!(
+            "  node: {} streams, {:.0} frames/s queued, {:.0} frames/s written, framing to socket write {:.1} ms on average, {} ms at most; cpu: node {:.0}% of one core, client {:.0}%",
+            a.0,
+            (a.1 - b.1) as f64 / seconds as f64,
+            (a.2 - b.2) as f64 / seconds as f64,
+            (a.3 - b.3) as f64 / (a.2 - b.2).max(1) as f64,
+            a.4,
+            (cpu_after.0 - cpu_before.0) as f64 / seconds as f64,
+            (cpu_after.1 - cpu_before.1) as f64 / seconds as f64
+        );
+    }
     Ok(RunResult {
         connected,
         idle_rss_per_socket: idle_rss.saturating_sub(rss_before) as f64 / connected.max(1) as f64,
@@ -269,7 +339,15 @@ fn main() -> Result<(), String> {
     }
     let mut results = Vec::new();
     for n in [args.baseline_sockets, args.sockets] {
-        let r = run(addr, node.pid(), &dashboards, &metrics, n, args.seconds)?;
+        let r = run(
+            addr,
+            node.pid(),
+            &dashboards,
+            &metrics,
+            n,
+            args.clients,
+            args.seconds,
+        )?;
         println!(
             "{:>6} streams ({} connected): tick-to-browser delay p50 {} ms, p99 {} ms, max {} ms over {} frames; server memory per idle stream {:.0} bytes",
             n,

@@ -184,6 +184,8 @@ impl ShardCtx {
                     streams: self.hub.connections(),
                     frames_queued: self.hub.frames_queued.get(),
                     frames_written: self.hub.frames_written.get(),
+                    write_lag_ms_sum: self.hub.write_lag_ms_sum.get(),
+                    write_lag_ms_max: self.hub.write_lag_ms_max.replace(0),
                 })
             }
             Call::Interest {

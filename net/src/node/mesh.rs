@@ -84,6 +84,9 @@ pub struct ShardStats {
     /// Stream frames queued for connections, and written to their sockets.
     pub frames_queued: u64,
     pub frames_written: u64,
+    /// Sum and maximum of the time from framing to socket write, in ms.
+    pub write_lag_ms_sum: u64,
+    pub write_lag_ms_max: u64,
 }
 
 /// One message on the mesh.

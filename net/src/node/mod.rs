@@ -249,7 +249,7 @@ async fn run_shard(
                 if stopped {
                     break;
                 }
-                ctx.hub.sweep(every);
+                ctx.hub.sweep();
             }
         })
         .detach();

@@ -35,7 +35,8 @@ pub struct Closing {
 /// What one connection is waiting to send.
 #[derive(Debug)]
 pub struct Outbox {
-    queue: RefCell<VecDeque<Utf8Bytes>>,
+    /// Frames with the time (epoch ms) they were framed.
+    queue: RefCell<VecDeque<(Utf8Bytes, i64)>>,
     /// The queue overflowed: the writer must send the dashboard and every newest value.
     resync: Cell<bool>,
     closing: RefCell<Option<Closing>>,
@@ -67,19 +68,19 @@ impl Outbox {
 
     /// Queues a frame; past the bound the queue is dropped and replaced by a resync of the
     /// newest values (conflation).
-    pub fn push(&self, frame: Utf8Bytes) {
+    pub fn push(&self, frame: Utf8Bytes, framed_at: i64) {
         let mut queue = self.queue.borrow_mut();
         if queue.len() >= MAX_QUEUED_FRAMES {
             queue.clear();
             self.resync.set(true);
         } else if !self.resync.get() {
-            queue.push_back(frame);
+            queue.push_back((frame, framed_at));
         }
         drop(queue);
         self.wake();
     }
 
-    pub fn pop(&self) -> Option<Utf8Bytes> {
+    pub fn pop(&self) -> Option<(Utf8Bytes, i64)> {
         self.queue.borrow_mut().pop_front()
     }
 
@@ -129,6 +130,9 @@ pub struct Hub {
     /// Frames handed to connections, and frames written to sockets.
     pub frames_queued: Cell<u64>,
     pub frames_written: Cell<u64>,
+    /// Sum and maximum of the time from framing to the socket write, in ms.
+    pub write_lag_ms_sum: Cell<u64>,
+    pub write_lag_ms_max: Cell<u64>,
     rooms: RefCell<HashMap<Uuid, Room>>,
     pending: RefCell<Vec<(Uuid, WidgetValue)>>,
     gathering: Cell<bool>,
@@ -217,17 +221,14 @@ impl Hub {
         }
     }
 
-    /// Keep-alive sweep, once per ping interval: pings every stream, and closes those
-    /// whose peer has been silent for two intervals. One timer per shard, not per socket.
-    pub fn sweep(&self, interval: Duration) {
+    /// Keep-alive sweep, once per ping interval: wakes every stream to read what its peer
+    /// sent and ping it (the stream closes itself if the peer stayed silent for two
+    /// intervals). One timer per shard, not per socket.
+    pub fn sweep(&self) {
         for room in self.rooms.borrow().values() {
             for o in &room.outboxes {
-                if o.last_heard.get().elapsed() > 2 * interval {
-                    o.close(1001, "no answer to pings");
-                } else {
-                    o.ping.set(true);
-                    o.wake();
-                }
+                o.ping.set(true);
+                o.wake();
             }
         }
     }
@@ -239,6 +240,15 @@ impl Hub {
                 o.close(code, reason);
             }
         }
+    }
+
+    /// Counts a frame written `lag_ms` after it was framed.
+    pub fn written(&self, lag_ms: i64) {
+        let lag = u64::try_from(lag_ms).unwrap_or(0);
+        self.frames_written.set(self.frames_written.get() + 1);
+        self.write_lag_ms_sum.set(self.write_lag_ms_sum.get() + lag);
+        self.write_lag_ms_max
+            .set(self.write_lag_ms_max.get().max(lag));
     }
 
     /// Number of connections on this shard.
@@ -294,8 +304,9 @@ impl Hub {
                 dashboard: &room.dashboard,
             }
             .encode();
+            let now = now_ms();
             for o in &room.outboxes {
-                o.push(frame.clone());
+                o.push(frame.clone(), now);
             }
             (add, remove)
         };
@@ -354,7 +365,7 @@ impl Hub {
             }
             .encode();
             for o in &room.outboxes {
-                o.push(frame.clone());
+                o.push(frame.clone(), sent_at);
             }
             self.frames_queued
                 .set(self.frames_queued.get() + room.outboxes.len() as u64);

@@ -9,7 +9,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
-use futures_lite::FutureExt;
 use futures_util::StreamExt;
 use glommio::net::TcpStream;
 use livedash_engine::shard_for;
@@ -21,8 +20,8 @@ use uuid::Uuid;
 use self::frames::{Frame, WidgetSnapshot};
 use self::hub::{Hub, Outbox};
 use crate::http::{Request, Response};
-use crate::node::ShardCtx;
 use crate::node::mesh::{Call, Reply};
+use crate::node::{ShardCtx, now_ms};
 
 /// Buffers sized for many mostly idle sockets: clients send little (pongs, close).
 fn ws_config() -> WebSocketConfig {
@@ -154,93 +153,73 @@ async fn snapshot(ctx: &Rc<ShardCtx>, dashboard: &livedash_engine::Dashboard) ->
 }
 
 /// Moves frames from the outbox to the socket until the stream ends; returns the close
-/// code the server chose, if it chose one. A separate task reads from the peer, so this
-/// loop waits on one thing only: its outbox (woken by frames, pings, closes).
+/// code the server chose, if it chose one.
+///
+/// The loop waits on its outbox only. What the peer sends (pongs, a close) is read when a
+/// keep-alive sweep wakes the loop, without waiting; a peer that went away is noticed then
+/// or at the next failed write. Not keeping a read armed saves a poll re-arm per frame
+/// sent, which matters with thousands of streams per shard.
 async fn pump(
     ctx: &Rc<ShardCtx>,
     dashboard_id: Uuid,
     outbox: &Rc<Outbox>,
-    ws: WebSocketStream<TcpStream>,
+    mut ws: WebSocketStream<TcpStream>,
 ) -> Option<(u16, String)> {
-    let (mut tx, mut rx) = ws.split();
-    let (done_tx, done_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
-    let reader = {
-        let outbox = Rc::clone(outbox);
-        glommio::spawn_local(async move {
-            loop {
-                let heard = async { Some(rx.next().await) }
-                    .or(async {
-                        let _ = done_rx.recv().await;
-                        None
-                    })
-                    .await;
+    let ping_every = Duration::from_millis(ctx.config.ws_ping_interval_ms);
+    loop {
+        outbox.wake_rx.recv().await?;
+        if outbox.take_ping() {
+            while let Some(heard) = futures_lite::future::poll_once(ws.next()).await {
                 match heard {
-                    Some(Some(Ok(Message::Close(_)))) | Some(Some(Err(_))) | Some(None) => {
-                        outbox.close(1000, "peer closed");
-                        return;
-                    }
-                    Some(Some(Ok(_))) => outbox.last_heard.set(Instant::now()),
-                    None => return,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                    Some(Ok(_)) => outbox.last_heard.set(Instant::now()),
                 }
             }
-        })
-    };
-    let outcome = write_loop(ctx, dashboard_id, outbox, &mut tx).await;
-    drop(done_tx);
-    reader.await;
-    outcome
+            if outbox.last_heard.get().elapsed() > 2 * ping_every {
+                outbox.close(1001, "no answer to pings");
+            } else if ws.send(Message::Ping(Default::default())).await.is_err() {
+                return Some((1008, "client too slow".into()));
+            }
+        }
+        if let Some(outcome) = write_pending(ctx, dashboard_id, outbox, &mut ws).await {
+            return outcome;
+        }
+    }
 }
 
-async fn write_loop<S>(
+/// Sends the close the server decided on, or every queued frame. `Some` ends the stream.
+async fn write_pending(
     ctx: &Rc<ShardCtx>,
     dashboard_id: Uuid,
     outbox: &Outbox,
-    tx: &mut S,
-) -> Option<(u16, String)>
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    use futures_util::SinkExt;
-    let too_slow = || Some((1008, "client too slow".to_string()));
+    ws: &mut WebSocketStream<TcpStream>,
+) -> Option<Option<(u16, String)>> {
+    let too_slow = || Some(Some((1008, "client too slow".to_string())));
+    if let Some(closing) = outbox.closing() {
+        close(ws, closing.code, &closing.reason).await;
+        return Some(Some((closing.code, closing.reason)));
+    }
     loop {
-        outbox.wake_rx.recv().await?;
-        if let Some(closing) = outbox.closing() {
-            if closing.code == 1000 {
-                // The peer closed; tungstenite answers its close frame itself.
-                return None;
+        let frame = if outbox.take_resync() {
+            let mut frames = ctx.hub.resync_frames(dashboard_id);
+            let last = frames.pop();
+            for f in frames {
+                if ws.send(Message::Text(f)).await.is_err() {
+                    return too_slow();
+                }
             }
-            let _ = tx
-                .send(Message::Close(Some(CloseFrame {
-                    code: CloseCode::from(closing.code),
-                    reason: closing.reason.clone().into(),
-                })))
-                .await;
-            return Some((closing.code, closing.reason));
-        }
-        if outbox.take_ping() && tx.send(Message::Ping(Default::default())).await.is_err() {
+            last.map(|f| (f, now_ms()))
+        } else {
+            outbox.pop()
+        };
+        // Nothing queued: the stream goes on.
+        let (frame, framed_at) = frame?;
+        // The socket's write timeout is the slow-client limit: a client that takes
+        // nothing for that long is dropped (a close frame cannot reach it anyway).
+        if ws.send(Message::Text(frame)).await.is_err() {
             return too_slow();
         }
-        loop {
-            let frame = if outbox.take_resync() {
-                let mut frames = ctx.hub.resync_frames(dashboard_id);
-                let last = frames.pop();
-                for f in frames {
-                    if tx.send(Message::Text(f)).await.is_err() {
-                        return too_slow();
-                    }
-                }
-                last
-            } else {
-                outbox.pop()
-            };
-            let Some(frame) = frame else { break };
-            // The socket's write timeout is the slow-client limit: a client that takes
-            // nothing for that long is dropped (a close frame cannot reach it anyway).
-            if tx.send(Message::Text(frame)).await.is_err() {
-                return too_slow();
-            }
-            ctx.hub.frames_written.set(ctx.hub.frames_written.get() + 1);
-        }
+        ctx.hub.written(now_ms() - framed_at);
     }
 }
 
