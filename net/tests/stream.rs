@@ -164,6 +164,13 @@ fn snapshot_then_updates_across_shards() {
         let w = update_of(&f, widget_id).unwrap();
         assert!(w["latest_event_time"].as_i64().unwrap() >= now);
     }
+
+    // SIGTERM with a stream open: the stream is closed with 1001 and the node exits 0.
+    drop(http);
+    let (status, dir) = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Away));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

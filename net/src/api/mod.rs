@@ -101,11 +101,13 @@ impl crate::http::Service for Api {
     async fn websocket(&self, dashboard: uuid::Uuid, stream: glommio::net::TcpStream) {
         // A task of its own: the stream outlives the HTTP connection's task, whose state
         // (sized for the largest API request) is freed.
-        glommio::spawn_local(crate::stream::session(
-            Rc::clone(&self.ctx),
-            dashboard,
-            stream,
-        ))
+        // It counts as an open connection until it ends, so shutdown waits for it.
+        let ctx = Rc::clone(&self.ctx);
+        ctx.connections.set(ctx.connections.get() + 1);
+        glommio::spawn_local(async move {
+            crate::stream::session(Rc::clone(&ctx), dashboard, stream).await;
+            ctx.connections.set(ctx.connections.get() - 1);
+        })
         .detach();
     }
 }

@@ -48,7 +48,20 @@ pub struct NodeHandle {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
     shutdown: Arc<AtomicBool>,
-    threads: PoolThreadHandles<()>,
+    progress: Arc<Progress>,
+    /// Kept so the shard threads are not detached by accident; never joined (see `join`).
+    _threads: PoolThreadHandles<()>,
+}
+
+/// How far the shards are in shutting down.
+#[derive(Debug, Default)]
+struct Progress {
+    shards: usize,
+    /// Shards whose connections have drained.
+    drained: AtomicUsize,
+    /// Shards that are finished: drained and store flushed, or failed to start.
+    done: AtomicUsize,
+    failed: AtomicBool,
 }
 
 impl NodeHandle {
@@ -57,12 +70,26 @@ impl NodeHandle {
         Arc::clone(&self.shutdown)
     }
 
-    /// Waits for every shard to finish.
+    /// Waits until every shard has drained its connections and the store is flushed.
+    ///
+    /// The shard threads are not torn down: once this returns the caller ends the
+    /// process. Tearing executors down while sockets and io_uring operations are still
+    /// registered gains nothing at exit and has been seen to trip the allocator's checks.
     pub fn join(self) -> anyhow::Result<()> {
-        for result in self.threads.join_all() {
-            result.map_err(|e| anyhow!("shard failed: {e}"))?;
+        while self.progress.done.load(Ordering::Acquire) < self.progress.shards {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.progress.failed.load(Ordering::Acquire) {
+            return Err(anyhow!("a shard failed; see the log"));
         }
         Ok(())
+    }
+}
+
+impl Progress {
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.done.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -117,12 +144,16 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
     };
     let rendezvous = Arc::new(Rendezvous::default());
     let shutdown = Arc::new(AtomicBool::new(false));
-    let drained = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(Progress {
+        shards,
+        ..Progress::default()
+    });
     let mesh = MeshBuilder::full(shards, MESH_CAPACITY);
     let parts = Arc::new(Mutex::new(Some((catalogue, store))));
     let dashboards = Arc::new(dashboards);
     let threads = {
         let rendezvous = Arc::clone(&rendezvous);
+        let progress = Arc::clone(&progress);
         let shutdown = Arc::clone(&shutdown);
         LocalExecutorPoolBuilder::new(placement)
             .name("livedash-shard")
@@ -132,7 +163,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                 let mesh = mesh.clone();
                 let rendezvous = Arc::clone(&rendezvous);
                 let shutdown = Arc::clone(&shutdown);
-                let drained = Arc::clone(&drained);
+                let progress = Arc::clone(&progress);
                 let parts = Arc::clone(&parts);
                 let dashboards = Arc::clone(&dashboards);
                 async move {
@@ -140,6 +171,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                         Ok(pair) => pair,
                         Err(e) => {
                             rendezvous.publish(Err(format!("joining the shard mesh: {e}")));
+                            progress.fail();
                             return;
                         }
                     };
@@ -155,15 +187,20 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                             }
                             Err(e) => {
                                 rendezvous.publish(Err(format!("binding {}: {e}", config.listen)));
+                                progress.fail();
                                 return;
                             }
                         }
                     } else {
-                        let Ok(addr) = rendezvous.wait() else { return };
+                        let Ok(addr) = rendezvous.wait() else {
+                            progress.fail();
+                            return;
+                        };
                         match TcpListener::bind(addr) {
                             Ok(l) => l,
                             Err(e) => {
                                 tracing::error!(shard = id, "binding {addr}: {e}");
+                                progress.fail();
                                 return;
                             }
                         }
@@ -192,7 +229,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                             None
                         };
                     let ctx = Rc::new(ShardCtx::new(id, config, engine, senders, host));
-                    run_shard(ctx, listener, receivers, shutdown, drained).await;
+                    run_shard(ctx, listener, receivers, shutdown, &progress).await;
                 }
             })
             .map_err(|e| anyhow!("starting shards: {e}"))?
@@ -201,7 +238,8 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
     Ok(NodeHandle {
         addr,
         shutdown,
-        threads,
+        progress,
+        _threads: threads,
     })
 }
 
@@ -210,7 +248,7 @@ async fn run_shard(
     listener: TcpListener,
     mut receivers: Receivers<Msg>,
     shutdown: Arc<AtomicBool>,
-    drained: Arc<AtomicUsize>,
+    progress: &Progress,
 ) {
     for (_, rx) in receivers.streams() {
         let ctx = Rc::clone(&ctx);
@@ -277,15 +315,19 @@ async fn run_shard(
         sleep(Duration::from_millis(10)).await;
     }
     // Keep answering the other shards until every shard has drained.
-    drained.fetch_add(1, Ordering::AcqRel);
-    while drained.load(Ordering::Acquire) < ctx.shards {
+    progress.drained.fetch_add(1, Ordering::AcqRel);
+    while progress.drained.load(Ordering::Acquire) < ctx.shards {
         sleep(Duration::from_millis(10)).await;
     }
     if let Some(host) = &ctx.catalogue
         && let Err(e) = host.store.borrow().flush()
     {
         tracing::error!("flushing the dashboard store: {e}");
+        progress.failed.store(true, Ordering::Release);
     }
+    progress.done.fetch_add(1, Ordering::AcqRel);
+    // The process ends from the main thread; this executor stays as it is until then.
+    std::future::pending::<()>().await;
 }
 
 /// Sends changed values to the shards with streams that show them, one message each.
