@@ -23,12 +23,11 @@ fn widget(
     window: u64,
     refresh: f64,
     filter: serde_json::Value,
-    chart: &str,
+    display: serde_json::Value,
 ) -> serde_json::Value {
     json!({
         "metric_name": metric, "aggregation": aggregation, "window_seconds": window,
-        "refresh_interval_seconds": refresh, "filter": filter,
-        "display_config": {"chart": chart, "title": format!("{metric} {aggregation} ({window} s)")}
+        "refresh_interval_seconds": refresh, "filter": filter, "display_config": display
     })
 }
 
@@ -48,14 +47,14 @@ async fn ensure_dashboard(ctx: &Rc<ShardCtx>) {
         "name": NAME,
         "layout": {"columns": 3},
         "widgets": [
-            widget("demo.http.latency_ms", "p99", 60, 1.0, json!({}), "line"),
-            widget("demo.http.latency_ms", "p50", 60, 1.0, json!({}), "line"),
-            widget("demo.http.latency_ms", "avg", 60, 0.5, json!({"route": "/checkout"}), "line"),
-            widget("demo.http.requests", "count", 10, 0.5, json!({}), "number"),
-            widget("demo.cpu.usage", "max", 30, 1.0, json!({"host": "web-1"}), "gauge"),
-            widget("demo.cpu.usage", "avg", 300, 1.0, json!({}), "line"),
-            widget("demo.queue.depth", "max", 60, 1.0, json!({}), "line"),
-            widget("demo.orders.value", "sum", 300, 1.0, json!({}), "number"),
+            widget("demo.http.latency_ms", "p99", 60, 1.0, json!({}), json!({"chart": "line", "unit": "ms", "warn": 600, "crit": 900})),
+            widget("demo.http.latency_ms", "p50", 60, 1.0, json!({}), json!({"chart": "line", "unit": "ms"})),
+            widget("demo.http.latency_ms", "avg", 60, 0.5, json!({"route": "/checkout"}), json!({"chart": "stat", "unit": "ms", "warn": 250, "crit": 400, "title": "checkout latency, avg"})),
+            widget("demo.http.requests", "count", 10, 0.5, json!({}), json!({"chart": "stat", "title": "requests, last 10 s"})),
+            widget("demo.cpu.usage", "max", 30, 1.0, json!({"host": "web-1"}), json!({"chart": "gauge", "unit": "%", "min": 0, "max": 100, "warn": 70, "crit": 90, "title": "web-1 CPU, max"})),
+            widget("demo.cpu.usage", "avg", 300, 1.0, json!({}), json!({"chart": "line", "unit": "%"})),
+            widget("demo.queue.depth", "max", 60, 1.0, json!({}), json!({"chart": "line"})),
+            widget("demo.orders.value", "sum", 300, 1.0, json!({}), json!({"chart": "table", "title": "all values"})),
         ]
     });
     let request = Request {

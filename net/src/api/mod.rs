@@ -117,6 +117,8 @@ pub async fn route(ctx: &Rc<ShardCtx>, req: Request) -> Response {
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let method = req.method.as_str();
     let (access, allowed): (Access, &[&str]) = match segments.as_slice() {
+        [""] | ["d", _] | ["assets", _] => (Access::Open, &["GET", "HEAD"]),
+        ["metrics"] => (Access::Read, &["GET", "HEAD"]),
         ["healthz"] => (Access::Open, &["GET", "HEAD"]),
         ["ingest"] => (Access::Ingest, &["POST"]),
         ["stats"] => (Access::Read, &["GET"]),
@@ -143,6 +145,11 @@ pub async fn route(ctx: &Rc<ShardCtx>, req: Request) -> Response {
         return e.into();
     }
     match segments.as_slice() {
+        [""] | ["d", _] => Response::asset("text/html; charset=utf-8", ui::INDEX),
+        ["assets", "app.js"] => Response::asset("text/javascript; charset=utf-8", ui::APP_JS),
+        ["assets", "app.css"] => Response::asset("text/css; charset=utf-8", ui::APP_CSS),
+        ["assets", other] => ApiError::new(404, format!("no asset {other}")).into(),
+        ["metrics"] => metrics(ctx).await,
         ["healthz"] => Response::json(200, &json!({ "status": "ok", "shard": ctx.id })),
         ["ingest"] => ingest::handle(ctx, req).await,
         ["stats"] => stats(ctx).await,
@@ -152,6 +159,25 @@ pub async fn route(ctx: &Rc<ShardCtx>, req: Request) -> Response {
             other => Response::error(500, &format!("unexpected reply {other:?}")),
         },
     }
+}
+
+/// The web UI, embedded in the binary.
+mod ui {
+    pub const INDEX: &str = include_str!("../../ui/index.html");
+    pub const APP_JS: &str = include_str!("../../ui/app.js");
+    pub const APP_CSS: &str = include_str!("../../ui/app.css");
+}
+
+/// Metric names seen recently on any shard, sorted (suggestions for widget forms).
+async fn metrics(ctx: &Rc<ShardCtx>) -> Response {
+    let mut names = std::collections::BTreeSet::new();
+    for to in 0..ctx.shards {
+        match ctx.call(to, Call::RecentMetrics).await {
+            Reply::Metrics(m) => names.extend(m),
+            other => return Response::error(503, &format!("shard {to}: {other:?}")),
+        }
+    }
+    Response::json(200, &names)
 }
 
 async fn stats(ctx: &Rc<ShardCtx>) -> Response {

@@ -40,6 +40,16 @@ impl Response {
         }
     }
 
+    /// A static file.
+    pub fn asset(content_type: &'static str, body: &'static str) -> Self {
+        Self {
+            status: 200,
+            content_type,
+            body: body.as_bytes().to_vec(),
+            close: false,
+        }
+    }
+
     /// A status with no body (204 and the like).
     pub fn empty(status: u16) -> Self {
         Self {

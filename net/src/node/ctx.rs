@@ -55,7 +55,14 @@ pub struct ShardCtx {
     pub interest: RefCell<HashMap<Uuid, (Uuid, u64)>>,
     engine_apply_ns: Cell<u64>,
     engine_events: Cell<u64>,
+    /// Metric names seen recently (sampled), with when: suggestions for the UI.
+    recent_metrics: RefCell<HashMap<String, i64>>,
 }
+
+/// Every this-many-th ingested event is sampled for the recent metric names.
+const RECENT_SAMPLE: usize = 8;
+/// Most recent metric names kept per shard.
+const RECENT_MAX: usize = 2000;
 
 /// Wall-clock time in epoch milliseconds.
 pub fn now_ms() -> i64 {
@@ -87,6 +94,7 @@ impl ShardCtx {
             interest: RefCell::new(HashMap::new()),
             engine_apply_ns: Cell::new(0),
             engine_events: Cell::new(0),
+            recent_metrics: RefCell::new(HashMap::new()),
         }
     }
 
@@ -116,6 +124,27 @@ impl ShardCtx {
         })
     }
 
+    /// Samples metric names of an ingested batch into the bounded recent set.
+    fn remember_metrics(&self, events: &[livedash_engine::MetricEvent]) {
+        let now = now_ms();
+        let mut recent = self.recent_metrics.borrow_mut();
+        for ev in events.iter().step_by(RECENT_SAMPLE) {
+            match recent.get_mut(ev.metric_name.as_str()) {
+                Some(seen) => *seen = now,
+                None => {
+                    recent.insert(ev.metric_name.clone(), now);
+                }
+            }
+        }
+        if recent.len() > RECENT_MAX {
+            // Keep the newer half.
+            let mut times: Vec<i64> = recent.values().copied().collect();
+            let (_, cut, _) = times.select_nth_unstable(RECENT_MAX / 2);
+            let cut = *cut;
+            recent.retain(|_, seen| *seen >= cut);
+        }
+    }
+
     /// Delivers a reply that came back over the mesh.
     pub fn deliver(&self, id: u64, reply: Reply) {
         if let Some(tx) = self.pending.borrow_mut().remove(&id) {
@@ -133,6 +162,7 @@ impl ShardCtx {
                     .set(self.engine_apply_ns.get() + started.elapsed().as_nanos() as u64);
                 self.engine_events
                     .set(self.engine_events.get() + events.len() as u64);
+                self.remember_metrics(&events);
                 Reply::Ingested {
                     accepted: out.accepted,
                     rejected: out.rejected,
@@ -236,6 +266,9 @@ impl ShardCtx {
             Call::DashboardChanged(id, dashboard) => {
                 Hub::dashboard_changed(self, id, dashboard).await;
                 Reply::Done
+            }
+            Call::RecentMetrics => {
+                Reply::Metrics(self.recent_metrics.borrow().keys().cloned().collect())
             }
             Call::GetDashboard(id) => Reply::Dashboard(
                 self.catalogue

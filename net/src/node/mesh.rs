@@ -41,6 +41,8 @@ pub enum Call {
     DashboardChanged(Uuid, Option<Dashboard>),
     /// A dashboard, from the catalogue shard.
     GetDashboard(Uuid),
+    /// Metric names this shard saw recently.
+    RecentMetrics,
 }
 
 /// The answer to a `Call`.
@@ -61,6 +63,7 @@ pub enum Reply {
     Stats(ShardStats),
     Snapshot(Vec<WidgetSnapshot>),
     Dashboard(Option<Dashboard>),
+    Metrics(Vec<String>),
 }
 
 /// Counters of one shard.
