@@ -19,8 +19,8 @@ const freePort = () => new Promise((resolve, reject) => {
   srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
 });
 
-function startNode(port, dataDir) {
-  const child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--shards', '2'], {
+function startNode(port, dataDir, extra = []) {
+  const child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--shards', '2', ...extra], {
     env: { ...process.env, LIVEDASH_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
@@ -83,6 +83,24 @@ try {
   await ingest(22);
   await waitForText(statValue(page), '42 ms');
 
+  // Resizing with the mouse is saved with the dashboard: two columns wider after a reload.
+  const card = page.locator('.widget[data-kind="stat"]');
+  const span = async () => (await card.evaluate((el) => el.style.gridColumn)).replace(/\s+/g, ' ');
+  if (await span() !== '1 / span 4') throw new Error(`unexpected start layout ${await span()}`);
+  const handle = await card.locator('.resize').boundingBox();
+  const gridBox = await page.locator('.grid').boundingBox();
+  const col = gridBox.width / 12;
+  await page.mouse.move(handle.x + 5, handle.y + 5);
+  await page.mouse.down();
+  await page.mouse.move(handle.x + 5 + col * 2, handle.y + 5, { steps: 8 });
+  await page.mouse.up();
+  if (await span() !== '1 / span 6') throw new Error(`resize did not apply: ${await span()}`);
+  // Keyboard: focus the widget's header, move it one column right.
+  await card.locator('.head').focus();
+  await page.keyboard.press('ArrowRight');
+  if (await span() !== '2 / span 6') throw new Error(`keyboard move did not apply: ${await span()}`);
+  await page.waitForTimeout(800);
+
   // The dashboard survives in the list, by name.
   const url = page.url();
   await page.goto(base + '/');
@@ -90,6 +108,7 @@ try {
   await page.goto(url);
   await statusIs(page, 'live');
   await waitForText(statValue(page), '42 ms');
+  if (await span() !== '2 / span 6') throw new Error(`layout not saved: ${await span()}`);
 
   // Kill the node: the page notices and keeps retrying; restart it and the page comes back.
   node.kill('SIGKILL');
@@ -102,6 +121,19 @@ try {
   await waitForText(statValue(page), '7 ms');
   if (await page.locator('.widget.stale').count() !== 0) throw new Error('widget still marked stale');
   await page.screenshot({ path: screenshot, fullPage: true });
+
+  // With tokens set, the page asks once and keeps the token for the session.
+  node.kill('SIGKILL');
+  node = await startNode(port, dataDir, ['--read-token', 'rd-secret', '--admin-token', 'adm-secret']);
+  const secured = await browser.newPage();
+  let asked = 0;
+  secured.on('dialog', (d) => { asked++; d.accept('adm-secret'); });
+  await secured.goto(base + '/');
+  await secured.getByRole('link', { name: 'Checkout' }).click();
+  await statusIs(secured, 'live');
+  await ingest(5);
+  await waitForText(statValue(secured), '5 ms');
+  if (asked !== 1) throw new Error(`asked for the token ${asked} times`);
   console.log(`ui test passed; screenshot at ${screenshot}`);
 } finally {
   await browser.close();
