@@ -22,7 +22,7 @@ pub enum StoreError {
 }
 
 /// Durable dashboard storage. Every method returns only once the change is durable.
-pub trait DashboardStore: Send {
+pub trait DashboardStore: Send + Sync {
     /// Every stored dashboard.
     fn load_all(&self) -> Result<Vec<Dashboard>, StoreError>;
     /// Creates or replaces one dashboard.

@@ -128,11 +128,17 @@ async fn apply(
         .await
         .map_err(|_| ApiError::new(503, "the node is shutting down"))?;
     let change = prepare(&host.catalogue.borrow())?;
-    match &change.dashboard {
-        Some(d) => host.store.borrow().put(d),
-        None => host.store.borrow().delete(change.id),
-    }
-    .map_err(|e| ApiError::new(500, format!("cannot store the dashboard: {e}")))?;
+    // File I/O (with fsync) runs on the executor's blocking thread, so this shard keeps
+    // serving ingest and streams meanwhile; the writer lock keeps changes in order.
+    let store = std::sync::Arc::clone(&host.store);
+    let (id, dashboard) = (change.id, change.dashboard.clone());
+    glommio::executor()
+        .spawn_blocking(move || match dashboard {
+            Some(d) => store.put(&d),
+            None => store.delete(id),
+        })
+        .await
+        .map_err(|e| ApiError::new(500, format!("cannot store the dashboard: {e}")))?;
     host.catalogue.borrow_mut().commit(&change);
     let horizon_ms = host
         .catalogue

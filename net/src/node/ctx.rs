@@ -25,7 +25,8 @@ use uuid::Uuid;
 /// The catalogue and its store, on shard 0 only.
 pub struct CatalogueHost {
     pub catalogue: RefCell<Catalogue>,
-    pub store: RefCell<Box<dyn DashboardStore>>,
+    /// Shared with the blocking thread that does the store's file I/O.
+    pub store: std::sync::Arc<dyn DashboardStore>,
     /// Serialises changes: one change is prepared, stored and routed at a time.
     pub writer: Semaphore,
 }

@@ -221,7 +221,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                             parts.lock().ok().and_then(|mut p| p.take()).map(
                                 |(catalogue, store)| CatalogueHost {
                                     catalogue: std::cell::RefCell::new(catalogue),
-                                    store: std::cell::RefCell::new(store),
+                                    store: Arc::from(store),
                                     writer: glommio::sync::Semaphore::new(1),
                                 },
                             )
@@ -320,7 +320,7 @@ async fn run_shard(
         sleep(Duration::from_millis(10)).await;
     }
     if let Some(host) = &ctx.catalogue
-        && let Err(e) = host.store.borrow().flush()
+        && let Err(e) = host.store.flush()
     {
         tracing::error!("flushing the dashboard store: {e}");
         progress.failed.store(true, Ordering::Release);
