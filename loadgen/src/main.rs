@@ -1,11 +1,320 @@
-//! The `loadgen` binary. Load generation needs a serving node to aim at, which is not
-//! built yet; until then the binary says so and exits with status 2.
+//! `loadgen`: drives a livedash node with open-loop event producers and thousands of
+//! WebSocket clients, and reports achieved rates and latency percentiles (text, JSON, SVG).
 
-use anyhow::bail;
+mod ingest;
+mod report;
+mod sockets;
+mod stats;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ingest::{Format, Plan};
+use crate::report::{Report, sample_process};
+use crate::stats::Stats;
+
+/// Load generator for livedash. Every run prints a report; `--json` and `--plot` save it.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open-loop HTTP producers at a target rate.
+    Ingest {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        producers: Producers,
+    },
+    /// WebSocket clients spread over dashboards (created here unless --dashboard is given).
+    Sockets {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        clients: Clients,
+    },
+    /// Producers and clients together.
+    Scenario {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        producers: Producers,
+        #[command(flatten)]
+        clients: Clients,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The node.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// Measured time, e.g. 30s, 2m, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Time run before measuring, not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Bearer token (used for ingest, dashboard creation and streams).
+    #[arg(long)]
+    token: Option<String>,
+    /// The node's process id: its CPU seconds and resident memory go in the report.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw latency over time and the latency histogram here (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct Producers {
+    /// Events per second, all connections together.
+    #[arg(long, default_value_t = 100_000)]
+    rate: u64,
+    /// Events per request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent keep-alive connections (one thread each).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Distinct metric names.
+    #[arg(long, default_value_t = 1000)]
+    metrics: usize,
+    /// Distinct values of the `host` tag.
+    #[arg(long, default_value_t = 10)]
+    tags: usize,
+    /// Body format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+struct Clients {
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 1000)]
+    sockets: usize,
+    /// Dashboards to create and spread the clients over.
+    #[arg(long, default_value_t = 10)]
+    dashboards: usize,
+    /// Existing dashboards to watch instead (repeatable).
+    #[arg(long = "dashboard")]
+    dashboard_ids: Vec<String>,
+    /// Widgets per created dashboard.
+    #[arg(long, default_value_t = 20)]
+    widgets: usize,
+    /// Refresh interval of the created widgets, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    refresh: f64,
+    /// Client threads (one glommio executor each).
+    #[arg(long, default_value_t = 2)]
+    executors: usize,
+    /// Distinct metrics the created widgets watch (match the producers' --metrics).
+    #[arg(long, default_value_t = 1000)]
+    widget_metrics: usize,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |at| text.split_at(at));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 2m or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn socket_addr(target: &str) -> anyhow::Result<SocketAddr> {
+    let host = target
+        .strip_prefix("http://")
+        .with_context(|| format!("--target {target} must start with http://"))?
+        .trim_end_matches('/');
+    host.to_socket_addrs()?
+        .next()
+        .with_context(|| format!("--target {target} names no address"))
+}
 
 fn main() -> anyhow::Result<()> {
-    bail!(
-        "loadgen {}: not built yet; it arrives after the serving node (see README.md, section Status)",
-        env!("CARGO_PKG_VERSION")
-    )
+    let cli = Cli::parse();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let (name, common, producers, clients) = match cli.command {
+        Command::Ingest { common, producers } => ("ingest", common, Some(producers), None),
+        Command::Sockets { common, clients } => ("sockets", common, None, Some(clients)),
+        Command::Scenario {
+            common,
+            producers,
+            clients,
+        } => ("scenario", common, Some(producers), Some(clients)),
+    };
+    let addr = socket_addr(&common.target)?;
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut executors = Vec::new();
+    let sockets_target = clients.as_ref().map_or(0, |c| c.sockets);
+    if let Some(c) = &clients {
+        let ids = if c.dashboard_ids.is_empty() {
+            sockets::create_dashboards(
+                &common.target,
+                common.token.as_deref(),
+                c.dashboards.max(1),
+                c.widgets,
+                c.widget_metrics,
+                c.refresh,
+            )?
+        } else {
+            c.dashboard_ids.clone()
+        };
+        executors = sockets::run(
+            addr,
+            ids,
+            c.sockets,
+            c.executors,
+            common.token.clone(),
+            Arc::clone(&stats),
+            Arc::clone(&stop),
+        )?;
+        // Let the clients connect before the clock starts.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Stats::get(&stats.sockets_connected) + Stats::get(&stats.errors) < c.sockets as u64
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let run_for = common.warmup + common.duration;
+    let producer = producers.as_ref().map(|p| {
+        let plan = Plan {
+            target: common.target.clone(),
+            rate: p.rate,
+            batch: p.batch,
+            connections: p.connections,
+            metrics: p.metrics,
+            tags: p.tags,
+            format: p.format,
+            token: common.token.clone(),
+        };
+        ingest::run(
+            plan,
+            Arc::clone(&stats),
+            Instant::now() + run_for,
+            Arc::clone(&stop),
+        )
+    });
+    if producers
+        .as_ref()
+        .is_some_and(|p| p.rate == 0 || p.batch == 0)
+    {
+        bail!("--rate and --batch must be at least 1");
+    }
+
+    std::thread::sleep(common.warmup);
+    let server_before = common.server_pid.and_then(sample_process);
+    stats.measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    while started.elapsed() < common.duration {
+        std::thread::sleep(
+            Duration::from_millis(250).min(common.duration.saturating_sub(started.elapsed())),
+        );
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        bar.set_message(format!(
+            "{:.0} events/s acked, {} sockets, e2e p99 {:.0} ms, push p99 {:.0} ms",
+            Stats::get(&stats.events_acked) as f64 / secs,
+            Stats::get(&stats.sockets_connected),
+            Stats::percentiles(&stats.e2e).p99,
+            Stats::percentiles(&stats.push).p99,
+        ));
+        bar.tick();
+    }
+    stats.measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let server_after = common.server_pid.and_then(sample_process);
+    let sockets_connected = Stats::get(&stats.sockets_connected);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(p) = producer {
+        let _ = p.join();
+    }
+    for e in executors {
+        let _ = e.join();
+    }
+
+    let report = Report {
+        scenario: name.to_string(),
+        duration_s: elapsed,
+        target_events_per_s: producers.as_ref().map_or(0, |p| p.rate),
+        achieved_events_per_s: Stats::get(&stats.events_acked) as f64 / elapsed,
+        events_sent: Stats::get(&stats.events_sent),
+        events_acked: Stats::get(&stats.events_acked),
+        events_rejected: Stats::get(&stats.events_rejected),
+        errors: Stats::get(&stats.errors),
+        sockets_target: sockets_target as u64,
+        sockets_connected,
+        updates_received: Stats::get(&stats.updates_received),
+        e2e_latency_ms: Stats::percentiles(&stats.e2e),
+        push_delay_ms: Stats::percentiles(&stats.push),
+        server_cpu_seconds: server_before.zip(server_after).map(|(b, a)| a.0 - b.0),
+        server_rss_bytes: server_after.map(|s| s.1),
+    };
+    report.print(Stats::percentiles(&stats.ingest));
+    if let Some(path) = &common.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &common.plot {
+        report::plot(path, &stats).with_context(|| format!("drawing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            socket_addr("http://127.0.0.1:8080/").ok(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        );
+        assert!(socket_addr("ws://127.0.0.1:8080").is_err());
+    }
 }

@@ -1,0 +1,219 @@
+//! Open-loop HTTP producers: requests are scheduled at fixed intended times for the target
+//! rate, whatever the server does; a request's latency is measured from its intended send
+//! time, so a server that falls behind shows up as latency (no coordinated omission).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::stats::Stats;
+
+/// Body format of ingest requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Line,
+}
+
+/// What the producers send.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub target: String,
+    /// Events per second, all connections together.
+    pub rate: u64,
+    pub batch: usize,
+    pub connections: usize,
+    pub metrics: usize,
+    pub tags: usize,
+    pub format: Format,
+    pub token: Option<String>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A small xorshift generator per thread: cheap, and no shared state.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The metric names the producers use (and the socket dashboards watch).
+pub fn metric_name(i: usize) -> String {
+    format!("loadgen.metric.{i}")
+}
+
+fn body(plan: &Plan, rng: &mut Rng, out: &mut String) {
+    out.clear();
+    let t = now_ms();
+    if plan.format == Format::Json {
+        out.push('[');
+    }
+    for i in 0..plan.batch {
+        let r = rng.next();
+        let metric = (r % plan.metrics as u64) as usize;
+        let host = (r >> 20) % plan.tags.max(1) as u64;
+        let value = ((r >> 32) % 100_000) as f64 / 100.0;
+        match plan.format {
+            Format::Json => {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(
+                    out,
+                    r#"{{"metric_name":"{}","value":{value},"tags":{{"host":"h{host}"}},"event_time":{t}}}"#,
+                    metric_name(metric)
+                );
+            }
+            Format::Line => {
+                // measurement.field = metric name: "loadgen.metric" + "." + field "N".
+                let _ = writeln!(out, "loadgen.metric,host=h{host} {metric}={value} {t}");
+            }
+        }
+    }
+    if plan.format == Format::Json {
+        out.push(']');
+    }
+}
+
+/// Runs the producers until `until`; returns when every thread has stopped.
+pub fn run(
+    plan: Plan,
+    stats: Arc<Stats>,
+    until: Instant,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let interval = Duration::from_secs_f64(plan.batch as f64 / plan.rate.max(1) as f64);
+        let start = Instant::now();
+        let slot = Arc::new(AtomicU64::new(0));
+        let url = format!(
+            "{}/ingest{}",
+            plan.target.trim_end_matches('/'),
+            if plan.format == Format::Line {
+                "?precision=ms"
+            } else {
+                ""
+            }
+        );
+        let threads: Vec<_> = (0..plan.connections.max(1))
+            .map(|c| {
+                let (plan, stats, slot, stop, url) = (
+                    plan.clone(),
+                    Arc::clone(&stats),
+                    Arc::clone(&slot),
+                    Arc::clone(&stop),
+                    url.clone(),
+                );
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(30)))
+                        .build()
+                        .into();
+                    let mut rng =
+                        Rng(0x9e37_79b9_7f4a_7c15
+                            ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+                    let mut text = String::with_capacity(plan.batch * 100);
+                    let content_type = match plan.format {
+                        Format::Json => "application/json",
+                        Format::Line => "text/plain; charset=utf-8",
+                    };
+                    loop {
+                        let k = slot.fetch_add(1, Ordering::Relaxed);
+                        let intended = start + interval.mul_f64(k as f64);
+                        if intended >= until || stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        body(&plan, &mut rng, &mut text);
+                        let mut request = agent.post(&url).header("Content-Type", content_type);
+                        if let Some(t) = &plan.token {
+                            request = request.header("Authorization", format!("Bearer {t}"));
+                        }
+                        let result = request.send(text.as_bytes());
+                        let measuring = stats.measuring();
+                        let latency = intended.elapsed();
+                        if !measuring {
+                            continue;
+                        }
+                        Stats::count(&stats.events_sent, plan.batch as u64);
+                        let reply = result.ok().and_then(|mut r| {
+                            let ok = r.status().as_u16() == 200;
+                            let text = r.body_mut().read_to_string().ok()?;
+                            ok.then(|| serde_json::from_str::<Value>(&text).ok())
+                                .flatten()
+                        });
+                        match reply {
+                            Some(v) => {
+                                let acked = v["accepted"].as_u64().unwrap_or(0);
+                                let rejected =
+                                    v["rejected"].as_array().map_or(0, |a| a.len() as u64);
+                                Stats::count(&stats.events_acked, acked);
+                                Stats::count(&stats.events_rejected, rejected);
+                                stats.record(&stats.ingest, latency.as_micros() as u64);
+                            }
+                            None => Stats::count(&stats.errors, 1),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(format: Format) -> Plan {
+        Plan {
+            target: String::new(),
+            rate: 1,
+            batch: 3,
+            connections: 1,
+            metrics: 5,
+            tags: 2,
+            format,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn json_bodies_parse_as_events() {
+        let mut out = String::new();
+        body(&plan(Format::Json), &mut Rng(7), &mut out);
+        let events: Vec<livedash_engine::MetricEvent> = serde_json::from_str(&out).unwrap();
+        assert_eq!(events.len(), 3);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.metric_name.starts_with("loadgen.metric."))
+        );
+    }
+
+    #[test]
+    fn line_bodies_have_one_line_per_event() {
+        let mut out = String::new();
+        body(&plan(Format::Line), &mut Rng(7), &mut out);
+        assert_eq!(out.lines().count(), 3);
+        assert!(out.lines().all(|l| l.starts_with("loadgen.metric,host=h")));
+    }
+}

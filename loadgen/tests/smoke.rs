@@ -1,0 +1,137 @@
+//! loadgen against a real node for a few seconds at small scale: the report's counts must
+//! agree with each other.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// The `livedash` binary of the same build (next to this test's directory).
+fn livedash_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let bin = dir.join("livedash");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --bin livedash` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn scenario_report_is_consistent() {
+    let data = std::env::temp_dir().join(format!("loadgen-smoke-{}", std::process::id()));
+    let mut node = Command::new(livedash_bin())
+        .args(["--listen", "127.0.0.1:0", "--shards", "2", "--data-dir"])
+        .arg(&data)
+        .env("LIVEDASH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(node.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let addr = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let json = data.join("report.json");
+    let plot = data.join("report.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "scenario",
+            "--target",
+            &format!("http://{addr}"),
+            "--rate",
+            "5000",
+            "--batch",
+            "100",
+        ])
+        .args([
+            "--connections",
+            "2",
+            "--sockets",
+            "20",
+            "--dashboards",
+            "2",
+            "--widgets",
+            "5",
+        ])
+        .args([
+            "--refresh",
+            "0.2",
+            "--duration",
+            "3s",
+            "--warmup",
+            "1s",
+            "--metrics",
+            "50",
+        ])
+        .args([
+            "--widget-metrics",
+            "50",
+            "--server-pid",
+            &node.id().to_string(),
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&plot)
+        .output()
+        .unwrap();
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(
+        out.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let n = |k: &str| {
+        r[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} missing in {r}"))
+    };
+    assert_eq!(r["scenario"], "scenario");
+    assert!(n("events_sent") > 0);
+    assert_eq!(
+        n("events_acked") + n("events_rejected"),
+        n("events_sent"),
+        "{r}"
+    );
+    assert_eq!(n("errors"), 0, "{r}");
+    assert_eq!(
+        (n("sockets_target"), n("sockets_connected")),
+        (20, 20),
+        "{r}"
+    );
+    assert!(n("updates_received") > 0, "{r}");
+    for key in ["e2e_latency_ms", "push_delay_ms"] {
+        let p = &r[key];
+        let v: Vec<f64> = ["p50", "p90", "p99", "p999", "max"]
+            .iter()
+            .map(|q| p[q].as_f64().unwrap())
+            .collect();
+        assert!(v.windows(2).all(|w| w[0] <= w[1]), "{key} not ordered: {p}");
+        assert!(v[0] > 0.0, "{key}: {p}");
+    }
+    assert!(
+        r["server_cpu_seconds"].as_f64().is_some() && n("server_rss_bytes") > 0,
+        "{r}"
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("latency over time"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("events") && text.contains("e2e"), "{text}");
+    std::fs::remove_dir_all(data).unwrap();
+}
