@@ -1,6 +1,7 @@
 //! `loadgen`: drives a livedash node with open-loop event producers and thousands of
 //! WebSocket clients, and reports achieved rates and latency percentiles (text, JSON, SVG).
 
+mod baseline;
 mod ingest;
 mod report;
 mod sockets;
@@ -43,6 +44,34 @@ enum Command {
         common: Common,
         #[command(flatten)]
         clients: Clients,
+    },
+    /// The original design on a real Redis, then livedash, fed the same way: events/s of
+    /// both and their ratio.
+    SeedBaseline {
+        /// The Redis server, e.g. redis://127.0.0.1:6379.
+        #[arg(long)]
+        redis: String,
+        /// The node.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        target: String,
+        /// Measured time of each side.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Events per pipeline (Redis) and per request (livedash).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Distinct metric names.
+        #[arg(long, default_value_t = 1000)]
+        metrics: usize,
+        /// Distinct values of the `host` tag.
+        #[arg(long, default_value_t = 10)]
+        tags: usize,
+        /// Window length, in seconds, of both sides' queries.
+        #[arg(long, default_value_t = 60)]
+        window: u64,
+        /// HTTP connections for the livedash side.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
     },
     /// Producers and clients together.
     Scenario {
@@ -162,6 +191,27 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let (name, common, producers, clients) = match cli.command {
+        Command::SeedBaseline {
+            redis,
+            target,
+            duration,
+            batch,
+            metrics,
+            tags,
+            window,
+            connections,
+        } => {
+            return seed_baseline(
+                redis,
+                target,
+                duration,
+                batch,
+                metrics,
+                tags,
+                window,
+                connections,
+            );
+        }
         Command::Ingest { common, producers } => ("ingest", common, Some(producers), None),
         Command::Sockets { common, clients } => ("sockets", common, None, Some(clients)),
         Command::Scenario {
@@ -293,6 +343,97 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &common.plot {
         report::plot(path, &stats).with_context(|| format!("drawing {}", path.display()))?;
     }
+    Ok(())
+}
+
+/// Redis first, then livedash with widgets on the same metrics (a sum over the same window
+/// each), both at the fastest rate they take; prints both and the ratio.
+#[allow(clippy::too_many_arguments)]
+fn seed_baseline(
+    redis: String,
+    target: String,
+    duration: Duration,
+    batch: usize,
+    metrics: usize,
+    tags: usize,
+    window: u64,
+    connections: usize,
+) -> anyhow::Result<()> {
+    let b = baseline::Baseline {
+        redis,
+        duration,
+        batch,
+        metrics,
+        tags,
+        window_ms: window as i64 * 1000,
+    };
+    let redis_rate = baseline::run_redis(&b)?;
+    println!("original design on Redis: {redis_rate:.0} events/s (one pipelined connection)");
+    // livedash: the same queries as widgets, then open-loop producers asked for far more
+    // than the node can take, so the achieved rate is its ceiling.
+    let per_dashboard = 200;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for (d, chunk) in (0..metrics)
+        .collect::<Vec<_>>()
+        .chunks(per_dashboard)
+        .enumerate()
+    {
+        let widgets: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|&m| {
+                serde_json::json!({"metric_name": ingest::metric_name(m), "aggregation": "sum",
+                "window_seconds": window, "refresh_interval_seconds": 1})
+            })
+            .collect();
+        let body = serde_json::json!({"name": format!("seed-baseline {d}"), "widgets": widgets})
+            .to_string();
+        let mut r = agent
+            .post(format!("{}/dashboards", target.trim_end_matches('/')))
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes())?;
+        if r.status().as_u16() != 201 {
+            bail!(
+                "creating widgets on {target}: {} {}",
+                r.status(),
+                r.body_mut().read_to_string()?
+            );
+        }
+    }
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let plan = Plan {
+        target,
+        rate: 100_000_000,
+        batch,
+        connections,
+        metrics,
+        tags,
+        format: Format::Json,
+        token: None,
+    };
+    let warmup = Duration::from_secs(1);
+    let producer = ingest::run(
+        plan,
+        Arc::clone(&stats),
+        Instant::now() + warmup + duration,
+        Arc::clone(&stop),
+    );
+    std::thread::sleep(warmup);
+    stats.measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    std::thread::sleep(duration);
+    stats.measuring.store(false, Ordering::Relaxed);
+    let livedash_rate = Stats::get(&stats.events_acked) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = producer.join();
+    println!("livedash over HTTP:       {livedash_rate:.0} events/s ({connections} connections)");
+    println!(
+        "livedash / original design: {:.1}x",
+        livedash_rate / redis_rate.max(1.0)
+    );
     Ok(())
 }
 

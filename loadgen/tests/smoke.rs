@@ -26,12 +26,11 @@ fn livedash_bin() -> PathBuf {
     bin
 }
 
-#[test]
-fn scenario_report_is_consistent() {
-    let data = std::env::temp_dir().join(format!("loadgen-smoke-{}", std::process::id()));
+/// Starts a node on a free port with a private data directory; returns it and its address.
+fn start_node(data: &std::path::Path) -> (std::process::Child, String) {
     let mut node = Command::new(livedash_bin())
         .args(["--listen", "127.0.0.1:0", "--shards", "2", "--data-dir"])
-        .arg(&data)
+        .arg(data)
         .env("LIVEDASH_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -46,6 +45,92 @@ fn scenario_report_is_consistent() {
         .and_then(|r| r.split_whitespace().next())
         .unwrap()
         .to_string();
+    (node, addr)
+}
+
+#[test]
+fn seed_baseline_runs_both_sides() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = match Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!(
+            "redis-server cannot start ({e}): install it with `apt-get install -y redis-server` \
+             (bash .ci/run does)"
+        ),
+    };
+    let data = std::env::temp_dir().join(format!("loadgen-baseline-{}", std::process::id()));
+    let (mut node, addr) = start_node(&data);
+    // Wait for Redis to accept connections.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "seed-baseline",
+            "--redis",
+            &format!("redis://127.0.0.1:{port}"),
+        ])
+        .args([
+            "--target",
+            &format!("http://{addr}"),
+            "--duration",
+            "2s",
+            "--metrics",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    let _ = node.kill();
+    let _ = redis.kill();
+    let _ = node.wait();
+    let _ = redis.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(
+        out.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = |prefix: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {text}"));
+        line.split_whitespace()
+            .find_map(|w| w.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(rate("original design on Redis:") > 0.0, "{text}");
+    assert!(rate("livedash over HTTP:") > 0.0, "{text}");
+    assert!(text.contains("livedash / original design:"), "{text}");
+}
+
+#[test]
+fn scenario_report_is_consistent() {
+    let data = std::env::temp_dir().join(format!("loadgen-smoke-{}", std::process::id()));
+    let (mut node, addr) = start_node(&data);
     let json = data.join("report.json");
     let plot = data.join("report.svg");
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
