@@ -341,23 +341,25 @@ impl Hub {
             let Some(room) = rooms.get_mut(&id) else {
                 continue;
             };
-            room.seq += 1;
-            let updates: Vec<WidgetUpdate> = values
-                .iter()
+            // Only widgets still on the dashboard: a value can cross an edit in flight.
+            let shown: Vec<WidgetValue> = values
+                .into_iter()
                 .filter(|v| {
                     room.dashboard
                         .widgets
                         .iter()
                         .any(|w| w.widget_id == v.widget_id)
                 })
-                .map(|v| WidgetUpdate::of(v, false))
                 .collect();
-            for v in values {
+            let updates: Vec<WidgetUpdate> =
+                shown.iter().map(|v| WidgetUpdate::of(v, false)).collect();
+            for v in shown {
                 room.latest.insert(v.widget_id, v);
             }
             if updates.is_empty() {
                 continue;
             }
+            room.seq += 1;
             let frame = Frame::Update {
                 seq: room.seq,
                 sent_at,
