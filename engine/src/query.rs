@@ -100,8 +100,9 @@ pub struct Query {
     pub key: QueryKey,
 }
 
-/// Bytes of a `Query` an insert touches, from its start.
-const QUERY_HOT_BYTES: usize = 256;
+/// Bytes of a `Query` an insert touches, from its start: everything before the key, which
+/// is read only for filtered queries.
+const QUERY_HOT_BYTES: usize = std::mem::offset_of!(Query, key);
 
 /// All queries of a shard, by key and by metric name.
 #[derive(Debug, Default)]
