@@ -135,6 +135,8 @@ pub struct Shard {
     clock: i64,
     horizon_ms: i64,
     stats: IngestStats,
+    /// Percentile widgets on this shard (when 0, `apply` skips the histogram pass).
+    histograms: usize,
     /// Scratch for `apply`: (event index in chunk, query) pairs.
     plan: Vec<(u32, QueryId)>,
 }
@@ -159,6 +161,7 @@ impl Shard {
             clock: i64::MIN,
             horizon_ms,
             stats: IngestStats::default(),
+            histograms: 0,
             plan: Vec::with_capacity(APPLY_CHUNK),
         }
     }
@@ -251,6 +254,12 @@ impl Shard {
             for &(i, id) in &plan {
                 self.queries.warm(id, chunk[i as usize].event_time, now);
             }
+            if self.histograms > 0 {
+                for &(i, id) in &plan {
+                    let ev = &chunk[i as usize];
+                    self.queries.warm_histogram(id, ev.event_time, ev.value);
+                }
+            }
             for &(i, id) in &plan {
                 let ev = &chunk[i as usize];
                 self.queries
@@ -281,6 +290,8 @@ impl Shard {
             Some((slot, state)) => {
                 let old_key = QueryKey::of(&state.widget.spec);
                 let was_percentile = state.percentile();
+                self.histograms =
+                    self.histograms + usize::from(percentile) - usize::from(was_percentile);
                 let query_changed = old_key != key;
                 if query_changed {
                     let new_query =
@@ -304,6 +315,7 @@ impl Shard {
                 slot
             }
             None => {
+                self.histograms += usize::from(percentile);
                 let query = self
                     .queries
                     .acquire(key, percentile, now, self.config.max_skew_ms);
@@ -354,6 +366,7 @@ impl Shard {
             return false;
         };
         self.free_slots.push(slot);
+        self.histograms -= usize::from(state.percentile());
         self.queries.release(state.query, state.percentile());
         self.refresh_horizon();
         true

@@ -216,6 +216,27 @@ impl Histogram {
         }
     }
 
+    /// Starts loading what recording `value` in slot `slot` will write: the slot's bucket
+    /// list and the window-wide count of the value's bucket. Call after `prefetch(slot)`
+    /// has had time to bring the slot's list header in.
+    #[inline]
+    pub fn prefetch_record(&self, slot: usize, value: f64) {
+        if let Some(PaneCounts::Small(list)) = self.panes.get(slot) {
+            crate::prefetch::prefetch(list.as_ptr());
+        }
+        let key = pane_key(value);
+        let (store, k) = if key == ZERO_KEY {
+            return;
+        } else if key & NEG_FLAG != 0 {
+            (&self.negative, key & !NEG_FLAG)
+        } else {
+            (&self.positive, key)
+        };
+        if let Some(c) = store.counts.get(k.wrapping_sub(store.offset) as usize) {
+            crate::prefetch::prefetch(c);
+        }
+    }
+
     /// Removes everything slot `slot` recorded.
     pub fn evict(&mut self, slot: usize) {
         let mut pane = std::mem::take(&mut self.panes[slot]);

@@ -240,6 +240,17 @@ impl SlidingWindow {
         }
     }
 
+    /// Starts loading the histogram records an event at `time_ms` with `value` will
+    /// update; nothing without a histogram.
+    #[inline]
+    pub fn prefetch_histogram(&self, time_ms: i64, value: f64) {
+        if let Some(h) = &self.histogram
+            && let Ok((slot, _)) = self.locate(time_ms)
+        {
+            h.prefetch_record(slot, value);
+        }
+    }
+
     /// Inserts one event. The caller has advanced the clock for this batch.
     #[inline]
     pub fn insert(&mut self, time_ms: i64, value: f64) -> InsertOutcome {
