@@ -44,11 +44,16 @@ fn representative(key: u32) -> f64 {
     }
 }
 
-/// Contiguous counts over a range of magnitude keys.
+/// Buckets per group summary: a quantile walk skips whole groups by their sums.
+const GROUP: usize = 64;
+
+/// Contiguous counts over a range of magnitude keys, with a sum per group of `GROUP`
+/// buckets so a quantile walk steps over empty or passed-over groups at once.
 #[derive(Debug, Clone, Default)]
 struct DenseStore {
     offset: u32,
     counts: Vec<u64>,
+    groups: Vec<u64>,
 }
 
 impl DenseStore {
@@ -57,6 +62,8 @@ impl DenseStore {
         if self.counts.is_empty() {
             self.offset = key;
             self.counts.push(n);
+            self.groups.clear();
+            self.groups.push(n);
             return;
         }
         if key < self.offset {
@@ -66,13 +73,16 @@ impl DenseStore {
             counts[margin..].copy_from_slice(&self.counts);
             self.counts = counts;
             self.offset -= margin as u32;
+            self.regroup();
         }
         let at = (key - self.offset) as usize;
         if at >= self.counts.len() {
             let len = (at + 1).max(self.counts.len() + self.counts.len() / 2);
             self.counts.resize(len, 0);
+            self.groups.resize(len.div_ceil(GROUP), 0);
         }
         self.counts[at] += n;
+        self.groups[at / GROUP] += n;
     }
 
     #[inline]
@@ -80,17 +90,65 @@ impl DenseStore {
         let at = key.wrapping_sub(self.offset) as usize;
         if let Some(c) = self.counts.get_mut(at) {
             debug_assert!(*c >= n, "histogram count underflow");
-            *c = c.saturating_sub(n);
+            let n = n.min(*c);
+            *c -= n;
+            self.groups[at / GROUP] -= n;
         }
+    }
+
+    fn regroup(&mut self) {
+        self.groups = self.counts.chunks(GROUP).map(|c| c.iter().sum()).collect();
     }
 
     fn clear(&mut self) {
         self.counts = Vec::new();
+        self.groups = Vec::new();
         self.offset = 0;
     }
 
+    /// Index of the bucket holding the `rank`-th value counted from the largest key, or
+    /// what is left of `rank` past this store.
+    fn walk_down(&self, rank: u64) -> Result<usize, u64> {
+        let mut left = rank;
+        for (g, &sum) in self.groups.iter().enumerate().rev() {
+            if sum < left {
+                left -= sum;
+                continue;
+            }
+            let start = g * GROUP;
+            let end = (start + GROUP).min(self.counts.len());
+            for (i, &c) in self.counts[start..end].iter().enumerate().rev() {
+                if c >= left {
+                    return Ok(start + i);
+                }
+                left -= c;
+            }
+        }
+        Err(left)
+    }
+
+    /// As `walk_down`, counted from the smallest key.
+    fn walk_up(&self, rank: u64) -> Result<usize, u64> {
+        let mut left = rank;
+        for (g, &sum) in self.groups.iter().enumerate() {
+            if sum < left {
+                left -= sum;
+                continue;
+            }
+            let start = g * GROUP;
+            let end = (start + GROUP).min(self.counts.len());
+            for (i, &c) in self.counts[start..end].iter().enumerate() {
+                if c >= left {
+                    return Ok(start + i);
+                }
+                left -= c;
+            }
+        }
+        Err(left)
+    }
+
     fn heap_bytes(&self) -> usize {
-        self.counts.capacity() * size_of::<u64>()
+        (self.counts.capacity() + self.groups.capacity()) * size_of::<u64>()
     }
 }
 
@@ -290,26 +348,16 @@ impl Histogram {
     /// The `rank`-th entry of a store counted from its largest magnitude, as a signed
     /// value; `Err(rank still to go)` when the store holds fewer.
     fn from_largest_key(store: &DenseStore, rank: u64, sign: f64) -> Result<f64, u64> {
-        let mut left = rank;
-        for (i, &c) in store.counts.iter().enumerate().rev() {
-            if c >= left {
-                return Ok(sign * representative(store.offset + i as u32));
-            }
-            left -= c;
-        }
-        Err(left)
+        store
+            .walk_down(rank)
+            .map(|i| sign * representative(store.offset + i as u32))
     }
 
     /// Like `from_largest_key`, counted from the smallest magnitude.
     fn from_smallest_key(store: &DenseStore, rank: u64, sign: f64) -> Result<f64, u64> {
-        let mut left = rank;
-        for (i, &c) in store.counts.iter().enumerate() {
-            if c >= left {
-                return Ok(sign * representative(store.offset + i as u32));
-            }
-            left -= c;
-        }
-        Err(left)
+        store
+            .walk_up(rank)
+            .map(|i| sign * representative(store.offset + i as u32))
     }
 
     /// Heap bytes held (stores plus pane lists).
