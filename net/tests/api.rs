@@ -575,3 +575,72 @@ fn bad_configuration_is_named() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn demo_mode_creates_a_live_dashboard() {
+    let server = Server::start(&["--demo"]);
+    let mut c = server.client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let demo = loop {
+        let list = c.get("/dashboards").json();
+        if let Some(d) = list.as_array().and_then(|l| l.first()).cloned() {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "no demo dashboard");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(demo["name"], json!("livedash demo"));
+    assert!(demo["widgets"].as_array().unwrap().len() >= 6);
+    // Its widgets fill up: the request counter counts within a second or two.
+    let counter = demo["widgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|w| w["metric_name"] == "demo.http.requests")
+        .unwrap();
+    loop {
+        if snapshot(&mut c, &demo, counter)["count"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo events never arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Recent metric names are sampled, so they may take a few batches to show.
+    loop {
+        let names = c.get("/metrics").json();
+        if names
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "demo.cpu.usage")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no demo metric in {names}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A restart does not create a second demo dashboard.
+    let dir = server.kill9();
+    let server = Server::start_in(dir, &["--demo"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        server
+            .client()
+            .get("/dashboards")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
