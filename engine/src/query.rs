@@ -92,17 +92,17 @@ pub struct QueryId(u32);
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Query {
-    widgets: u32,
-    percentile_widgets: u32,
     /// False when the filter is empty, so an insert never reads the key.
     filtered: bool,
     pub window: SlidingWindow,
+    widgets: u32,
+    percentile_widgets: u32,
     pub key: QueryKey,
 }
 
-/// Bytes of a `Query` an insert touches, from its start: everything before the key, which
-/// is read only for filtered queries.
-const QUERY_HOT_BYTES: usize = std::mem::offset_of!(Query, key);
+/// Bytes of a `Query` an insert touches, from its start: the filter flag and the window's
+/// hot fields (the key is read only for filtered queries).
+const QUERY_HOT_BYTES: usize = std::mem::offset_of!(Query, window) + SlidingWindow::HOT_BYTES;
 
 /// All queries of a shard, by key and by metric name.
 #[derive(Debug, Default)]
@@ -131,10 +131,10 @@ impl QueryIndex {
             None => {
                 let spec = WindowSpec::for_window(key.window_seconds, max_skew_ms);
                 let query = Query {
-                    widgets: 0,
-                    percentile_widgets: 0,
                     filtered: !key.filter.is_empty(),
                     window: SlidingWindow::new(spec, now_ms, false),
+                    widgets: 0,
+                    percentile_widgets: 0,
                     key: key.clone(),
                 };
                 let id = match self.free.pop() {

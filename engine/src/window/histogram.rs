@@ -266,16 +266,17 @@ impl Histogram {
         self.apply(key, 1, true);
     }
 
-    /// Starts loading slot `slot`'s bucket list into cache.
+    /// Starts loading this histogram's own fields into cache.
     #[inline]
-    pub fn prefetch(&self, slot: usize) {
-        if let Some(pane) = self.panes.get(slot) {
-            crate::prefetch::prefetch(pane);
+    pub fn prefetch_header(&self) {
+        let base = (self as *const Self).cast::<u8>();
+        for line in (0..size_of::<Self>()).step_by(64) {
+            crate::prefetch::prefetch(base.wrapping_add(line));
         }
     }
 
     /// Starts loading what recording `value` in slot `slot` will write: the slot's bucket
-    /// list and the window-wide count of the value's bucket. Call after `prefetch(slot)`
+    /// list and the window-wide count of the value's bucket. Call after `prefetch_header`
     /// has had time to bring the slot's list header in.
     #[inline]
     pub fn prefetch_record(&self, slot: usize, value: f64) {

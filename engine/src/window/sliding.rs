@@ -73,18 +73,22 @@ pub struct SlidingWindow {
     sum: CompensatedSum,
     /// Min, max and newest time over live panes, while known to be valid.
     fold_cache: Option<Fold>,
-    /// Inline, so prefetching the window header brings the histogram's header too.
-    histogram: Option<Histogram>,
+    /// Blocks whose summary is out of date (bit `b` for block `b`).
+    dirty: u64,
+    block_shift: u32,
+    /// Boxed, so windows without one keep their insert-hot fields in fewer cache lines.
+    histogram: Option<Box<Histogram>>,
+    // Fields below are read at refold time only.
     evictions_since_refold: i64,
     /// Min, max and newest time per block of `1 << block_shift` ring slots, so a refold
     /// recomputes only the blocks that changed and then folds at most 64 summaries.
     blocks: Box<[Fold]>,
-    block_shift: u32,
-    /// Blocks whose summary is out of date (bit `b` for block `b`).
-    dirty: u64,
 }
 
 impl SlidingWindow {
+    /// Bytes, from the start, that an insert reads.
+    pub(crate) const HOT_BYTES: usize = std::mem::offset_of!(SlidingWindow, evictions_since_refold);
+
     /// An empty window whose clock reads `now_ms`.
     pub fn new(spec: WindowSpec, now_ms: i64, with_histogram: bool) -> Self {
         let cap = spec.capacity();
@@ -123,7 +127,7 @@ impl SlidingWindow {
     /// Turns the percentile histogram on (empty: it sees events from now on) or off.
     pub fn set_histogram(&mut self, on: bool) {
         match (on, self.histogram.is_some()) {
-            (true, false) => self.histogram = Some(Histogram::new(self.cap as usize)),
+            (true, false) => self.histogram = Some(Box::new(Histogram::new(self.cap as usize))),
             (false, true) => self.histogram = None,
             _ => {}
         }
@@ -150,7 +154,7 @@ impl SlidingWindow {
             let slot = first_dead.rem_euclid(self.cap) as usize;
             crate::prefetch::prefetch(&self.panes[slot]);
             if let Some(h) = &self.histogram {
-                h.prefetch(slot);
+                h.prefetch_header();
             }
         }
     }
@@ -235,7 +239,7 @@ impl SlidingWindow {
         if let Ok((slot, _)) = self.locate(time_ms) {
             crate::prefetch::prefetch(&self.panes[slot]);
             if let Some(h) = &self.histogram {
-                h.prefetch(slot);
+                h.prefetch_header();
             }
         }
     }
