@@ -10,6 +10,10 @@ use uuid::Uuid;
 
 use crate::api::ApiError;
 
+/// The too-old horizon never drops below this, so events sent before any dashboard
+/// exists are still checked against a sensible window.
+pub const MIN_HORIZON_MS: i64 = 300_000;
+
 /// `POST /dashboards` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +105,12 @@ impl Catalogue {
             .ok_or_else(|| {
                 ApiError::new(404, format!("dashboard {dashboard} has no widget {widget}"))
             })
+    }
+
+    /// The too-old horizon every shard applies: the longest window, at least
+    /// `MIN_HORIZON_MS`.
+    pub fn horizon_ms(&self) -> i64 {
+        self.longest_window_ms().max(MIN_HORIZON_MS)
     }
 
     /// Longest window of any widget, in ms (0 without widgets).

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::ApiError;
 use crate::catalogue::{Catalogue, Change, DashboardUpdate, NewDashboard, WidgetPatch};
 use crate::http::{Request, Response};
+use crate::node::ShardCtx;
 use crate::node::mesh::{Call, Reply};
-use crate::node::{MIN_HORIZON_MS, ShardCtx};
 
 fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     if req.body.is_empty() {
@@ -140,11 +140,7 @@ async fn apply(
         .await
         .map_err(|e| ApiError::new(500, format!("cannot store the dashboard: {e}")))?;
     host.catalogue.borrow_mut().commit(&change);
-    let horizon_ms = host
-        .catalogue
-        .borrow()
-        .longest_window_ms()
-        .max(MIN_HORIZON_MS);
+    let horizon_ms = host.catalogue.borrow().horizon_ms();
     let mut per_shard: Vec<(Vec<_>, Vec<Uuid>)> = vec![(Vec::new(), Vec::new()); ctx.shards];
     for w in &change.removals {
         per_shard[shard_for(&w.spec.metric_name, ctx.shards)]

@@ -36,7 +36,7 @@ impl From<ApiError> for Response {
 
 /// What a request needs to be allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(crate) enum Access {
     Open,
     Read,
     Ingest,
@@ -44,7 +44,7 @@ enum Access {
 }
 
 /// Compares without stopping at the first difference, so timing does not leak a prefix.
-pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
+fn same_secret(given: &str, expected: &str) -> bool {
     given.len() == expected.len()
         && given
             .bytes()
@@ -53,8 +53,13 @@ pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
             == 0
 }
 
-fn check_access(ctx: &ShardCtx, req: &Request, access: Access) -> Result<(), ApiError> {
-    let c = &ctx.config;
+/// Whether the token `given` grants `access` under the configured tokens (read access is
+/// also granted by the admin token).
+pub(crate) fn allows(
+    c: &crate::config::Config,
+    access: Access,
+    given: Option<&str>,
+) -> Result<(), ApiError> {
     let required: Vec<&str> = match access {
         Access::Open => return Ok(()),
         Access::Read => match &c.read_token {
@@ -74,7 +79,7 @@ fn check_access(ctx: &ShardCtx, req: &Request, access: Access) -> Result<(), Api
             Some(t) => vec![t.as_str()],
         },
     };
-    match req.bearer() {
+    match given {
         None => Err(ApiError::new(401, "missing Authorization: Bearer <token>")),
         Some(given) if required.iter().any(|t| same_secret(given, t)) => Ok(()),
         Some(_) => Err(ApiError::new(401, "invalid token")),
@@ -141,7 +146,7 @@ pub async fn route(ctx: &Rc<ShardCtx>, req: Request) -> Response {
     if !allowed.contains(&method) {
         return ApiError::new(405, format!("{method} is not allowed on {}", req.path)).into();
     }
-    if let Err(e) = check_access(ctx, &req, access) {
+    if let Err(e) = allows(&ctx.config, access, req.bearer()) {
         return e.into();
     }
     match segments.as_slice() {

@@ -36,9 +36,6 @@ const MESH_CAPACITY: usize = 1024;
 /// Memory each executor registers for I/O. Small: the locked-memory limit is tight and
 /// the node does little file I/O.
 const IO_MEMORY: usize = 128 * 1024;
-/// The too-old horizon never drops below this, so events sent before any dashboard
-/// exists are still checked against a sensible window.
-pub const MIN_HORIZON_MS: i64 = 300_000;
 /// Longest sleep of the refresh timer, so shutdown and new widgets are noticed.
 const MAX_TICK_SLEEP: Duration = Duration::from_millis(100);
 
@@ -135,7 +132,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
     let shards = config.shard_count();
     let dashboards = store.load_all().context("loading dashboards")?;
     let catalogue = Catalogue::new(dashboards.clone());
-    let horizon_ms = catalogue.longest_window_ms().max(MIN_HORIZON_MS);
+    let horizon_ms = catalogue.horizon_ms();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let placement = if shards <= cores {
         PoolPlacement::MaxSpread(shards, None)

@@ -139,7 +139,10 @@ pub struct Hub {
 }
 
 /// Widget ids of `widgets` grouped by owner shard.
-fn by_owner<'a>(widgets: impl Iterator<Item = &'a Widget>, shards: usize) -> Vec<Vec<Uuid>> {
+pub(crate) fn by_owner<'a>(
+    widgets: impl Iterator<Item = &'a Widget>,
+    shards: usize,
+) -> Vec<Vec<Uuid>> {
     let mut out = vec![Vec::new(); shards];
     for w in widgets {
         out[shard_for(&w.spec.metric_name, shards)].push(w.widget_id);

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use async_tungstenite::WebSocketStream;
 use futures_util::StreamExt;
 use glommio::net::TcpStream;
-use livedash_engine::shard_for;
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -19,6 +18,7 @@ use uuid::Uuid;
 
 use self::frames::{Frame, WidgetSnapshot};
 use self::hub::{Hub, Outbox};
+use crate::api::Access;
 use crate::http::{Request, Response};
 use crate::node::mesh::{Call, Reply};
 use crate::node::{ShardCtx, now_ms};
@@ -41,19 +41,12 @@ pub fn accept(ctx: &ShardCtx, req: &Request) -> Result<Uuid, Response> {
             &format!("no WebSocket endpoint at {}", req.path),
         ));
     };
-    if let Some(required) = &ctx.config.read_token {
-        let token = req.query_param("token");
-        let given = token.as_deref().or(req.bearer());
-        let allowed = [Some(required), ctx.config.admin_token.as_ref()]
-            .into_iter()
-            .flatten()
-            .any(|t| given.is_some_and(|g| crate::api::same_secret(g, t)));
-        if !allowed {
-            return Err(Response::error(
-                401,
-                "a read token is required (?token= or Authorization: Bearer)",
-            ));
-        }
+    let token = req.query_param("token");
+    if crate::api::allows(&ctx.config, Access::Read, token.as_deref().or(req.bearer())).is_err() {
+        return Err(Response::error(
+            401,
+            "a read token is required (?token= or Authorization: Bearer)",
+        ));
     }
     if let Some(origin) = &req.origin
         && !origin_allowed(origin, req.host.as_deref(), &ctx.config.allowed_origins)
@@ -129,10 +122,7 @@ pub async fn session(ctx: Rc<ShardCtx>, dashboard_id: Uuid, mut stream: TcpStrea
 
 /// The `snapshot` frame: every widget's value now and its history, from the owners.
 async fn snapshot(ctx: &Rc<ShardCtx>, dashboard: &livedash_engine::Dashboard) -> String {
-    let mut per_owner = vec![Vec::new(); ctx.shards];
-    for w in &dashboard.widgets {
-        per_owner[shard_for(&w.spec.metric_name, ctx.shards)].push(w.widget_id);
-    }
+    let per_owner = hub::by_owner(dashboard.widgets.iter(), ctx.shards);
     let mut widgets: Vec<WidgetSnapshot> = Vec::with_capacity(dashboard.widgets.len());
     for (owner, ids) in per_owner.into_iter().enumerate() {
         if ids.is_empty() {
