@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::ingest::{metric_name, now_ms};
+use crate::ingest::{Rng, metric_name, now_ms};
 
 /// What to feed.
 #[derive(Debug, Clone)]
@@ -46,13 +46,7 @@ pub fn run_redis(b: &Baseline) -> anyhow::Result<f64> {
     }
     clear.query::<()>(&mut con)?;
 
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let started = Instant::now();
     let mut last_refresh = Instant::now();
     let mut events = 0u64;
@@ -62,10 +56,7 @@ pub fn run_redis(b: &Baseline) -> anyhow::Result<f64> {
         let mut pipe = redis::pipe();
         let mut keys = HashSet::new();
         for _ in 0..b.batch {
-            let r = next();
-            let metric = (r % b.metrics as u64) as usize;
-            let host = (r >> 20) % b.tags.max(1) as u64;
-            let value = ((r >> 32) % 100_000) as f64 / 100.0;
+            let (metric, host, value) = rng.event(b.metrics, b.tags);
             let k = key(metric);
             seq += 1;
             // Members must be unique; the value rides in the member.

@@ -39,7 +39,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// A small xorshift generator per thread: cheap, and no shared state.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -47,6 +47,16 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
+    }
+
+    /// One synthetic event's metric number, host tag number and value: the stream both
+    /// the producers and the Redis baseline send.
+    pub fn event(&mut self, metrics: usize, tags: usize) -> (usize, u64, f64) {
+        let r = self.next();
+        let metric = (r % metrics.max(1) as u64) as usize;
+        let host = (r >> 20) % tags.max(1) as u64;
+        let value = ((r >> 32) % 100_000) as f64 / 100.0;
+        (metric, host, value)
     }
 }
 
@@ -62,10 +72,7 @@ fn body(plan: &Plan, rng: &mut Rng, out: &mut String) {
         out.push('[');
     }
     for i in 0..plan.batch {
-        let r = rng.next();
-        let metric = (r % plan.metrics as u64) as usize;
-        let host = (r >> 20) % plan.tags.max(1) as u64;
-        let value = ((r >> 32) % 100_000) as f64 / 100.0;
+        let (metric, host, value) = rng.event(plan.metrics, plan.tags);
         match plan.format {
             Format::Json => {
                 if i > 0 {

@@ -47,32 +47,7 @@ enum Command {
     },
     /// The original design on a real Redis, then livedash, fed the same way: events/s of
     /// both and their ratio.
-    SeedBaseline {
-        /// The Redis server, e.g. redis://127.0.0.1:6379.
-        #[arg(long)]
-        redis: String,
-        /// The node.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        target: String,
-        /// Measured time of each side.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Events per pipeline (Redis) and per request (livedash).
-        #[arg(long, default_value_t = 1000)]
-        batch: usize,
-        /// Distinct metric names.
-        #[arg(long, default_value_t = 1000)]
-        metrics: usize,
-        /// Distinct values of the `host` tag.
-        #[arg(long, default_value_t = 10)]
-        tags: usize,
-        /// Window length, in seconds, of both sides' queries.
-        #[arg(long, default_value_t = 60)]
-        window: u64,
-        /// HTTP connections for the livedash side.
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-    },
+    SeedBaseline(SeedArgs),
     /// Producers and clients together.
     Scenario {
         #[command(flatten)]
@@ -82,6 +57,34 @@ enum Command {
         #[command(flatten)]
         clients: Clients,
     },
+}
+
+#[derive(Debug, Args)]
+struct SeedArgs {
+    /// The Redis server, e.g. redis://127.0.0.1:6379.
+    #[arg(long)]
+    redis: String,
+    /// The node.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// Measured time of each side.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Events per pipeline (Redis) and per request (livedash).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Distinct metric names.
+    #[arg(long, default_value_t = 1000)]
+    metrics: usize,
+    /// Distinct values of the `host` tag.
+    #[arg(long, default_value_t = 10)]
+    tags: usize,
+    /// Window length, in seconds, of both sides' queries.
+    #[arg(long, default_value_t = 60)]
+    window: u64,
+    /// HTTP connections for the livedash side.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
 }
 
 #[derive(Debug, Args)]
@@ -191,27 +194,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let (name, common, producers, clients) = match cli.command {
-        Command::SeedBaseline {
-            redis,
-            target,
-            duration,
-            batch,
-            metrics,
-            tags,
-            window,
-            connections,
-        } => {
-            return seed_baseline(
-                redis,
-                target,
-                duration,
-                batch,
-                metrics,
-                tags,
-                window,
-                connections,
-            );
-        }
+        Command::SeedBaseline(args) => return seed_baseline(args),
         Command::Ingest { common, producers } => ("ingest", common, Some(producers), None),
         Command::Sockets { common, clients } => ("sockets", common, None, Some(clients)),
         Command::Scenario {
@@ -348,17 +331,17 @@ fn main() -> anyhow::Result<()> {
 
 /// Redis first, then livedash with widgets on the same metrics (a sum over the same window
 /// each), both at the fastest rate they take; prints both and the ratio.
-#[allow(clippy::too_many_arguments)]
-fn seed_baseline(
-    redis: String,
-    target: String,
-    duration: Duration,
-    batch: usize,
-    metrics: usize,
-    tags: usize,
-    window: u64,
-    connections: usize,
-) -> anyhow::Result<()> {
+fn seed_baseline(args: SeedArgs) -> anyhow::Result<()> {
+    let SeedArgs {
+        redis,
+        target,
+        duration,
+        batch,
+        metrics,
+        tags,
+        window,
+        connections,
+    } = args;
     let b = baseline::Baseline {
         redis,
         duration,
