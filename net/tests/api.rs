@@ -202,16 +202,7 @@ fn dashboard_lifecycle() {
     );
     assert_eq!(snapshot(&mut c, &patched, 0)["count"], json!(1));
 
-    assert_eq!(
-        c.send(
-            "DELETE",
-            &format!("/dashboards/{id}"),
-            "application/json",
-            b""
-        )
-        .status,
-        204
-    );
+    assert_eq!(c.delete(&format!("/dashboards/{id}")).status, 204);
     assert_eq!(c.get(&format!("/dashboards/{id}")).status, 404);
     assert_eq!(c.get("/dashboards").json(), json!([]));
 }

@@ -234,16 +234,7 @@ fn edits_stream_live_and_delete_closes_with_4410() {
     });
     assert!(update_of(&f, &first).is_none());
 
-    assert_eq!(
-        http.send(
-            "DELETE",
-            &format!("/dashboards/{id}"),
-            "application/json",
-            b""
-        )
-        .status,
-        204
-    );
+    assert_eq!(http.delete(&format!("/dashboards/{id}")).status, 204);
     assert_eq!(close_code(&mut ws), Some(CloseCode::from(4410)));
 }
 

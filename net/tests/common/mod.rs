@@ -174,6 +174,10 @@ impl Client {
         self.send("GET", path, "application/json", b"")
     }
 
+    pub fn delete(&mut self, path: &str) -> Reply {
+        self.send("DELETE", path, "application/json", b"")
+    }
+
     pub fn json(&mut self, method: &str, path: &str, body: &Value) -> Reply {
         self.send(
             method,
