@@ -39,6 +39,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// A small xorshift generator per thread: cheap, and no shared state.
+#[derive(Debug)]
 pub struct Rng(pub u64);
 
 impl Rng {

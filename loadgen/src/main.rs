@@ -1,12 +1,6 @@
 //! `loadgen`: drives a livedash node with open-loop event producers and thousands of
 //! WebSocket clients, and reports achieved rates and latency percentiles (text, JSON, SVG).
 
-mod baseline;
-mod ingest;
-mod report;
-mod sockets;
-mod stats;
-
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,9 +11,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::ingest::{Format, Plan};
-use crate::report::{Report, sample_process};
-use crate::stats::Stats;
+use livedash_loadgen::ingest::{Format, Plan};
+use livedash_loadgen::report::{Report, sample_process};
+use livedash_loadgen::stats::Stats;
+use livedash_loadgen::{baseline, ingest, report, sockets};
 
 /// Load generator for livedash. Every run prints a report; `--json` and `--plot` save it.
 #[derive(Debug, Parser)]
@@ -151,9 +146,9 @@ struct Clients {
     /// Refresh interval of the created widgets, in seconds.
     #[arg(long, default_value_t = 1.0)]
     refresh: f64,
-    /// Client threads (one glommio executor each).
+    /// Client threads, each serving its share of the streams on one epoll loop.
     #[arg(long, default_value_t = 2)]
-    executors: usize,
+    threads: usize,
     /// Distinct metrics the created widgets watch (match the producers' --metrics).
     #[arg(long, default_value_t = 1000)]
     widget_metrics: usize,
@@ -207,7 +202,7 @@ fn main() -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
 
-    let mut executors = Vec::new();
+    let mut client_threads = Vec::new();
     let sockets_target = clients.as_ref().map_or(0, |c| c.sockets);
     if let Some(c) = &clients {
         let ids = if c.dashboard_ids.is_empty() {
@@ -222,15 +217,20 @@ fn main() -> anyhow::Result<()> {
         } else {
             c.dashboard_ids.clone()
         };
-        executors = sockets::run(
+        let on_text: sockets::OnText = {
+            let stats = Arc::clone(&stats);
+            Arc::new(move |text: &str| sockets::record(&stats, text))
+        };
+        let plan = sockets::Plan {
             addr,
-            ids,
-            c.sockets,
-            c.executors,
-            common.token.clone(),
-            Arc::clone(&stats),
-            Arc::clone(&stop),
-        )?;
+            dashboards: ids,
+            sockets: c.sockets,
+            threads: c.threads,
+            token: common.token.clone(),
+            stats: Arc::clone(&stats),
+            on_text,
+        };
+        client_threads = sockets::run(plan, Arc::clone(&stop))?;
         // Let the clients connect before the clock starts.
         let deadline = Instant::now() + Duration::from_secs(60);
         while Stats::get(&stats.sockets_connected) + Stats::get(&stats.errors) < c.sockets as u64
@@ -297,7 +297,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(p) = producer {
         let _ = p.join();
     }
-    for e in executors {
+    for e in client_threads {
         let _ = e.join();
     }
 

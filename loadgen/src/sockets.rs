@@ -1,18 +1,22 @@
-//! WebSocket clients: N streams over D dashboards, on a few glommio executors. For every
-//! `update` frame they record the push delay (receive time - `sent_at`) and, per widget,
-//! the end-to-end latency (receive time - `latest_event_time`).
+//! WebSocket clients: N streams over D dashboards, on a few threads with an epoll loop
+//! each. For every `update` frame they record the push delay (receive time - `sent_at`)
+//! and, per widget, the end-to-end latency (receive time - `latest_event_time`).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use futures_util::StreamExt;
-use glommio::{LocalExecutorBuilder, Placement};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tungstenite::client::client_with_config;
+use tungstenite::handshake::client::ClientHandshake;
+use tungstenite::handshake::{HandshakeError, MidHandshake};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
 
 use crate::ingest::{metric_name, now_ms};
 use crate::stats::Stats;
@@ -79,7 +83,8 @@ struct UpdatedWidget {
     latest_event_time: Option<i64>,
 }
 
-fn record(stats: &Stats, text: &str) {
+/// Records the push delay and end-to-end latency of an `update` frame.
+pub fn record(stats: &Stats, text: &str) {
     let received = now_ms();
     let Ok(frame) = serde_json::from_str::<Update>(text) else {
         return;
@@ -98,97 +103,182 @@ fn record(stats: &Stats, text: &str) {
     }
 }
 
-async fn stream(
-    url: String,
-    addr: SocketAddr,
-    source: Ipv4Addr,
-    token: Option<String>,
-    stats: Arc<Stats>,
-) {
-    let connect = || -> std::io::Result<glommio::net::TcpStream> {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        socket.bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())?;
-        socket.connect(&addr.into())?;
-        socket.set_nonblocking(true)?;
-        Ok(glommio::net::TcpStream::from(socket))
-    };
-    let Ok(tcp) = connect() else {
-        Stats::count(&stats.errors, 1);
-        return;
-    };
-    let url = match token {
-        Some(t) => format!("{url}?token={t}"),
-        None => url,
-    };
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let Ok((mut ws, _)) = async_tungstenite::client_async_with_config(url, tcp, Some(config)).await
-    else {
-        Stats::count(&stats.errors, 1);
-        return;
-    };
-    Stats::count(&stats.sockets_connected, 1);
-    while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(Message::Text(text)) => record(&stats, &text),
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    stats.sockets_connected.fetch_sub(1, Ordering::Relaxed);
+/// What a thread does with each text frame a stream receives.
+pub type OnText = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Where the streams connect and what they do.
+#[derive(Clone)]
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub dashboards: Vec<String>,
+    pub sockets: usize,
+    /// Client threads, each with its own event loop.
+    pub threads: usize,
+    pub token: Option<String>,
+    /// Counts connected streams and errors.
+    pub stats: Arc<Stats>,
+    pub on_text: OnText,
 }
 
-/// Opens `sockets` streams spread over `dashboards` from `executors` threads; they run until
-/// `stop` is set.
-pub fn run(
-    addr: SocketAddr,
-    dashboards: Vec<String>,
-    sockets: usize,
-    executors: usize,
-    token: Option<String>,
-    stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<Vec<glommio::ExecutorJoinHandle<()>>> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let sources = sockets.div_ceil(STREAMS_PER_SOURCE).max(1);
-    let executors = executors.max(1);
-    let mut handles = Vec::with_capacity(executors);
-    for e in 0..executors {
-        let (dashboards, token, stats, stop) = (
-            dashboards.clone(),
-            token.clone(),
-            Arc::clone(&stats),
-            Arc::clone(&stop),
-        );
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(e % cores))
-            .io_memory(128 * 1024)
-            .name("loadgen-ws")
-            .spawn(move || async move {
-                let mut tasks = Vec::new();
-                let mine: Vec<usize> = (e..sockets).step_by(executors).collect();
-                for wave in mine.chunks(100) {
-                    for &i in wave {
-                        let url =
-                            format!("ws://{addr}/stream/{}", dashboards[i % dashboards.len()]);
-                        let source = Ipv4Addr::new(127, 0, 0, 1 + (i % sources) as u8);
-                        let (token, stats) = (token.clone(), Arc::clone(&stats));
-                        tasks.push(glommio::spawn_local(stream(
-                            url, addr, source, token, stats,
-                        )));
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("addr", &self.addr)
+            .field("dashboards", &self.dashboards.len())
+            .field("sockets", &self.sockets)
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One stream on a thread's event loop.
+enum Client {
+    Handshaking(MidHandshake<ClientHandshake<TcpStream>>),
+    Open(WebSocket<TcpStream>),
+    Done,
+}
+
+/// Connects one socket from `source` (on loopback the connection is made at once), then
+/// makes it non-blocking.
+fn connect(addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())?;
+    socket.connect(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpStream::from_std(std::net::TcpStream::from(socket)))
+}
+
+impl Client {
+    /// Advances the stream after its socket became ready; returns false once it ended.
+    fn ready(&mut self, stats: &Stats, on_text: &OnText) -> bool {
+        loop {
+            match std::mem::replace(self, Client::Done) {
+                Client::Handshaking(mid) => match mid.handshake() {
+                    Ok((ws, _)) => {
+                        Stats::count(&stats.sockets_connected, 1);
+                        *self = Client::Open(ws);
+                        // Frames may already wait behind the handshake's response.
                     }
-                    // Pace the connects: let a wave get going before the next.
-                    glommio::timer::sleep(Duration::from_millis(20)).await;
-                    if stop.load(Ordering::Relaxed) {
-                        break;
+                    Err(HandshakeError::Interrupted(mid)) => {
+                        *self = Client::Handshaking(mid);
+                        return true;
                     }
+                    Err(HandshakeError::Failure(_)) => {
+                        Stats::count(&stats.errors, 1);
+                        return false;
+                    }
+                },
+                Client::Open(mut ws) => {
+                    // Edge-triggered: read until the socket is drained.
+                    loop {
+                        match ws.read() {
+                            Ok(Message::Text(text)) => on_text(&text),
+                            Ok(Message::Close(_)) => break,
+                            Ok(_) => {}
+                            Err(tungstenite::Error::Io(e))
+                                if e.kind() == std::io::ErrorKind::WouldBlock =>
+                            {
+                                // Pongs the read queued go out now, or at the next event.
+                                let _ = ws.flush();
+                                *self = Client::Open(ws);
+                                return true;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    stats.sockets_connected.fetch_sub(1, Ordering::Relaxed);
+                    return false;
                 }
-                while !stop.load(Ordering::Relaxed) {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                Client::Done => return false,
+            }
+        }
+    }
+}
+
+/// One client thread: opens `mine` (stream indexes) in waves and serves them on one
+/// epoll loop until `stop` is set.
+fn client_thread(plan: &Plan, mine: &[usize], stop: &AtomicBool) -> std::io::Result<()> {
+    let sources = plan.sockets.div_ceil(STREAMS_PER_SOURCE).max(1);
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut clients: Vec<Client> = Vec::with_capacity(mine.len());
+    let mut waves = mine.chunks(100);
+    let mut next_wave = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        // Pace the connects: let a wave get going before the next.
+        if Instant::now() >= next_wave
+            && let Some(wave) = waves.next()
+        {
+            for &i in wave {
+                let source = Ipv4Addr::new(127, 0, 0, 1 + (i % sources) as u8);
+                let mut url = format!(
+                    "ws://{}/stream/{}",
+                    plan.addr,
+                    plan.dashboards[i % plan.dashboards.len()]
+                );
+                if let Some(t) = &plan.token {
+                    url = format!("{url}?token={t}");
                 }
-                drop(tasks);
-            })
-            .map_err(|e| anyhow::anyhow!("starting a client executor: {e}"))?;
+                let opened = connect(plan.addr, source).and_then(|mut tcp| {
+                    let token = Token(clients.len());
+                    poll.registry().register(
+                        &mut tcp,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    Ok(tcp)
+                });
+                let config = WebSocketConfig::default()
+                    .read_buffer_size(4096)
+                    .write_buffer_size(0);
+                let Ok(tcp) = opened else {
+                    Stats::count(&plan.stats.errors, 1);
+                    clients.push(Client::Done);
+                    continue;
+                };
+                clients.push(match client_with_config(url, tcp, Some(config)) {
+                    Ok((ws, _)) => {
+                        Stats::count(&plan.stats.sockets_connected, 1);
+                        Client::Open(ws)
+                    }
+                    Err(HandshakeError::Interrupted(mid)) => Client::Handshaking(mid),
+                    Err(HandshakeError::Failure(_)) => {
+                        Stats::count(&plan.stats.errors, 1);
+                        Client::Done
+                    }
+                });
+            }
+            next_wave = Instant::now() + Duration::from_millis(20);
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(20)))?;
+        for event in &events {
+            if let Some(client) = clients.get_mut(event.token().0)
+                && !client.ready(&plan.stats, &plan.on_text)
+            {
+                *client = Client::Done;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens `plan.sockets` streams spread over the dashboards from `plan.threads` threads,
+/// each serving its share on one epoll loop (as a browser's network thread does); they
+/// run until `stop` is set.
+pub fn run(plan: Plan, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let threads = plan.threads.max(1);
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let (plan, stop) = (plan.clone(), Arc::clone(&stop));
+        let mine: Vec<usize> = (t..plan.sockets).step_by(threads).collect();
+        let handle = std::thread::Builder::new()
+            .name("loadgen-ws".into())
+            .spawn(move || {
+                if let Err(e) = client_thread(&plan, &mine, &stop) {
+                    eprintln!("a client thread stopped: {e}");
+                    Stats::count(&plan.stats.errors, 1);
+                }
+            })?;
         handles.push(handle);
     }
     Ok(handles)

@@ -1,5 +1,5 @@
 //! What a run measures: counters, latency histograms (HDR, microsecond resolution) and a
-//! per-second series for plots. Shared by the producer threads and the socket executors.
+//! per-second series for plots. Shared by the producer threads and the socket threads.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

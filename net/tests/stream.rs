@@ -5,13 +5,15 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{Server, create_dashboard, now_ms};
 use livedash_engine::shard_for;
 use serde_json::{Value, json};
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::FrameSocket;
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<TcpStream>;
@@ -353,4 +355,77 @@ fn a_stuck_client_is_closed_and_others_keep_receiving() {
     wait_for(&mut good, Duration::from_secs(10), |f| {
         update_of(f, &first).is_some_and(|w| w["value"].as_f64().unwrap_or(0.0) >= round * 1000.0)
     });
+}
+
+#[test]
+fn pings_keep_answering_peers_and_drop_silent_ones() {
+    let server = Server::start(&["--shards", "2", "--ws-ping-interval-ms", "200"]);
+    let mut http = server.client();
+    let [a, _] = metric_per_shard();
+    let d = create_dashboard(&mut http, "pings", json!([widget(&a, "count", 0.2)]));
+    let path = format!("/stream/{}", d["dashboard_id"].as_str().unwrap());
+    let mut answering = connect(&server, &path);
+    assert_eq!(next_frame(&mut answering)["type"], "snapshot");
+    // The silent client reads raw frames later, so nothing answers its pings.
+    let mut silent = {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            server.addr
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+        FrameSocket::new(stream)
+    };
+
+    // A client that reads answers each ping (the library sends the pong) and stays
+    // connected over many intervals, while still receiving updates.
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut pings = 0;
+    while Instant::now() < until {
+        match answering.read().unwrap() {
+            Message::Ping(_) => pings += 1,
+            Message::Close(c) => panic!("an answering client was closed: {c:?}"),
+            _ => {}
+        }
+    }
+    assert!(pings >= 3, "{pings} pings in 1.5 s at a 200 ms interval");
+    http.json(
+        "POST",
+        "/ingest",
+        &json!([{"metric_name": a, "value": 1, "event_time": now_ms()}]),
+    );
+    wait_for(&mut answering, Duration::from_secs(5), |f| {
+        f["type"] == "update"
+    });
+
+    // The silent client got its snapshot and pings, sent no pongs, and was dropped with
+    // 1001.
+    let mut opcodes = Vec::new();
+    let close = loop {
+        let frame = silent
+            .read(None)
+            .unwrap()
+            .expect("a close frame before the end");
+        opcodes.push(frame.header().opcode);
+        if frame.header().opcode == OpCode::Control(Control::Close) {
+            break frame;
+        }
+    };
+    assert_eq!(opcodes[0], OpCode::Data(Data::Text), "the snapshot first");
+    assert!(opcodes.contains(&OpCode::Control(Control::Ping)));
+    let payload = close.payload();
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    assert_eq!(&payload[2..], b"no answer to pings");
 }

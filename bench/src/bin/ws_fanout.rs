@@ -2,25 +2,22 @@
 //! server, and how long a refresh takes to reach every browser.
 //!
 //! Starts the release node (2 shards), creates dashboards refreshing every second, opens
-//! a baseline of streams and then many streams from this process (one glommio executor),
+//! a baseline of streams and then many streams from this process (loadgen's clients: a
+//! few threads with an epoll loop each),
 //! measures the server's resident memory per idle stream, then feeds events so every
 //! widget changes every tick and records, per received `update` frame, the delay from the
 //! tick (the refresh deadline, a multiple of the interval) to the frame's arrival.
 //!
 //! `cargo build --release --bin livedash && cargo run --release -p livedash-bench --bin ws_fanout`
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use clap::Parser;
-use futures_util::StreamExt;
-use glommio::{LocalExecutorBuilder, Placement};
 use livedash_bench::node::{Conn, now_ms, start_node};
+use livedash_loadgen::sockets::{self, OnText, Plan};
+use livedash_loadgen::stats::Stats;
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -37,7 +34,7 @@ struct Args {
     /// Widgets per dashboard (each on its own metric, 1 s refresh).
     #[arg(long, default_value_t = 20)]
     widgets: usize,
-    /// Client executors (threads), each pinned to a core in turn.
+    /// Client threads, each with its own epoll loop.
     #[arg(long, default_value_t = 2)]
     clients: usize,
     /// Seconds of updates measured per run.
@@ -131,93 +128,6 @@ struct RunResult {
     delays: Vec<i64>,
 }
 
-/// Flags the measuring thread sets for the client executors.
-#[derive(Default)]
-struct Phase {
-    measuring: AtomicBool,
-    stop: AtomicBool,
-}
-
-/// One client executor: opens `urls`, reports when all are connected, records delays
-/// while `phase.measuring` is set, and ends when `phase.stop` is set.
-fn client(
-    core: usize,
-    addr: std::net::SocketAddr,
-    urls: Vec<String>,
-    phase: Arc<Phase>,
-    ready: std::sync::mpsc::Sender<usize>,
-) -> Result<glommio::ExecutorJoinHandle<Vec<i64>>, String> {
-    LocalExecutorBuilder::new(Placement::Fixed(core))
-        .io_memory(128 * 1024)
-        .spawn(move || async move {
-            let delays = Rc::new(RefCell::new(Vec::<i64>::new()));
-            let connected = Rc::new(std::cell::Cell::new(0usize));
-            let mut tasks = Vec::with_capacity(urls.len());
-            for wave in urls.chunks(100) {
-                let mut opening = Vec::new();
-                for url in wave {
-                    let url = url.clone();
-                    let (delays, phase, connected) = (
-                        Rc::clone(&delays),
-                        Arc::clone(&phase),
-                        Rc::clone(&connected),
-                    );
-                    let (ready_tx, ready_rx) =
-                        glommio::channels::local_channel::new_bounded::<()>(1);
-                    tasks.push(glommio::spawn_local(async move {
-                        let Ok(stream) = glommio::net::TcpStream::connect(addr).await else {
-                            return;
-                        };
-                        let config = WebSocketConfig::default()
-                            .read_buffer_size(4096)
-                            .write_buffer_size(0);
-                        let Ok((mut ws, _)) =
-                            async_tungstenite::client_async_with_config(url, stream, Some(config))
-                                .await
-                        else {
-                            return;
-                        };
-                        // The snapshot.
-                        if ws.next().await.is_none() {
-                            return;
-                        }
-                        connected.set(connected.get() + 1);
-                        let _ = ready_tx.try_send(());
-                        loop {
-                            let text = match ws.next().await {
-                                Some(Ok(Message::Text(text))) => text,
-                                // Pings are answered by the library.
-                                Some(Ok(_)) => continue,
-                                _ => return,
-                            };
-                            if !phase.measuring.load(Ordering::Relaxed) {
-                                continue;
-                            }
-                            let received = now_ms();
-                            // Only `sent_at` is needed: find it instead of parsing the frame,
-                            // so the client spends its CPU reading sockets.
-                            if let Some(sent_at) = sent_at(&text) {
-                                let tick = sent_at.div_euclid(INTERVAL_MS) * INTERVAL_MS;
-                                delays.borrow_mut().push(received - tick);
-                            }
-                        }
-                    }));
-                    opening.push(ready_rx);
-                }
-                for rx in opening {
-                    let _ = rx.recv().await;
-                }
-            }
-            let _ = ready.send(connected.get());
-            while !phase.stop.load(Ordering::Relaxed) {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-            }
-            drop(tasks);
-            delays.take()
-        })
-        .map_err(|e| e.to_string())
-}
-
 /// Opens `n` streams over `dashboards` from `clients` executors, measures idle memory,
 /// then feeds for `seconds`.
 #[allow(clippy::too_many_arguments)]
@@ -231,31 +141,52 @@ fn run(
     seconds: u64,
 ) -> Result<RunResult, String> {
     let rss_before = rss_bytes(pid);
-    let phase = Arc::new(Phase::default());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let mut handles = Vec::new();
-    for c in 0..clients {
-        let urls: Vec<String> = (c..n)
-            .step_by(clients)
-            .map(|i| format!("ws://{addr}/stream/{}", dashboards[i % dashboards.len()]))
-            .collect();
-        handles.push(client(
-            c % cores,
-            addr,
-            urls,
-            Arc::clone(&phase),
-            ready_tx.clone(),
-        )?);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let delays = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let on_text: OnText = {
+        let (measuring, delays) = (Arc::clone(&measuring), Arc::clone(&delays));
+        Arc::new(move |text: &str| {
+            if !measuring.load(Ordering::Relaxed) {
+                return;
+            }
+            let received = now_ms();
+            // Only `sent_at` is needed: find it instead of parsing the frame, so the
+            // client spends its CPU reading sockets.
+            if let Some(sent_at) = sent_at(text) {
+                let tick = sent_at.div_euclid(INTERVAL_MS) * INTERVAL_MS;
+                delays
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(received - tick);
+            }
+        })
+    };
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let plan = Plan {
+        addr,
+        dashboards: dashboards.to_vec(),
+        sockets: n,
+        threads: clients,
+        token: None,
+        stats: Arc::clone(&stats),
+        on_text,
+    };
+    let handles = sockets::run(plan, Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Stats::get(&stats.sockets_connected) + Stats::get(&stats.errors) < n as u64
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let connected: usize = (0..clients).filter_map(|_| ready_rx.recv().ok()).sum();
+    let connected = Stats::get(&stats.sockets_connected) as usize;
     // Idle: no updates are flowing yet.
     std::thread::sleep(Duration::from_secs(2));
     let idle_rss = rss_bytes(pid);
     let feeding_done = Arc::new(AtomicBool::new(false));
     let feed = feeder(addr, metrics.to_vec(), Arc::clone(&feeding_done));
     std::thread::sleep(Duration::from_secs(2));
-    let stats = || {
+    let node_stats = || {
         let mut c = Conn::open(addr).ok()?;
         let (_, body) = c.request("GET", "/stats", b"").ok()?;
         let v: Value = serde_json::from_slice(&body).ok()?;
@@ -278,20 +209,20 @@ fn run(
             max,
         ))
     };
-    let before = stats();
+    let before = node_stats();
     let cpu_before = (cpu_ticks(&pid.to_string()), cpu_ticks("self"));
-    phase.measuring.store(true, Ordering::Relaxed);
+    measuring.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(seconds));
-    phase.measuring.store(false, Ordering::Relaxed);
+    measuring.store(false, Ordering::Relaxed);
     let cpu_after = (cpu_ticks(&pid.to_string()), cpu_ticks("self"));
-    let after = stats();
-    phase.stop.store(true, Ordering::Relaxed);
+    let after = node_stats();
+    stop.store(true, Ordering::Relaxed);
     feeding_done.store(true, Ordering::Relaxed);
     let _ = feed.join();
-    let mut delays = Vec::new();
     for h in handles {
-        delays.extend(h.join().map_err(|e| e.to_string())?);
+        let _ = h.join();
     }
+    let mut delays = std::mem::take(&mut *delays.lock().unwrap_or_else(PoisonError::into_inner));
     delays.sort_unstable();
     if let (Some(b), Some(a)) = (before, after) {
         println!(

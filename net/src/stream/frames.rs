@@ -3,6 +3,8 @@
 use livedash_engine::shard::WidgetValue;
 use livedash_engine::{Dashboard, HistoryPoint};
 use serde::Serialize;
+use tungstenite::Bytes;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 use uuid::Uuid;
 
 /// One widget's value in an `update` frame.
@@ -53,8 +55,18 @@ pub enum Frame<'a> {
 }
 
 impl Frame<'_> {
-    /// The frame as text, ready to be shared by every connection it goes to.
-    pub fn encode(&self) -> tungstenite::Utf8Bytes {
-        serde_json::to_string(self).unwrap_or_default().into()
+    /// The message as a complete WebSocket text frame, encoded once and written as it is
+    /// to every connection it goes to (server frames are not masked).
+    pub fn encode(&self) -> Bytes {
+        text_frame(serde_json::to_vec(self).unwrap_or_default())
     }
+}
+
+/// `json` (UTF-8 by construction) as one final, unmasked WebSocket text frame.
+pub fn text_frame(json: Vec<u8>) -> Bytes {
+    let frame = tungstenite::protocol::frame::Frame::message(json, OpCode::Data(Data::Text), true);
+    let mut out = Vec::with_capacity(frame.len());
+    // Writing into a Vec cannot fail.
+    let _ = frame.format(&mut out);
+    Bytes::from(out)
 }

@@ -5,14 +5,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::io::Write;
 use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
 use hashbrown::HashMap;
 use livedash_engine::shard::WidgetValue;
 use livedash_engine::{Dashboard, Widget, shard_for};
-use tungstenite::Utf8Bytes;
+use tungstenite::Bytes;
 use uuid::Uuid;
 
 use super::frames::{Frame, WidgetUpdate};
@@ -32,11 +34,14 @@ pub struct Closing {
     pub reason: String,
 }
 
-/// What one connection is waiting to send.
+/// One connection's socket, while its writer is idle, and what it is waiting to send.
 #[derive(Debug)]
 pub struct Outbox {
-    /// Frames with the time (epoch ms) they were framed.
-    queue: RefCell<VecDeque<(Utf8Bytes, i64)>>,
+    /// Encoded frames with the time (epoch ms) they were framed.
+    queue: RefCell<VecDeque<(Bytes, i64)>>,
+    /// The rest of a frame the hub began writing straight to the socket: it goes out
+    /// before anything else, and conflation never drops it.
+    tail: RefCell<Option<(Bytes, i64)>>,
     /// The queue overflowed: the writer must send the dashboard and every newest value.
     resync: Cell<bool>,
     closing: RefCell<Option<Closing>>,
@@ -44,6 +49,10 @@ pub struct Outbox {
     ping: Cell<bool>,
     /// When the peer last sent anything.
     pub last_heard: Cell<std::time::Instant>,
+    /// The socket while the stream's writer has nothing to do: the hub writes frames
+    /// straight to it, without waking the writer. The writer takes it back to write
+    /// what the socket did not take at once.
+    pub(super) socket: RefCell<Option<TcpStream>>,
     wake_tx: LocalSender<()>,
     pub wake_rx: LocalReceiver<()>,
 }
@@ -53,10 +62,12 @@ impl Outbox {
         let (wake_tx, wake_rx) = local_channel::new_bounded(1);
         Self {
             queue: RefCell::new(VecDeque::new()),
+            tail: RefCell::new(None),
             resync: Cell::new(false),
             closing: RefCell::new(None),
             ping: Cell::new(false),
             last_heard: Cell::new(std::time::Instant::now()),
+            socket: RefCell::new(None),
             wake_tx,
             wake_rx,
         }
@@ -66,9 +77,39 @@ impl Outbox {
         let _ = self.wake_tx.try_send(());
     }
 
+    /// Hands a frame to the connection. If its writer is idle with nothing queued, the
+    /// frame goes straight to the socket (the common case: a socket with room in its
+    /// send buffer takes it whole); otherwise it is queued for the writer. Returns
+    /// whether the frame was written whole.
+    pub fn offer(&self, frame: &Bytes, framed_at: i64) -> bool {
+        let idle = self.queue.borrow().is_empty()
+            && self.tail.borrow().is_none()
+            && !self.resync.get()
+            && self.closing.borrow().is_none();
+        if idle
+            && let Ok(socket) = self.socket.try_borrow()
+            && let Some(socket) = socket.as_ref()
+        {
+            // The socket does not block (see `session`).
+            let sock = socket2::SockRef::from(socket);
+            match (&*sock).write(frame) {
+                Ok(n) if n == frame.len() => return true,
+                Ok(n) => {
+                    *self.tail.borrow_mut() = Some((frame.slice(n..), framed_at));
+                    self.wake();
+                    return false;
+                }
+                // Full, or broken: the writer waits for room, or finds the error.
+                Err(_) => {}
+            }
+        }
+        self.push(frame.clone(), framed_at);
+        false
+    }
+
     /// Queues a frame; past the bound the queue is dropped and replaced by a resync of the
     /// newest values (conflation).
-    pub fn push(&self, frame: Utf8Bytes, framed_at: i64) {
+    fn push(&self, frame: Bytes, framed_at: i64) {
         let mut queue = self.queue.borrow_mut();
         if queue.len() >= MAX_QUEUED_FRAMES {
             queue.clear();
@@ -80,8 +121,12 @@ impl Outbox {
         self.wake();
     }
 
-    pub fn pop(&self) -> Option<(Utf8Bytes, i64)> {
+    pub fn pop(&self) -> Option<(Bytes, i64)> {
         self.queue.borrow_mut().pop_front()
+    }
+
+    pub fn take_tail(&self) -> Option<(Bytes, i64)> {
+        self.tail.borrow_mut().take()
     }
 
     pub fn take_resync(&self) -> bool {
@@ -124,10 +169,18 @@ struct Room {
     latest: HashMap<Uuid, WidgetValue>,
 }
 
+/// One encoded frame and the connections of its room.
+struct Delivery {
+    frame: Bytes,
+    framed_at: i64,
+    outboxes: Vec<Rc<Outbox>>,
+}
+
 /// Every room of the shard, plus pushes waiting to be framed.
 #[derive(Debug, Default)]
 pub struct Hub {
-    /// Frames handed to connections, and frames written to sockets.
+    /// Frames handed to connections, and frames written to sockets (at once by the hub,
+    /// or later by the connection's writer).
     pub frames_queued: Cell<u64>,
     pub frames_written: Cell<u64>,
     /// Sum and maximum of the time from framing to the socket write, in ms.
@@ -309,7 +362,7 @@ impl Hub {
             .encode();
             let now = now_ms();
             for o in &room.outboxes {
-                o.push(frame.clone(), now);
+                ctx.hub.offer(o, &frame, now);
             }
             (add, remove)
         };
@@ -328,18 +381,44 @@ impl Hub {
             glommio::timer::sleep(GATHER).await;
             ctx.hub.gathering.set(false);
             let pending = std::mem::take(&mut *ctx.hub.pending.borrow_mut());
-            ctx.hub.frame(pending);
+            let deliveries = ctx.hub.frame(pending);
+            ctx.hub.deliver(deliveries).await;
         })
         .detach();
     }
 
-    fn frame(&self, pending: Vec<(Uuid, WidgetValue)>) {
+    /// Hands `frame` to one connection, counting it as written if the socket took it.
+    fn offer(&self, outbox: &Outbox, frame: &Bytes, framed_at: i64) {
+        self.frames_queued.set(self.frames_queued.get() + 1);
+        if outbox.offer(frame, framed_at) {
+            self.written(now_ms() - framed_at);
+        }
+    }
+
+    /// Writes each frame to its connections, yielding now and then so the shard's other
+    /// work (ingest, its own ticks) is not held up by a large fan-out.
+    async fn deliver(&self, deliveries: Vec<Delivery>) {
+        let mut handed = 0usize;
+        for d in deliveries {
+            for o in &d.outboxes {
+                self.offer(o, &d.frame, d.framed_at);
+                handed += 1;
+                if handed.is_multiple_of(64) {
+                    glommio::yield_if_needed().await;
+                }
+            }
+        }
+    }
+
+    /// One frame per room from the pushed values, with the connections it goes to.
+    fn frame(&self, pending: Vec<(Uuid, WidgetValue)>) -> Vec<Delivery> {
         let mut by_room: HashMap<Uuid, Vec<WidgetValue>> = HashMap::new();
         for (dashboard, value) in pending {
             by_room.entry(dashboard).or_default().push(value);
         }
         let sent_at = now_ms();
         let mut rooms = self.rooms.borrow_mut();
+        let mut deliveries = Vec::with_capacity(by_room.len());
         for (id, values) in by_room {
             let Some(room) = rooms.get_mut(&id) else {
                 continue;
@@ -369,17 +448,18 @@ impl Hub {
                 widgets: &updates,
             }
             .encode();
-            for o in &room.outboxes {
-                o.push(frame.clone(), sent_at);
-            }
-            self.frames_queued
-                .set(self.frames_queued.get() + room.outboxes.len() as u64);
+            deliveries.push(Delivery {
+                frame,
+                framed_at: sent_at,
+                outboxes: room.outboxes.clone(),
+            });
         }
+        deliveries
     }
 
     /// The frames that bring a lagging connection up to date: the dashboard, then every
     /// newest value.
-    pub fn resync_frames(&self, id: Uuid) -> Vec<Utf8Bytes> {
+    pub fn resync_frames(&self, id: Uuid) -> Vec<Bytes> {
         let rooms = self.rooms.borrow();
         let Some(room) = rooms.get(&id) else {
             return Vec::new();

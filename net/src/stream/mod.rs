@@ -8,12 +8,12 @@ pub mod hub;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::WebSocketStream;
-use futures_util::StreamExt;
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
-use tungstenite::Message;
+use std::io::{ErrorKind, Read, Write};
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Bytes, Message};
 use uuid::Uuid;
 
 use self::frames::{Frame, WidgetSnapshot};
@@ -23,12 +23,11 @@ use crate::http::{Request, Response};
 use crate::node::mesh::{Call, Reply};
 use crate::node::{ShardCtx, now_ms};
 
-/// Buffers sized for many mostly idle sockets: clients send little (pongs, close).
+/// Limits for what a client may send (pongs, a close: little).
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(64 * 1024))
         .max_frame_size(Some(64 * 1024))
 }
@@ -73,12 +72,107 @@ fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool 
     host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
 }
 
-async fn close(ws: &mut WebSocketStream<TcpStream>, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_string().into(),
-    };
-    let _ = ws.close(Some(frame)).await;
+/// The client's side of the protocol: tungstenite's state, fed by reads that never wait.
+/// What tungstenite answers (pongs, the close handshake) and the server's own control
+/// frames collect in `replies`, which the writer sends in order with the data frames.
+struct Peer {
+    ws: WebSocketContext,
+    replies: Vec<u8>,
+}
+
+/// The socket as tungstenite sees it: reads from the (non-blocking) socket, writes into
+/// the replies buffer.
+struct PeerIo<'a> {
+    socket: socket2::SockRef<'a>,
+    replies: &'a mut Vec<u8>,
+}
+
+impl Read for PeerIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.socket).read(buf)
+    }
+}
+
+impl Write for PeerIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.replies.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a read of everything the peer sent so far found.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    Nothing,
+    Something,
+    /// The peer closed, broke the protocol or went away.
+    Gone,
+}
+
+impl Peer {
+    fn new() -> Self {
+        Self {
+            ws: WebSocketContext::new(Role::Server, Some(ws_config())),
+            replies: Vec::new(),
+        }
+    }
+
+    fn io<'a>(&'a mut self, socket: &'a TcpStream) -> (&'a mut WebSocketContext, PeerIo<'a>) {
+        let io = PeerIo {
+            socket: socket2::SockRef::from(socket),
+            replies: &mut self.replies,
+        };
+        (&mut self.ws, io)
+    }
+
+    /// Reads what the peer sent, without waiting.
+    fn hear(&mut self, socket: &TcpStream) -> Heard {
+        let (ws, mut io) = self.io(socket);
+        let mut heard = Heard::Nothing;
+        loop {
+            match ws.read(&mut io) {
+                Ok(Message::Close(_)) => {
+                    // Queues the answer to the peer's close.
+                    let _ = ws.flush(&mut io);
+                    return Heard::Gone;
+                }
+                Ok(_) => heard = Heard::Something,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                    return heard;
+                }
+                Err(_) => return Heard::Gone,
+            }
+        }
+    }
+
+    fn ping(&mut self, socket: &TcpStream) {
+        let (ws, mut io) = self.io(socket);
+        let _ = ws.write(&mut io, Message::Ping(Default::default()));
+        let _ = ws.flush(&mut io);
+    }
+
+    fn close(&mut self, socket: &TcpStream, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_string().into(),
+        };
+        let (ws, mut io) = self.io(socket);
+        let _ = ws.close(&mut io, Some(frame));
+    }
+
+    /// Writes the queued replies; false if the socket failed or timed out.
+    async fn send_replies(&mut self, socket: &mut TcpStream) -> bool {
+        if self.replies.is_empty() {
+            return true;
+        }
+        let sent = socket.write_all(&self.replies).await.is_ok();
+        self.replies.clear();
+        sent
+    }
 }
 
 /// Runs one stream until the client leaves, the dashboard is deleted, the client is too
@@ -86,42 +180,32 @@ async fn close(ws: &mut WebSocketStream<TcpStream>, code: u16, reason: &str) {
 pub async fn session(ctx: Rc<ShardCtx>, dashboard_id: Uuid, mut stream: TcpStream) {
     let slow = Duration::from_millis(ctx.config.slow_client_timeout_ms);
     let _ = stream.set_write_timeout(Some(slow));
+    // Reads (at keep-alive sweeps) and the hub's direct writes must never wait; the
+    // writer's own writes wait through the executor.
+    if socket2::SockRef::from(&stream)
+        .set_nonblocking(true)
+        .is_err()
+    {
+        return;
+    }
+    let mut peer = Peer::new();
     let outbox = Rc::new(Outbox::new());
     let Some(dashboard) = Hub::join(&ctx, dashboard_id, &outbox).await else {
-        let mut ws =
-            WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config())).await;
-        close(&mut ws, 4404, "no such dashboard").await;
+        peer.close(&stream, 4404, "no such dashboard");
+        peer.send_replies(&mut stream).await;
         return;
     };
     let snapshot = snapshot(&ctx, &dashboard).await;
-    // The snapshot (large: it carries history) is written before the WebSocket state
-    // exists, so the state's write buffer never grows to its size and stays small for
-    // the life of the connection.
-    let mut bytes = Vec::with_capacity(snapshot.len() + 10);
-    let sent = tungstenite::protocol::frame::Frame::message(
-        tungstenite::Bytes::from(snapshot),
-        tungstenite::protocol::frame::coding::OpCode::Data(
-            tungstenite::protocol::frame::coding::Data::Text,
-        ),
-        true,
-    )
-    .format(&mut bytes)
-    .is_ok()
-        && futures_lite::AsyncWriteExt::write_all(&mut stream, &bytes)
-            .await
-            .is_ok();
-    drop(bytes);
-    if sent {
-        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config())).await;
-        if let Some((code, reason)) = pump(&ctx, dashboard_id, &outbox, ws).await {
-            tracing::debug!(shard = ctx.id, "stream closed: {code} {reason}");
-        }
+    let sent = stream.write_all(&snapshot).await.is_ok();
+    drop(snapshot);
+    if sent && let Some((code, reason)) = pump(&ctx, dashboard_id, &outbox, stream, peer).await {
+        tracing::debug!(shard = ctx.id, "stream closed: {code} {reason}");
     }
     Hub::leave(&ctx, dashboard_id, &outbox).await;
 }
 
 /// The `snapshot` frame: every widget's value now and its history, from the owners.
-async fn snapshot(ctx: &Rc<ShardCtx>, dashboard: &livedash_engine::Dashboard) -> String {
+async fn snapshot(ctx: &Rc<ShardCtx>, dashboard: &livedash_engine::Dashboard) -> Bytes {
     let per_owner = hub::by_owner(dashboard.widgets.iter(), ctx.shards);
     let mut widgets: Vec<WidgetSnapshot> = Vec::with_capacity(dashboard.widgets.len());
     for (owner, ids) in per_owner.into_iter().enumerate() {
@@ -139,75 +223,92 @@ async fn snapshot(ctx: &Rc<ShardCtx>, dashboard: &livedash_engine::Dashboard) ->
         widgets: &widgets,
     }
     .encode()
-    .to_string()
 }
 
-/// Moves frames from the outbox to the socket until the stream ends; returns the close
-/// code the server chose, if it chose one.
+/// The stream's writer: sleeps until the hub queues what the socket did not take at once,
+/// a keep-alive sweep or a close wakes it; returns the close code the server chose, if it
+/// chose one.
 ///
-/// The loop waits on its outbox only. What the peer sends (pongs, a close) is read when a
-/// keep-alive sweep wakes the loop, without waiting; a peer that went away is noticed then
-/// or at the next failed write. Not keeping a read armed saves a poll re-arm per frame
-/// sent, which matters with thousands of streams per shard.
+/// While it sleeps, the socket sits in the outbox for the hub's direct writes. No read is
+/// kept armed: what the peer sends (pongs, a close) is read at the next sweep, without
+/// waiting, and a peer that went away is noticed then or at the next failed write. With
+/// thousands of streams per shard, that saves a poll per frame and per socket.
 async fn pump(
     ctx: &Rc<ShardCtx>,
     dashboard_id: Uuid,
     outbox: &Rc<Outbox>,
-    mut ws: WebSocketStream<TcpStream>,
+    stream: TcpStream,
+    mut peer: Peer,
 ) -> Option<(u16, String)> {
     let ping_every = Duration::from_millis(ctx.config.ws_ping_interval_ms);
+    outbox.socket.replace(Some(stream));
     loop {
         outbox.wake_rx.recv().await?;
+        let mut stream = outbox.socket.borrow_mut().take()?;
         if outbox.take_ping() {
-            while let Some(heard) = futures_lite::future::poll_once(ws.next()).await {
-                match heard {
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
-                    Some(Ok(_)) => outbox.last_heard.set(Instant::now()),
+            match peer.hear(&stream) {
+                Heard::Gone => {
+                    peer.send_replies(&mut stream).await;
+                    return None;
                 }
+                Heard::Something => outbox.last_heard.set(Instant::now()),
+                Heard::Nothing => {}
             }
             if outbox.last_heard.get().elapsed() > 2 * ping_every {
                 outbox.close(1001, "no answer to pings");
-            } else if ws.send(Message::Ping(Default::default())).await.is_err() {
-                return Some((1008, "client too slow".into()));
+            } else {
+                peer.ping(&stream);
             }
         }
-        if let Some(outcome) = write_pending(ctx, dashboard_id, outbox, &mut ws).await {
-            return outcome;
+        if let Some(closing) = outbox.closing() {
+            peer.close(&stream, closing.code, &closing.reason);
+            peer.send_replies(&mut stream).await;
+            return Some((closing.code, closing.reason));
         }
+        // The socket's write timeout is the slow-client limit: a client that takes
+        // nothing for that long is dropped (a close frame cannot reach it anyway).
+        if !peer.send_replies(&mut stream).await
+            || !write_pending(ctx, dashboard_id, outbox, &mut stream).await
+        {
+            return Some((1008, "client too slow".into()));
+        }
+        // Nothing is left to write: the hub may write to the socket again.
+        outbox.socket.replace(Some(stream));
     }
 }
 
-/// Sends the close the server decided on, or every queued frame. `Some` ends the stream.
+/// Writes the rest of a frame the hub began, then every queued frame (or, after an
+/// overflow, the frames that resynchronise the client). False if the socket failed.
 async fn write_pending(
     ctx: &Rc<ShardCtx>,
     dashboard_id: Uuid,
     outbox: &Outbox,
-    ws: &mut WebSocketStream<TcpStream>,
-) -> Option<Option<(u16, String)>> {
-    let too_slow = || Some(Some((1008, "client too slow".to_string())));
-    if let Some(closing) = outbox.closing() {
-        close(ws, closing.code, &closing.reason).await;
-        return Some(Some((closing.code, closing.reason)));
+    stream: &mut TcpStream,
+) -> bool {
+    if let Some((rest, framed_at)) = outbox.take_tail() {
+        if stream.write_all(&rest).await.is_err() {
+            return false;
+        }
+        ctx.hub.written(now_ms() - framed_at);
     }
     loop {
         let frame = if outbox.take_resync() {
             let mut frames = ctx.hub.resync_frames(dashboard_id);
             let last = frames.pop();
             for f in frames {
-                if ws.send(Message::Text(f)).await.is_err() {
-                    return too_slow();
+                if stream.write_all(&f).await.is_err() {
+                    return false;
                 }
             }
             last.map(|f| (f, now_ms()))
         } else {
             outbox.pop()
         };
-        // Nothing queued: the stream goes on.
-        let (frame, framed_at) = frame?;
-        // The socket's write timeout is the slow-client limit: a client that takes
-        // nothing for that long is dropped (a close frame cannot reach it anyway).
-        if ws.send(Message::Text(frame)).await.is_err() {
-            return too_slow();
+        let Some((frame, framed_at)) = frame else {
+            return true;
+        };
+        if stream.write_all(&frame).await.is_err() {
+            return false;
         }
         ctx.hub.written(now_ms() - framed_at);
     }

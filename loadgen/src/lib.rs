@@ -1,0 +1,8 @@
+//! The load generator's parts, shared by the `loadgen` binary and the benchmarks that
+//! drive a node the same way.
+
+pub mod baseline;
+pub mod ingest;
+pub mod report;
+pub mod sockets;
+pub mod stats;
