@@ -385,12 +385,11 @@ impl Shard {
     fn compute(queries: &mut QueryIndex, state: &WidgetState, now: i64) -> Option<WidgetValue> {
         let query = queries.get_mut(state.query)?;
         query.window.advance(now);
-        let fold = query.window.fold();
         Some(WidgetValue {
             widget_id: state.widget.widget_id,
-            value: query.window.value(state.aggregation, &fold),
+            value: query.window.value(state.aggregation),
             window_end: query.window.window_end(),
-            latest_event_time: fold.latest,
+            latest_event_time: query.window.latest(),
             count: query.window.count(),
         })
     }

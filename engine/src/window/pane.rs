@@ -6,7 +6,7 @@ use super::compensated::CompensatedSum;
 /// Marks a ring slot that holds no live pane.
 pub(crate) const EMPTY: i64 = i64::MIN;
 
-/// Count, sum, min, max and newest event time of the events in one pane.
+/// Count, sum, min and max of the events in one pane.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Pane {
     /// Pane number (`event_time.div_euclid(pane_ms)`), or `EMPTY`.
@@ -15,8 +15,6 @@ pub(crate) struct Pane {
     pub sum: CompensatedSum,
     pub min: f64,
     pub max: f64,
-    /// Newest event time in the pane, in epoch milliseconds.
-    pub latest: i64,
 }
 
 impl Pane {
@@ -26,29 +24,26 @@ impl Pane {
         sum: CompensatedSum::ZERO,
         min: f64::INFINITY,
         max: f64::NEG_INFINITY,
-        latest: i64::MIN,
     };
 
     /// Starts pane `index` with one event.
     #[inline]
-    pub(crate) fn start(index: i64, time: i64, value: f64) -> Pane {
+    pub(crate) fn start(index: i64, value: f64) -> Pane {
         Pane {
             index,
             count: 1,
             sum: CompensatedSum::of(value),
             min: value,
             max: value,
-            latest: time,
         }
     }
 
     #[inline]
-    pub(crate) fn add(&mut self, time: i64, value: f64) {
+    pub(crate) fn add(&mut self, value: f64) {
         self.count += 1;
         self.sum.add(value);
         self.min = self.min.min(value);
         self.max = self.max.max(value);
-        self.latest = self.latest.max(time);
     }
 
     pub(crate) fn is_live(&self) -> bool {

@@ -1,7 +1,8 @@
 //! The sliding window of one query: a ring of panes over event time with running totals.
-//! Count, sum and the histogram are kept by subtract-on-evict; min, max and the newest
-//! event time are cached and refolded over the live panes only after an eviction that
-//! may have removed the extreme.
+//! Count, sum and the histogram are kept by subtract-on-evict. The newest event time
+//! needs no refold: panes slide out oldest first, so it only changes when the window
+//! empties. Min and max are cached with the number of panes that hold each, and refolded
+//! over the live panes only after the last pane holding one of them slid out.
 
 use super::compensated::CompensatedSum;
 use super::histogram::Histogram;
@@ -20,34 +21,85 @@ pub enum InsertOutcome {
     TooFarAhead,
 }
 
-/// Summary of the live panes.
+/// Min and max of the live panes, with how many panes hold each (ties are common: whole
+/// milliseconds, counts, repeated readings).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fold {
     pub min: f64,
     pub max: f64,
-    /// Newest event time among live panes (epoch ms), `None` when the window is empty.
-    pub latest: Option<i64>,
+    min_holders: u32,
+    max_holders: u32,
 }
 
 impl Fold {
     const EMPTY: Fold = Fold {
         min: f64::INFINITY,
         max: f64::NEG_INFINITY,
-        latest: None,
+        min_holders: 0,
+        max_holders: 0,
     };
 
     #[inline]
     fn merge(&mut self, other: &Fold) {
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-        self.latest = self.latest.max(other.latest);
+        self.take_min(other.min, other.min_holders);
+        self.take_max(other.max, other.max_holders);
     }
 
     #[inline]
     fn merge_pane(&mut self, p: &Pane) {
-        self.min = self.min.min(p.min);
-        self.max = self.max.max(p.max);
-        self.latest = Some(self.latest.map_or(p.latest, |l| l.max(p.latest)));
+        self.take_min(p.min, 1);
+        self.take_max(p.max, 1);
+    }
+
+    #[inline]
+    fn take_min(&mut self, min: f64, holders: u32) {
+        if min < self.min {
+            self.min = min;
+            self.min_holders = holders;
+        } else if min == self.min {
+            self.min_holders += holders;
+        }
+    }
+
+    #[inline]
+    fn take_max(&mut self, max: f64, holders: u32) {
+        if max > self.max {
+            self.max = max;
+            self.max_holders = holders;
+        } else if max == self.max {
+            self.max_holders += holders;
+        }
+    }
+
+    /// A pane whose min and max were `before` (infinite for a new pane) now holds
+    /// `value`.
+    #[inline]
+    fn note_insert(&mut self, before: (f64, f64), value: f64) {
+        if value < self.min {
+            self.min = value;
+            self.min_holders = 1;
+        } else if value == self.min && before.0 > value {
+            self.min_holders += 1;
+        }
+        if value > self.max {
+            self.max = value;
+            self.max_holders = 1;
+        } else if value == self.max && before.1 < value {
+            self.max_holders += 1;
+        }
+    }
+
+    /// A pane slid out; false when it held the last copy of the min or of the max, so
+    /// the fold must be recomputed.
+    #[inline]
+    fn note_evict(&mut self, pane: &Pane) -> bool {
+        if pane.min == self.min {
+            self.min_holders -= 1;
+        }
+        if pane.max == self.max {
+            self.max_holders -= 1;
+        }
+        self.min_holders > 0 && self.max_holders > 0
     }
 }
 
@@ -71,7 +123,9 @@ pub struct SlidingWindow {
     panes: Box<[Pane]>,
     count: u64,
     sum: CompensatedSum,
-    /// Min, max and newest time over live panes, while known to be valid.
+    /// Newest event time over live panes, `i64::MIN` when the window is empty.
+    latest: i64,
+    /// Min and max over live panes, while known to be valid.
     fold_cache: Option<Fold>,
     /// Blocks whose summary is out of date (bit `b` for block `b`).
     dirty: u64,
@@ -80,7 +134,7 @@ pub struct SlidingWindow {
     histogram: Option<Box<Histogram>>,
     // Fields below are read at refold time only.
     evictions_since_refold: i64,
-    /// Min, max and newest time per block of `1 << block_shift` ring slots, so a refold
+    /// Min and max per block of `1 << block_shift` ring slots, so a refold
     /// recomputes only the blocks that changed and then folds at most 64 summaries.
     blocks: Box<[Fold]>,
 }
@@ -108,6 +162,7 @@ impl SlidingWindow {
             panes: vec![Pane::VACANT; cap as usize].into_boxed_slice(),
             count: 0,
             sum: CompensatedSum::default(),
+            latest: i64::MIN,
             evictions_since_refold: 0,
             fold_cache: Some(Fold::EMPTY),
             blocks: vec![Fold::EMPTY; (cap as usize).div_ceil(1 << block_shift)].into_boxed_slice(),
@@ -186,13 +241,17 @@ impl SlidingWindow {
 
     fn evict(&mut self, slot: usize) {
         let pane = std::mem::replace(&mut self.panes[slot], Pane::VACANT);
-        if let Some(f) = &self.fold_cache
-            && (pane.min <= f.min || pane.max >= f.max || Some(pane.latest) >= f.latest)
+        self.dirty |= 1 << (slot >> self.block_shift);
+        self.count -= pane.count;
+        if self.count == 0 {
+            // Nothing is left: the fold is known without looking.
+            self.latest = i64::MIN;
+            self.fold_cache = Some(Fold::EMPTY);
+        } else if let Some(f) = &mut self.fold_cache
+            && !f.note_evict(&pane)
         {
             self.fold_cache = None;
         }
-        self.dirty |= 1 << (slot >> self.block_shift);
-        self.count -= pane.count;
         self.sum.sub_sum(&pane.sum);
         if let Some(h) = self.histogram.as_mut() {
             h.evict(slot);
@@ -263,18 +322,20 @@ impl SlidingWindow {
             Err(outcome) => return outcome,
         };
         let pane = &mut self.panes[slot];
-        if pane.index == index {
-            pane.add(time_ms, value);
+        let before = if pane.index == index {
+            let before = (pane.min, pane.max);
+            pane.add(value);
+            before
         } else {
             debug_assert!(!pane.is_live(), "slot reused before its pane was evicted");
-            *pane = Pane::start(index, time_ms, value);
-        }
+            *pane = Pane::start(index, value);
+            (f64::INFINITY, f64::NEG_INFINITY)
+        };
         self.dirty |= 1 << (slot >> self.block_shift);
         if let Some(f) = &mut self.fold_cache {
-            f.min = f.min.min(value);
-            f.max = f.max.max(value);
-            f.latest = Some(f.latest.map_or(time_ms, |l| l.max(time_ms)));
+            f.note_insert(before, value);
         }
+        self.latest = self.latest.max(time_ms);
         self.count += 1;
         self.sum.add(value);
         if let Some(h) = self.histogram.as_mut() {
@@ -293,13 +354,18 @@ impl SlidingWindow {
         self.count
     }
 
+    /// Newest event time in the window (epoch ms), `None` when it is empty.
+    pub fn latest(&self) -> Option<i64> {
+        (self.latest != i64::MIN).then_some(self.latest)
+    }
+
     /// Sum of the values in the window, `None` when empty.
     pub fn sum(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum.value())
     }
 
-    /// Min, max and newest event time over the live panes (cached between evictions; a
-    /// refold recomputes the changed blocks only).
+    /// Min and max over the live panes (cached until the last pane holding one of them
+    /// slides out; a refold recomputes the changed blocks only).
     pub fn fold(&mut self) -> Fold {
         if let Some(f) = self.fold_cache {
             return f;
@@ -324,8 +390,9 @@ impl SlidingWindow {
     }
 
     /// The value of `aggregation` over the window; `None` for an empty window (and for a
-    /// percentile without a histogram), except `count`, which is 0.
-    pub fn value(&self, aggregation: Aggregation, fold: &Fold) -> Option<f64> {
+    /// percentile without a histogram), except `count`, which is 0. Only min, max and the
+    /// percentiles read the fold.
+    pub fn value(&mut self, aggregation: Aggregation) -> Option<f64> {
         if aggregation == Aggregation::Count {
             return Some(self.count as f64);
         }
@@ -335,13 +402,14 @@ impl SlidingWindow {
         match aggregation {
             Aggregation::Sum => self.sum(),
             Aggregation::Avg => self.sum().map(|s| s / self.count as f64),
-            Aggregation::Min => Some(fold.min),
-            Aggregation::Max => Some(fold.max),
+            Aggregation::Min => Some(self.fold().min),
+            Aggregation::Max => Some(self.fold().max),
             Aggregation::Count => Some(self.count as f64),
             Aggregation::P50 | Aggregation::P90 | Aggregation::P95 | Aggregation::P99 => {
                 let q = aggregation.quantile()?;
                 let v = self.histogram.as_ref()?.quantile(q)?;
                 // The extreme buckets are bounded by the exact extremes.
+                let fold = self.fold();
                 Some(v.clamp(fold.min, fold.max))
             }
         }
@@ -369,16 +437,15 @@ mod tests {
     #[test]
     fn empty_window_has_no_value_but_zero_count() {
         let mut w = window(60, 1_000_000);
-        let f = w.fold();
         for agg in Aggregation::ALL {
             let expect = if agg == Aggregation::Count {
                 Some(0.0)
             } else {
                 None
             };
-            assert_eq!(w.value(agg, &f), expect, "{agg}");
+            assert_eq!(w.value(agg), expect, "{agg}");
         }
-        assert_eq!(f.latest, None);
+        assert_eq!(w.latest(), None);
     }
 
     #[test]
@@ -390,11 +457,10 @@ mod tests {
         assert_eq!(w.insert(105_999, 7.0), InsertOutcome::Counted);
         assert_eq!(w.insert(90_999, 1.0), InsertOutcome::TooOld);
         assert_eq!(w.insert(91_000, -3.0), InsertOutcome::Counted);
-        let f = w.fold();
-        assert_eq!(w.value(Aggregation::Sum, &f), Some(10.0));
-        assert_eq!(w.value(Aggregation::Min, &f), Some(-3.0));
-        assert_eq!(w.value(Aggregation::Max, &f), Some(7.0));
-        assert_eq!(f.latest, Some(105_999));
+        assert_eq!(w.value(Aggregation::Sum), Some(10.0));
+        assert_eq!(w.value(Aggregation::Min), Some(-3.0));
+        assert_eq!(w.value(Aggregation::Max), Some(7.0));
+        assert_eq!(w.latest(), Some(105_999));
         assert_eq!(w.window_end(), 101_000);
         w.advance(100_999);
         assert_eq!(w.count(), 4);
@@ -406,13 +472,38 @@ mod tests {
         assert_eq!(w.count(), 1, "105 999 is still live");
         w.advance(115_000);
         assert_eq!(w.count(), 0);
-        let f = w.fold();
-        assert_eq!(w.value(Aggregation::Avg, &f), None);
+        assert_eq!(w.value(Aggregation::Avg), None);
+        assert_eq!(w.latest(), None);
         assert!(w.histogram.as_ref().unwrap().is_empty());
         w.advance(10_000_000);
         assert_eq!(w.insert(10_000_001, 4.0), InsertOutcome::Counted);
-        let f = w.fold();
-        assert_eq!(w.value(Aggregation::P99, &f), Some(4.0));
+        assert_eq!(w.value(Aggregation::P99), Some(4.0));
+    }
+
+    #[test]
+    fn extremes_held_by_several_panes_survive_until_the_last_slides_out() {
+        let mut w = window(10, 0);
+        for t in [0, 1000, 2000] {
+            w.insert(t, 5.0);
+            w.insert(t, -5.0);
+        }
+        w.insert(3000, 1.0);
+        w.advance(3000);
+        assert_eq!(w.value(Aggregation::Max), Some(5.0));
+        // A 10 s window of 1 s panes: at 10 000 the pane of 0 has slid out.
+        w.advance(10_000);
+        assert!(w.fold_cache.is_some(), "two panes still hold both extremes");
+        assert_eq!(w.value(Aggregation::Min), Some(-5.0));
+        w.advance(11_000);
+        assert_eq!(w.value(Aggregation::Max), Some(5.0));
+        w.advance(12_000);
+        assert!(w.fold_cache.is_none(), "the last holder slid out");
+        assert_eq!(w.value(Aggregation::Max), Some(1.0));
+        assert_eq!(w.value(Aggregation::Min), Some(1.0));
+        assert_eq!(w.latest(), Some(3000));
+        w.advance(13_000);
+        assert_eq!(w.value(Aggregation::Max), None);
+        assert_eq!(w.latest(), None);
     }
 
     #[test]
