@@ -255,9 +255,12 @@ impl Shard {
                 self.queries.warm(id, chunk[i as usize].event_time, now);
             }
             if self.histograms > 0 {
-                for &(i, id) in &plan {
-                    let ev = &chunk[i as usize];
-                    self.queries.warm_histogram(id, ev.event_time, ev.value);
+                for first in [true, false] {
+                    for &(i, id) in &plan {
+                        let ev = &chunk[i as usize];
+                        self.queries
+                            .warm_histogram(id, ev.event_time, ev.value, first);
+                    }
                 }
             }
             for &(i, id) in &plan {
@@ -445,6 +448,17 @@ impl Shard {
                         && let Some(query) = self.queries.get(state.query)
                     {
                         query.window.prefetch_advance(now);
+                    }
+                }
+                if self.histograms > 0 {
+                    for step in 0..3 {
+                        for &(slot, _) in chunk {
+                            if let Some(Some(state)) = self.widgets.get(slot as usize)
+                                && let Some(query) = self.queries.get(state.query)
+                            {
+                                query.window.prefetch_advance_histogram(now, step);
+                            }
+                        }
                     }
                 }
                 for &(slot, generation) in chunk {

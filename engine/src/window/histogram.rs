@@ -209,6 +209,13 @@ impl PaneCounts {
     }
 }
 
+/// Where a quantile walk stopped: at zero, or in a bucket of the negative (`true`) or
+/// positive store.
+enum Spot {
+    Zero,
+    Bucket(bool, usize),
+}
+
 /// Window-wide value distribution plus the per-pane bucket lists to evict with.
 #[derive(Debug, Clone)]
 pub struct Histogram {
@@ -217,6 +224,10 @@ pub struct Histogram {
     zeros: u64,
     total: u64,
     panes: Box<[PaneCounts]>,
+    /// Where the last quantile was found (true for the negative store) and the bucket
+    /// index there: quantiles move little between refreshes, so the next refresh loads
+    /// that neighbourhood ahead of its walk.
+    last_found: Option<(bool, u32)>,
 }
 
 impl Histogram {
@@ -228,6 +239,7 @@ impl Histogram {
             zeros: 0,
             total: 0,
             panes: (0..slots).map(|_| PaneCounts::default()).collect(),
+            last_found: None,
         }
     }
 
@@ -275,13 +287,13 @@ impl Histogram {
         }
     }
 
-    /// Starts loading what recording `value` in slot `slot` will write: the slot's bucket
-    /// list and the window-wide count of the value's bucket. Call after `prefetch_header`
-    /// has had time to bring the slot's list header in.
+    /// Starts loading what recording `value` in slot `slot` reaches from this header: the
+    /// slot's bucket-list header, and the window-wide count (and its group sum) of the
+    /// value's bucket. Call after `prefetch_header` has had time to bring the header in.
     #[inline]
-    pub fn prefetch_record(&self, slot: usize, value: f64) {
-        if let Some(PaneCounts::Small(list)) = self.panes.get(slot) {
-            crate::prefetch::prefetch(list.as_ptr());
+    pub fn prefetch_slot(&self, slot: usize, value: f64) {
+        if let Some(pane) = self.panes.get(slot) {
+            crate::prefetch::prefetch(pane);
         }
         let key = pane_key(value);
         let (store, k) = if key == ZERO_KEY {
@@ -291,8 +303,73 @@ impl Histogram {
         } else {
             (&self.positive, key)
         };
-        if let Some(c) = store.counts.get(k.wrapping_sub(store.offset) as usize) {
+        let at = k.wrapping_sub(store.offset) as usize;
+        if let Some(c) = store.counts.get(at) {
             crate::prefetch::prefetch(c);
+        }
+        if let Some(g) = store.groups.get(at / GROUP) {
+            crate::prefetch::prefetch(g);
+        }
+    }
+
+    /// Starts loading the bucket list of slot `slot`. Call after `prefetch_slot` has had
+    /// time to bring the list's header in.
+    #[inline]
+    pub fn prefetch_record(&self, slot: usize) {
+        if let Some(PaneCounts::Small(list)) = self.panes.get(slot) {
+            let base = list.as_ptr().cast::<u8>();
+            let bytes = list.len() * size_of::<(u32, u32)>();
+            for line in (0..bytes.max(1)).step_by(64) {
+                crate::prefetch::prefetch(base.wrapping_add(line));
+            }
+        }
+    }
+
+    /// Starts loading what evicting slot `slot` and then walking to a quantile will read,
+    /// in steps a batch apart (each needs what the one before brought in): 0, the slot's
+    /// list header, the group sums and the bucket group of the last quantile; 1, the
+    /// slot's list; 2, the counts that list will decrement.
+    #[inline]
+    pub fn prefetch_evict(&self, slot: usize, step: u8) {
+        let Some(pane) = self.panes.get(slot) else {
+            return;
+        };
+        match (step, pane) {
+            (0, _) => {
+                crate::prefetch::prefetch(pane);
+                if let Some((negative, at)) = self.last_found {
+                    let store = if negative {
+                        &self.negative
+                    } else {
+                        &self.positive
+                    };
+                    for store_groups in store.groups.chunks(8) {
+                        crate::prefetch::prefetch(store_groups.as_ptr());
+                    }
+                    // The walk scans the counts of the answer's group.
+                    let start = at as usize / GROUP * GROUP;
+                    let end = (start + GROUP).min(store.counts.len());
+                    for line in store.counts.get(start..end).unwrap_or_default().chunks(8) {
+                        crate::prefetch::prefetch(line.as_ptr());
+                    }
+                }
+            }
+            (1, _) => self.prefetch_record(slot),
+            (_, PaneCounts::Small(list)) => {
+                for &(key, _) in list {
+                    let (store, k) = if key == ZERO_KEY {
+                        continue;
+                    } else if key & NEG_FLAG != 0 {
+                        (&self.negative, key & !NEG_FLAG)
+                    } else {
+                        (&self.positive, key)
+                    };
+                    if let Some(c) = store.counts.get(k.wrapping_sub(store.offset) as usize) {
+                        crate::prefetch::prefetch(c);
+                    }
+                }
+            }
+            (_, PaneCounts::Large(_)) => {}
         }
     }
 
@@ -319,46 +396,53 @@ impl Histogram {
 
     /// The nearest-rank `q`-quantile (the value at rank `ceil(q * n)`), as a bucket
     /// midpoint within `BUCKET_RELATIVE_ERROR` of the exact value; `None` when empty.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
+    pub fn quantile(&mut self, q: f64) -> Option<f64> {
         if self.total == 0 {
             return None;
         }
         let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
         let zeros = |left: u64| {
             if self.zeros >= left {
-                Ok(0.0)
+                Ok(Spot::Zero)
             } else {
                 Err(left - self.zeros)
             }
         };
-        if rank > self.total / 2 {
+        let found = if rank > self.total / 2 {
             // High quantiles walk down from the largest value: the shorter way.
             let from_top = self.total - rank + 1;
-            Self::from_largest_key(&self.positive, from_top, 1.0)
+            Self::from_largest_key(&self.positive, from_top, false)
                 .or_else(zeros)
-                .or_else(|left| Self::from_smallest_key(&self.negative, left, -1.0))
-                .ok()
+                .or_else(|left| Self::from_smallest_key(&self.negative, left, true))
         } else {
-            Self::from_largest_key(&self.negative, rank, -1.0)
+            Self::from_largest_key(&self.negative, rank, true)
                 .or_else(zeros)
-                .or_else(|left| Self::from_smallest_key(&self.positive, left, 1.0))
-                .ok()
+                .or_else(|left| Self::from_smallest_key(&self.positive, left, false))
+        };
+        match found.ok()? {
+            Spot::Zero => Some(0.0),
+            Spot::Bucket(negative, at) => {
+                self.last_found = Some((negative, at as u32));
+                let store = if negative {
+                    &self.negative
+                } else {
+                    &self.positive
+                };
+                let magnitude = representative(store.offset + at as u32);
+                Some(if negative { -magnitude } else { magnitude })
+            }
         }
     }
 
-    /// The `rank`-th entry of a store counted from its largest magnitude, as a signed
-    /// value; `Err(rank still to go)` when the store holds fewer.
-    fn from_largest_key(store: &DenseStore, rank: u64, sign: f64) -> Result<f64, u64> {
-        store
-            .walk_down(rank)
-            .map(|i| sign * representative(store.offset + i as u32))
+    /// The `rank`-th entry of a store counted from its largest magnitude; `Err(rank still
+    /// to go)` when the store holds fewer.
+    fn from_largest_key(store: &DenseStore, rank: u64, negative: bool) -> Result<Spot, u64> {
+        store.walk_down(rank).map(|i| Spot::Bucket(negative, i))
     }
 
     /// Like `from_largest_key`, counted from the smallest magnitude.
-    fn from_smallest_key(store: &DenseStore, rank: u64, sign: f64) -> Result<f64, u64> {
-        store
-            .walk_up(rank)
-            .map(|i| sign * representative(store.offset + i as u32))
+    fn from_smallest_key(store: &DenseStore, rank: u64, negative: bool) -> Result<Spot, u64> {
+        store.walk_up(rank).map(|i| Spot::Bucket(negative, i))
     }
 
     /// Heap bytes held (stores plus pane lists).

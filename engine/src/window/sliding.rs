@@ -303,14 +303,32 @@ impl SlidingWindow {
         }
     }
 
-    /// Starts loading the histogram records an event at `time_ms` with `value` will
-    /// update; nothing without a histogram.
+    /// The later steps of `prefetch_advance` for a window with a histogram (see
+    /// `Histogram::prefetch_evict`), each a batch apart.
     #[inline]
-    pub fn prefetch_histogram(&self, time_ms: i64, value: f64) {
+    pub fn prefetch_advance_histogram(&self, now_ms: i64, step: u8) {
+        if let Some(h) = &self.histogram
+            && now_ms >= self.next_boundary
+        {
+            let first_dead = self.current - self.spec.panes + 1;
+            h.prefetch_evict(first_dead.rem_euclid(self.cap) as usize, step);
+        }
+    }
+
+    /// Starts loading the histogram records an event at `time_ms` with `value` will
+    /// update, in two steps a batch apart: `first` reaches from the histogram's header
+    /// (the slot's list header, the bucket's count), then the list itself. Nothing
+    /// without a histogram.
+    #[inline]
+    pub fn prefetch_histogram(&self, time_ms: i64, value: f64, first: bool) {
         if let Some(h) = &self.histogram
             && let Ok((slot, _)) = self.locate(time_ms)
         {
-            h.prefetch_record(slot, value);
+            if first {
+                h.prefetch_slot(slot, value);
+            } else {
+                h.prefetch_record(slot);
+            }
         }
     }
 
@@ -407,7 +425,7 @@ impl SlidingWindow {
             Aggregation::Count => Some(self.count as f64),
             Aggregation::P50 | Aggregation::P90 | Aggregation::P95 | Aggregation::P99 => {
                 let q = aggregation.quantile()?;
-                let v = self.histogram.as_ref()?.quantile(q)?;
+                let v = self.histogram.as_mut()?.quantile(q)?;
                 // The extreme buckets are bounded by the exact extremes.
                 let fold = self.fold();
                 Some(v.clamp(fold.min, fold.max))
