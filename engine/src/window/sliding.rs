@@ -121,6 +121,10 @@ pub struct SlidingWindow {
     cap: i64,
     spec: WindowSpec,
     panes: Box<[Pane]>,
+    /// Boxed, so windows without one keep their insert-hot fields in fewer cache lines.
+    /// Next to `panes`: readying an insert reads both, and the lines after them are
+    /// needed only by the insert itself.
+    histogram: Option<Box<Histogram>>,
     count: u64,
     sum: CompensatedSum,
     /// Newest event time over live panes, `i64::MIN` when the window is empty.
@@ -130,8 +134,6 @@ pub struct SlidingWindow {
     /// Blocks whose summary is out of date (bit `b` for block `b`).
     dirty: u64,
     block_shift: u32,
-    /// Boxed, so windows without one keep their insert-hot fields in fewer cache lines.
-    histogram: Option<Box<Histogram>>,
     // Fields below are read at refold time only.
     evictions_since_refold: i64,
     /// Min and max per block of `1 << block_shift` ring slots, so a refold
@@ -206,11 +208,20 @@ impl SlidingWindow {
     pub fn prefetch_advance(&self, now_ms: i64) {
         if now_ms >= self.next_boundary {
             let first_dead = self.current - self.spec.panes + 1;
-            let slot = first_dead.rem_euclid(self.cap) as usize;
-            crate::prefetch::prefetch(&self.panes[slot]);
+            self.prefetch_pane(first_dead.rem_euclid(self.cap) as usize);
             if let Some(h) = &self.histogram {
                 h.prefetch_header();
             }
+        }
+    }
+
+    /// Starts loading both cache lines a pane may straddle.
+    #[inline]
+    fn prefetch_pane(&self, slot: usize) {
+        if let Some(pane) = self.panes.get(slot) {
+            let start = std::ptr::from_ref(pane).cast::<u8>();
+            crate::prefetch::prefetch(start);
+            crate::prefetch::prefetch(start.wrapping_add(size_of::<Pane>() - 1));
         }
     }
 
@@ -296,7 +307,7 @@ impl SlidingWindow {
     #[inline]
     pub fn prefetch(&self, time_ms: i64) {
         if let Ok((slot, _)) = self.locate(time_ms) {
-            crate::prefetch::prefetch(&self.panes[slot]);
+            self.prefetch_pane(slot);
             if let Some(h) = &self.histogram {
                 h.prefetch_header();
             }
