@@ -48,12 +48,14 @@ fn representative(key: u32) -> f64 {
 const GROUP: usize = 64;
 
 /// Contiguous counts over a range of magnitude keys, with a sum per group of `GROUP`
-/// buckets so a quantile walk steps over empty or passed-over groups at once.
+/// buckets so a quantile walk steps over empty or passed-over groups at once. Boxed
+/// slices (grown by reallocating, which is rare) keep it to 40 bytes, so the histogram's
+/// header line holds the positive store whole.
 #[derive(Debug, Clone, Default)]
 struct DenseStore {
     offset: u32,
-    counts: Vec<u64>,
-    groups: Vec<u64>,
+    counts: Box<[u64]>,
+    groups: Box<[u64]>,
 }
 
 impl DenseStore {
@@ -61,9 +63,8 @@ impl DenseStore {
     fn add(&mut self, key: u32, n: u64) {
         if self.counts.is_empty() {
             self.offset = key;
-            self.counts.push(n);
-            self.groups.clear();
-            self.groups.push(n);
+            self.counts = Box::new([n]);
+            self.groups = Box::new([n]);
             return;
         }
         if key < self.offset {
@@ -71,15 +72,19 @@ impl DenseStore {
             let margin = grow.max(self.counts.len() / 2).min(self.offset as usize);
             let mut counts = vec![0; margin + self.counts.len()];
             counts[margin..].copy_from_slice(&self.counts);
-            self.counts = counts;
+            self.counts = counts.into_boxed_slice();
             self.offset -= margin as u32;
             self.regroup();
         }
         let at = (key - self.offset) as usize;
         if at >= self.counts.len() {
             let len = (at + 1).max(self.counts.len() + self.counts.len() / 2);
-            self.counts.resize(len, 0);
-            self.groups.resize(len.div_ceil(GROUP), 0);
+            let mut counts = std::mem::take(&mut self.counts).into_vec();
+            counts.resize(len, 0);
+            self.counts = counts.into_boxed_slice();
+            let mut groups = std::mem::take(&mut self.groups).into_vec();
+            groups.resize(len.div_ceil(GROUP), 0);
+            self.groups = groups.into_boxed_slice();
         }
         self.counts[at] += n;
         self.groups[at / GROUP] += n;
@@ -101,9 +106,7 @@ impl DenseStore {
     }
 
     fn clear(&mut self) {
-        self.counts = Vec::new();
-        self.groups = Vec::new();
-        self.offset = 0;
+        *self = Self::default();
     }
 
     /// Index of the bucket holding the `rank`-th value counted from the largest key, or
@@ -148,7 +151,7 @@ impl DenseStore {
     }
 
     fn heap_bytes(&self) -> usize {
-        (self.counts.capacity() + self.groups.capacity()) * size_of::<u64>()
+        (self.counts.len() + self.groups.len()) * size_of::<u64>()
     }
 }
 
@@ -217,18 +220,26 @@ enum Spot {
 }
 
 /// Window-wide value distribution plus the per-pane bucket lists to evict with.
+///
+/// Laid out so that recording a positive value reads one line of this header: the
+/// total, the pane lists and the positive store come first.
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 pub struct Histogram {
-    positive: DenseStore,
-    negative: DenseStore,
-    zeros: u64,
     total: u64,
     panes: Box<[PaneCounts]>,
+    positive: DenseStore,
+    // Read for zeros, negative values and quantiles only.
+    zeros: u64,
+    negative: DenseStore,
     /// Where the last quantile was found (true for the negative store) and the bucket
     /// index there: quantiles move little between refreshes, so the next refresh loads
     /// that neighbourhood ahead of its walk.
     last_found: Option<(bool, u32)>,
 }
+
+// Recording a positive value reads the first line only.
+const _: () = assert!(std::mem::offset_of!(Histogram, zeros) <= 64);
 
 impl Histogram {
     /// An empty histogram for a ring of `slots` panes.
@@ -278,13 +289,10 @@ impl Histogram {
         self.apply(key, 1, true);
     }
 
-    /// Starts loading this histogram's own fields into cache.
+    /// Starts loading the line of this header that recording a positive value reads.
     #[inline]
     pub fn prefetch_header(&self) {
-        let base = (self as *const Self).cast::<u8>();
-        for line in (0..size_of::<Self>()).step_by(64) {
-            crate::prefetch::prefetch(base.wrapping_add(line));
-        }
+        crate::prefetch::prefetch(self);
     }
 
     /// Starts loading what recording `value` in slot `slot` reaches from this header: the
@@ -296,6 +304,12 @@ impl Histogram {
             crate::prefetch::prefetch(pane);
         }
         let key = pane_key(value);
+        if key & (NEG_FLAG | ZERO_KEY) != 0 {
+            let base = std::ptr::from_ref(self).cast::<u8>();
+            for line in (64..size_of::<Self>()).step_by(64) {
+                crate::prefetch::prefetch(base.wrapping_add(line));
+            }
+        }
         let (store, k) = if key == ZERO_KEY {
             return;
         } else if key & NEG_FLAG != 0 {
@@ -337,6 +351,11 @@ impl Histogram {
         match (step, pane) {
             (0, _) => {
                 crate::prefetch::prefetch(pane);
+                // A quantile reads the whole header.
+                let base = std::ptr::from_ref(self).cast::<u8>();
+                for line in (64..size_of::<Self>()).step_by(64) {
+                    crate::prefetch::prefetch(base.wrapping_add(line));
+                }
                 if let Some((negative, at)) = self.last_found {
                     let store = if negative {
                         &self.negative
