@@ -14,7 +14,7 @@ pub const BUCKET_RELATIVE_ERROR: f64 = 1.0 / (1u64 << (SUB_BUCKET_BITS + 1)) as 
 /// Pane-local key: magnitude bucket, with a sign bit above it; `ZERO_KEY` for zero.
 const NEG_FLAG: u32 = 1 << 17;
 const ZERO_KEY: u32 = 1 << 18;
-/// A pane keeps its buckets in a short list until this many, then in a hash map.
+/// A pane's overflow keeps its buckets in a short list until this many, then in a hash map.
 const SMALL_PANE_BUCKETS: usize = 16;
 
 #[inline]
@@ -155,20 +155,20 @@ impl DenseStore {
     }
 }
 
-/// The buckets one pane added, so they can be taken out again when it is evicted.
+/// The buckets of a pane that did not fit in its inline list.
 #[derive(Debug, Clone)]
-enum PaneCounts {
+enum Overflow {
     Small(Vec<(u32, u32)>),
     Large(HashMap<u32, u64>),
 }
 
-impl Default for PaneCounts {
+impl Default for Overflow {
     fn default() -> Self {
         Self::Small(Vec::new())
     }
 }
 
-impl PaneCounts {
+impl Overflow {
     #[inline]
     fn add(&mut self, key: u32) {
         match self {
@@ -209,6 +209,66 @@ impl PaneCounts {
             Self::Small(list) => list.capacity() * size_of::<(u32, u32)>(),
             Self::Large(map) => map.allocation_size(),
         }
+    }
+}
+
+/// Distinct buckets a pane lists inline, in its own cache line.
+const INLINE_BUCKETS: usize = 9;
+
+/// The buckets one pane added, so they can be taken out again when it is evicted: the
+/// first `INLINE_BUCKETS` distinct ones inline (one cache line, which recording a value
+/// reads and writes), the rest, and counts past `u16::MAX`, in an overflow list.
+#[derive(Debug, Clone, Default)]
+#[repr(C, align(64))]
+struct PaneCounts {
+    keys: [u32; INLINE_BUCKETS],
+    counts: [u16; INLINE_BUCKETS],
+    len: u8,
+    overflow: Option<Box<Overflow>>,
+}
+
+const _: () = assert!(size_of::<PaneCounts>() == 64);
+
+impl PaneCounts {
+    #[inline]
+    fn add(&mut self, key: u32) {
+        let len = usize::from(self.len);
+        if let Some(i) = self.keys[..len].iter().position(|&k| k == key) {
+            if let Some(n) = self.counts[i].checked_add(1) {
+                self.counts[i] = n;
+                return;
+            }
+        } else if len < INLINE_BUCKETS {
+            self.keys[len] = key;
+            self.counts[len] = 1;
+            self.len += 1;
+            return;
+        }
+        self.overflow.get_or_insert_default().add(key);
+    }
+
+    /// Hands every (bucket, count) to `f` (a bucket may come twice, inline and in the
+    /// overflow) and empties the list.
+    fn drain(&mut self, mut f: impl FnMut(u32, u64)) {
+        let len = usize::from(self.len);
+        for (&k, &n) in self.keys[..len].iter().zip(&self.counts[..len]) {
+            f(k, u64::from(n));
+        }
+        self.len = 0;
+        if let Some(overflow) = &mut self.overflow {
+            overflow.drain(f);
+        }
+    }
+
+    /// The buckets listed inline.
+    fn inline_keys(&self) -> &[u32] {
+        &self.keys[..usize::from(self.len)]
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.overflow
+            .as_ref()
+            .map_or(0, |o| size_of::<Overflow>() + o.heap_bytes())
     }
 }
 
@@ -326,23 +386,39 @@ impl Histogram {
         }
     }
 
-    /// Starts loading the bucket list of slot `slot`. Call after `prefetch_slot` has had
-    /// time to bring the list's header in.
+    /// Starts loading the overflow list of slot `slot`, if it has one. Call after
+    /// `prefetch_slot` has had time to bring the slot's inline list in.
     #[inline]
     pub fn prefetch_record(&self, slot: usize) {
-        if let Some(PaneCounts::Small(list)) = self.panes.get(slot) {
-            let base = list.as_ptr().cast::<u8>();
-            let bytes = list.len() * size_of::<(u32, u32)>();
-            for line in (0..bytes.max(1)).step_by(64) {
-                crate::prefetch::prefetch(base.wrapping_add(line));
+        if let Some(pane) = self.panes.get(slot)
+            && let Some(overflow) = &pane.overflow
+        {
+            match &**overflow {
+                Overflow::Small(list) => crate::prefetch::prefetch(list.as_ptr()),
+                Overflow::Large(_) => crate::prefetch::prefetch(&**overflow),
             }
+        }
+    }
+
+    /// Starts loading the window-wide count of bucket `key`.
+    #[inline]
+    fn prefetch_count(&self, key: u32) {
+        let (store, k) = if key == ZERO_KEY {
+            return;
+        } else if key & NEG_FLAG != 0 {
+            (&self.negative, key & !NEG_FLAG)
+        } else {
+            (&self.positive, key)
+        };
+        if let Some(c) = store.counts.get(k.wrapping_sub(store.offset) as usize) {
+            crate::prefetch::prefetch(c);
         }
     }
 
     /// Starts loading what evicting slot `slot` and then walking to a quantile will read,
     /// in steps a batch apart (each needs what the one before brought in): 0, the slot's
-    /// list header, the group sums and the bucket group of the last quantile; 1, the
-    /// slot's list; 2, the counts that list will decrement.
+    /// inline list, the rest of the header, the group sums and the bucket group of the
+    /// last quantile; 1, the slot's overflow list; 2, the counts the lists will decrement.
     #[inline]
     pub fn prefetch_evict(&self, slot: usize, step: u8) {
         let Some(pane) = self.panes.get(slot) else {
@@ -374,21 +450,18 @@ impl Histogram {
                 }
             }
             (1, _) => self.prefetch_record(slot),
-            (_, PaneCounts::Small(list)) => {
-                for &(key, _) in list {
-                    let (store, k) = if key == ZERO_KEY {
-                        continue;
-                    } else if key & NEG_FLAG != 0 {
-                        (&self.negative, key & !NEG_FLAG)
-                    } else {
-                        (&self.positive, key)
-                    };
-                    if let Some(c) = store.counts.get(k.wrapping_sub(store.offset) as usize) {
-                        crate::prefetch::prefetch(c);
+            _ => {
+                for &key in pane.inline_keys() {
+                    self.prefetch_count(key);
+                }
+                if let Some(overflow) = &pane.overflow
+                    && let Overflow::Small(list) = &**overflow
+                {
+                    for &(key, _) in list {
+                        self.prefetch_count(key);
                     }
                 }
             }
-            (_, PaneCounts::Large(_)) => {}
         }
     }
 
@@ -527,6 +600,34 @@ mod tests {
         assert!((p - 5000.0).abs() <= 5000.0 * BUCKET_RELATIVE_ERROR);
         h.evict(1);
         assert_eq!(h.quantile(0.5), None);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn pane_lists_overflow_by_bucket_and_by_count() {
+        let mut h = Histogram::new(2);
+        // More distinct buckets than fit inline, and one bucket past a u16 count.
+        for i in 1..=40 {
+            h.record(0, f64::from(i) * 1000.0);
+        }
+        for _ in 0..70_000 {
+            h.record(0, 7.0);
+        }
+        h.record(1, -2.0);
+        h.record(1, 0.0);
+        assert_eq!(h.len(), 70_042);
+        let p = h.quantile(0.5).unwrap();
+        assert!((p - 7.0).abs() <= 7.0 * BUCKET_RELATIVE_ERROR);
+        h.evict(0);
+        assert_eq!(h.len(), 2);
+        let low = h.quantile(0.5).unwrap();
+        assert!((low + 2.0).abs() <= 2.0 * BUCKET_RELATIVE_ERROR, "{low}");
+        assert_eq!(h.quantile(1.0), Some(0.0));
+        h.evict(1);
+        assert!(h.is_empty());
+        // The slot is reused cleanly.
+        h.record(0, 3.0);
+        h.evict(0);
         assert!(h.is_empty());
     }
 }
