@@ -266,9 +266,9 @@ impl QueryIndex {
     /// Starts loading the histogram records of query `id` an event will update (after
     /// `warm`); nothing for queries without a histogram.
     #[inline]
-    pub fn warm_histogram(&self, id: QueryId, time_ms: i64, value: f64, first: bool) {
+    pub fn warm_histogram(&self, id: QueryId, time_ms: i64, value: f64) {
         if let Some(Some(q)) = self.slots.get(id.0 as usize) {
-            q.window.prefetch_histogram(time_ms, value, first);
+            q.window.prefetch_histogram(time_ms, value);
         }
     }
 

@@ -255,12 +255,9 @@ impl Shard {
                 self.queries.warm(id, chunk[i as usize].event_time, now);
             }
             if self.histograms > 0 {
-                for first in [true, false] {
-                    for &(i, id) in &plan {
-                        let ev = &chunk[i as usize];
-                        self.queries
-                            .warm_histogram(id, ev.event_time, ev.value, first);
-                    }
+                for &(i, id) in &plan {
+                    let ev = &chunk[i as usize];
+                    self.queries.warm_histogram(id, ev.event_time, ev.value);
                 }
             }
             for &(i, id) in &plan {

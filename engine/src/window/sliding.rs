@@ -327,19 +327,14 @@ impl SlidingWindow {
     }
 
     /// Starts loading the histogram records an event at `time_ms` with `value` will
-    /// update, in two steps a batch apart: `first` reaches from the histogram's header
-    /// (the slot's list header, the bucket's count), then the list itself. Nothing
-    /// without a histogram.
+    /// update (the slot's inline bucket list, the bucket's count); call a batch after
+    /// `prefetch`, which brings the histogram's header in. Nothing without a histogram.
     #[inline]
-    pub fn prefetch_histogram(&self, time_ms: i64, value: f64, first: bool) {
+    pub fn prefetch_histogram(&self, time_ms: i64, value: f64) {
         if let Some(h) = &self.histogram
             && let Ok((slot, _)) = self.locate(time_ms)
         {
-            if first {
-                h.prefetch_slot(slot, value);
-            } else {
-                h.prefetch_record(slot);
-            }
+            h.prefetch_slot(slot, value);
         }
     }
 
