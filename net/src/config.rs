@@ -47,6 +47,10 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// A stream client that cannot take data for this long is closed (1008), in ms.
     pub slow_client_timeout_ms: u64,
+    /// Kernel send buffer of each stream socket (`SO_SNDBUF`), in bytes: what a client
+    /// that stopped reading can hold of the node's memory before its frames queue (and
+    /// are conflated) in the node. Pushes are small, so a small buffer costs nothing.
+    pub stream_send_buffer_bytes: usize,
     /// Pings are sent this often on idle streams; a peer silent for two intervals is
     /// dropped. In milliseconds.
     pub ws_ping_interval_ms: u64,
@@ -72,6 +76,7 @@ impl Default for Config {
             drain_timeout_ms: 10_000,
             allowed_origins: Vec::new(),
             slow_client_timeout_ms: 10_000,
+            stream_send_buffer_bytes: 64 * 1024,
             ws_ping_interval_ms: 20_000,
             demo: false,
         }
@@ -142,6 +147,9 @@ pub struct Cli {
     /// A stream client that cannot take data this long is closed, ms [default: 10000]
     #[arg(long, env = "LIVEDASH_SLOW_CLIENT_TIMEOUT_MS", value_name = "MS")]
     pub slow_client_timeout_ms: Option<u64>,
+    /// Kernel send buffer of each stream socket, bytes [default: 65536]
+    #[arg(long, env = "LIVEDASH_STREAM_SEND_BUFFER_BYTES", value_name = "BYTES")]
+    pub stream_send_buffer_bytes: Option<usize>,
     /// Ping interval of idle streams, ms [default: 20000]
     #[arg(long, env = "LIVEDASH_WS_PING_INTERVAL_MS", value_name = "MS")]
     pub ws_ping_interval_ms: Option<u64>,
@@ -151,9 +159,10 @@ pub struct Cli {
 }
 
 /// Environment variables the node understands; any other `LIVEDASH_*` is an error.
-const KNOWN_ENV: [&str; 19] = [
+const KNOWN_ENV: [&str; 20] = [
     "LIVEDASH_ALLOWED_ORIGINS",
     "LIVEDASH_SLOW_CLIENT_TIMEOUT_MS",
+    "LIVEDASH_STREAM_SEND_BUFFER_BYTES",
     "LIVEDASH_WS_PING_INTERVAL_MS",
     "LIVEDASH_DEMO",
     "LIVEDASH_LOG",
@@ -213,6 +222,7 @@ impl Config {
             drain_timeout_ms,
             allowed_origins,
             slow_client_timeout_ms,
+            stream_send_buffer_bytes,
             ws_ping_interval_ms
         );
         config.demo |= cli.demo;
@@ -263,6 +273,9 @@ impl Config {
         };
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes", "must be at least 1");
+        }
+        if self.stream_send_buffer_bytes < 4096 {
+            return invalid("stream_send_buffer_bytes", "must be at least 4096");
         }
         for (key, ms) in [
             ("header_timeout_ms", self.header_timeout_ms),
@@ -357,25 +370,31 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_by_key() {
-        let c = Config {
-            max_body_bytes: 0,
-            ..Config::default()
-        };
-        assert!(
-            c.check()
-                .unwrap_err()
-                .to_string()
-                .starts_with("max_body_bytes")
-        );
-        let c = Config {
-            admin_token: Some(String::new()),
-            ..Config::default()
-        };
-        assert!(
-            c.check()
-                .unwrap_err()
-                .to_string()
-                .starts_with("admin_token")
-        );
+        for (c, key) in [
+            (
+                Config {
+                    max_body_bytes: 0,
+                    ..Config::default()
+                },
+                "max_body_bytes",
+            ),
+            (
+                Config {
+                    admin_token: Some(String::new()),
+                    ..Config::default()
+                },
+                "admin_token",
+            ),
+            (
+                Config {
+                    stream_send_buffer_bytes: 100,
+                    ..Config::default()
+                },
+                "stream_send_buffer_bytes",
+            ),
+        ] {
+            let err = c.check().unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
     }
 }

@@ -291,24 +291,51 @@ fn refusals() {
     assert_eq!(http.get("/stream/x").status, 426);
 }
 
+/// A dashboard of 200 sum widgets on `prefix.0` .. `prefix.199`, refreshed every 100 ms:
+/// each update frame carries 200 values when all change.
+fn flood_dashboard(http: &mut common::Client, prefix: &str) -> (Value, String) {
+    let widgets: Vec<Value> = (0..200)
+        .map(|i| widget(&format!("{prefix}.{i}"), "sum", 0.1))
+        .collect();
+    let d = create_dashboard(http, prefix, Value::Array(widgets));
+    let id = d["dashboard_id"].as_str().unwrap().to_string();
+    (d, id)
+}
+
+/// One event for every widget of `flood_dashboard(prefix)`.
+fn flood(http: &mut common::Client, prefix: &str, value: f64) {
+    let t = now_ms();
+    let events: Vec<Value> = (0..200)
+        .map(|i| json!({"metric_name": format!("{prefix}.{i}"), "value": value, "event_time": t}))
+        .collect();
+    assert_eq!(
+        http.json("POST", "/ingest", &Value::Array(events)).status,
+        200
+    );
+}
+
+/// A stream whose socket has a tiny receive buffer: a 200-value frame does not fit, so
+/// while the client does not read, the node's writes stop part-way through frames.
+fn tiny_window_stream(server: &Server, id: &str) -> Ws {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let socket: TcpStream = socket.into();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let url = format!("ws://{}/stream/{id}", server.addr);
+    tungstenite::client(url.as_str(), socket).unwrap().0
+}
+
 #[test]
 fn a_stuck_client_is_closed_and_others_keep_receiving() {
     let _alone = exclusive();
     let server = Server::start(&["--slow-client-timeout-ms", "500"]);
     let mut http = server.client();
-    let widgets: Vec<Value> = (0..200)
-        .map(|i| widget(&format!("flood.{i}"), "sum", 0.1))
-        .collect();
-    let d = create_dashboard(&mut http, "flood", Value::Array(widgets));
-    let id = d["dashboard_id"].as_str().unwrap().to_string();
-
-    // The stuck client: a tiny receive buffer, and it never reads after the handshake.
-    let stuck = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    stuck.set_recv_buffer_size(4096).unwrap();
-    stuck.connect(&server.addr.into()).unwrap();
-    let stuck: TcpStream = stuck.into();
-    let (_stuck_ws, _) =
-        tungstenite::client(format!("ws://{}/stream/{id}", server.addr).as_str(), stuck).unwrap();
+    let (d, id) = flood_dashboard(&mut http, "flood");
+    // The stuck client never reads after the handshake.
+    let _stuck = tiny_window_stream(&server, &id);
     let mut good = connect(&server, &format!("/stream/{id}"));
     assert_eq!(next_frame(&mut good)["type"], "snapshot");
 
@@ -330,14 +357,7 @@ fn a_stuck_client_is_closed_and_others_keep_receiving() {
             "the stuck client was never closed"
         );
         round += 1.0;
-        let t = now_ms();
-        let events: Vec<Value> = (0..200)
-            .map(|i| json!({"metric_name": format!("flood.{i}"), "value": round, "event_time": t}))
-            .collect();
-        assert_eq!(
-            http.json("POST", "/ingest", &Value::Array(events)).status,
-            200
-        );
+        flood(&mut http, "flood", round);
         // The good client keeps reading and keeps getting fresh frames.
         let f = next_frame(&mut good);
         assert!(
@@ -348,9 +368,7 @@ fn a_stuck_client_is_closed_and_others_keep_receiving() {
     }
     // After the stuck one is gone, the good one still receives the newest values.
     round += 1.0;
-    let t = now_ms();
-    let events: Vec<Value> = (0..200).map(|i| json!({"metric_name": format!("flood.{i}"), "value": round * 1000.0, "event_time": t})).collect();
-    http.json("POST", "/ingest", &Value::Array(events));
+    flood(&mut http, "flood", round * 1000.0);
     let first = d["widgets"][0]["widget_id"].as_str().unwrap().to_string();
     wait_for(&mut good, Duration::from_secs(10), |f| {
         update_of(f, &first).is_some_and(|w| w["value"].as_f64().unwrap_or(0.0) >= round * 1000.0)
@@ -428,4 +446,39 @@ fn pings_keep_answering_peers_and_drop_silent_ones() {
     let payload = close.payload();
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
     assert_eq!(&payload[2..], b"no answer to pings");
+}
+
+#[test]
+fn a_lagging_client_gets_whole_frames_and_a_resync() {
+    let _alone = exclusive();
+    let server = Server::start(&["--slow-client-timeout-ms", "10000"]);
+    let mut http = server.client();
+    let (d, id) = flood_dashboard(&mut http, "lag");
+    let mut lagging = tiny_window_stream(&server, &id);
+    assert_eq!(next_frame(&mut lagging)["type"], "snapshot");
+
+    // Three seconds of ticks every 100 ms while the client reads nothing: more frames
+    // than its queue holds.
+    for round in 1..=30 {
+        flood(&mut http, "lag", f64::from(round));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    flood(&mut http, "lag", 1e6);
+    // Reading again, every frame parses (a frame cut short would break the protocol), and
+    // the overflow brought a resync: the dashboard, then the newest values.
+    let mut kinds = Vec::new();
+    let first = d["widgets"][0]["widget_id"].as_str().unwrap().to_string();
+    wait_for(&mut lagging, Duration::from_secs(10), |f| {
+        kinds.push(f["type"].as_str().unwrap_or_default().to_string());
+        update_of(f, &first).is_some_and(|w| w["value"].as_f64().unwrap_or(0.0) >= 1e6)
+    });
+    assert!(
+        kinds.iter().any(|k| k == "dashboard"),
+        "no resync among {kinds:?}"
+    );
+    assert!(
+        kinds.len() < 30,
+        "{} frames: the backlog was not conflated",
+        kinds.len()
+    );
 }

@@ -144,6 +144,7 @@ impl Peer {
                 Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
                     return heard;
                 }
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return Heard::Gone,
             }
         }
@@ -182,12 +183,13 @@ pub async fn session(ctx: Rc<ShardCtx>, dashboard_id: Uuid, mut stream: TcpStrea
     let _ = stream.set_write_timeout(Some(slow));
     // Reads (at keep-alive sweeps) and the hub's direct writes must never wait; the
     // writer's own writes wait through the executor.
-    if socket2::SockRef::from(&stream)
-        .set_nonblocking(true)
-        .is_err()
-    {
+    let socket = socket2::SockRef::from(&stream);
+    if socket.set_nonblocking(true).is_err() {
         return;
     }
+    // Bounds what a client that stopped reading pins in kernel memory; past it, frames
+    // queue in the node, where they are conflated.
+    let _ = socket.set_send_buffer_size(ctx.config.stream_send_buffer_bytes);
     let mut peer = Peer::new();
     let outbox = Rc::new(Outbox::new());
     let Some(dashboard) = Hub::join(&ctx, dashboard_id, &outbox).await else {
@@ -245,6 +247,13 @@ async fn pump(
     loop {
         outbox.wake_rx.recv().await?;
         let mut stream = outbox.socket.borrow_mut().take()?;
+        // The rest of a frame the hub began goes out before any other byte.
+        if let Some((rest, framed_at)) = outbox.take_tail() {
+            if stream.write_all(&rest).await.is_err() {
+                return Some((1008, "client too slow".into()));
+            }
+            ctx.hub.written(now_ms() - framed_at);
+        }
         if outbox.take_ping() {
             match peer.hear(&stream) {
                 Heard::Gone => {
@@ -277,20 +286,14 @@ async fn pump(
     }
 }
 
-/// Writes the rest of a frame the hub began, then every queued frame (or, after an
-/// overflow, the frames that resynchronise the client). False if the socket failed.
+/// Writes every queued frame (or, after an overflow, the frames that resynchronise the
+/// client). False if the socket failed.
 async fn write_pending(
     ctx: &Rc<ShardCtx>,
     dashboard_id: Uuid,
     outbox: &Outbox,
     stream: &mut TcpStream,
 ) -> bool {
-    if let Some((rest, framed_at)) = outbox.take_tail() {
-        if stream.write_all(&rest).await.is_err() {
-            return false;
-        }
-        ctx.hub.written(now_ms() - framed_at);
-    }
     loop {
         let frame = if outbox.take_resync() {
             let mut frames = ctx.hub.resync_frames(dashboard_id);
