@@ -357,7 +357,7 @@ impl Histogram {
     }
 
     /// Starts loading what recording `value` in slot `slot` reaches from this header: the
-    /// slot's bucket-list header, and the window-wide count (and its group sum) of the
+    /// slot's inline bucket list, and the window-wide count (and its group sum) of the
     /// value's bucket. Call after `prefetch_header` has had time to bring the header in.
     #[inline]
     pub fn prefetch_slot(&self, slot: usize, value: f64) {
