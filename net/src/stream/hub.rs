@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
 use hashbrown::HashMap;
 use livedash_engine::shard::WidgetValue;
 use livedash_engine::{Dashboard, Widget, shard_for};
@@ -176,6 +177,16 @@ struct Delivery {
     outboxes: Vec<Rc<Outbox>>,
 }
 
+/// Lets one delivery run at a time, in the order they were framed.
+#[derive(Debug)]
+struct InOrder(Semaphore);
+
+impl Default for InOrder {
+    fn default() -> Self {
+        Self(Semaphore::new(1))
+    }
+}
+
 /// Every room of the shard, plus pushes waiting to be framed.
 #[derive(Debug, Default)]
 pub struct Hub {
@@ -189,6 +200,7 @@ pub struct Hub {
     rooms: RefCell<HashMap<Uuid, Room>>,
     pending: RefCell<Vec<(Uuid, WidgetValue)>>,
     gathering: Cell<bool>,
+    delivering: InOrder,
 }
 
 /// Widget ids of `widgets` grouped by owner shard.
@@ -382,6 +394,11 @@ impl Hub {
             ctx.hub.gathering.set(false);
             let pending = std::mem::take(&mut *ctx.hub.pending.borrow_mut());
             let deliveries = ctx.hub.frame(pending);
+            // A fan-out that takes longer than a refresh interval must not let the next
+            // tick's frames overtake its own on the connections it has not reached yet.
+            let Ok(_turn) = ctx.hub.delivering.0.acquire_permit(1).await else {
+                return;
+            };
             ctx.hub.deliver(deliveries).await;
         })
         .detach();
