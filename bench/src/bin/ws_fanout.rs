@@ -128,7 +128,7 @@ struct RunResult {
     delays: Vec<i64>,
 }
 
-/// Opens `n` streams over `dashboards` from `clients` executors, measures idle memory,
+/// Opens `n` streams over `dashboards` from `clients` threads, measures idle memory,
 /// then feeds for `seconds`.
 #[allow(clippy::too_many_arguments)]
 fn run(
