@@ -440,20 +440,17 @@ impl Shard {
                         }
                     }
                 }
-                for &(slot, _) in chunk {
-                    if let Some(Some(state)) = self.widgets.get(slot as usize)
-                        && let Some(query) = self.queries.get(state.query)
-                    {
-                        query.window.prefetch_advance(now);
-                    }
-                }
-                if self.histograms > 0 {
-                    for step in 0..3 {
-                        for &(slot, _) in chunk {
-                            if let Some(Some(state)) = self.widgets.get(slot as usize)
-                                && let Some(query) = self.queries.get(state.query)
-                            {
-                                query.window.prefetch_advance_histogram(now, step);
+                // The panes that slide out, then (with percentile widgets on the shard)
+                // the three steps of their histogram records.
+                let passes = if self.histograms > 0 { 4 } else { 1 };
+                for pass in 0..passes {
+                    for &(slot, _) in chunk {
+                        if let Some(Some(state)) = self.widgets.get(slot as usize)
+                            && let Some(query) = self.queries.get(state.query)
+                        {
+                            match pass {
+                                0 => query.window.prefetch_advance(now),
+                                step => query.window.prefetch_advance_histogram(now, step - 1),
                             }
                         }
                     }

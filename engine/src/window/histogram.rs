@@ -33,6 +33,17 @@ fn pane_key(value: f64) -> u32 {
     }
 }
 
+/// The store a pane key counts in (`true` for the negative one) and its magnitude key
+/// there; `None` for zero, which is counted apart.
+#[inline]
+fn split_key(key: u32) -> Option<(bool, u32)> {
+    if key == ZERO_KEY {
+        None
+    } else {
+        Some((key & NEG_FLAG != 0, key & !NEG_FLAG))
+    }
+}
+
 /// The midpoint of a magnitude bucket.
 fn representative(key: u32) -> f64 {
     let lo = f64::from_bits(u64::from(key) << SHIFT);
@@ -316,29 +327,46 @@ impl Histogram {
     }
 
     fn apply(&mut self, key: u32, n: u64, add: bool) {
-        let store = if key == ZERO_KEY {
-            if add {
-                self.zeros += n
-            } else {
-                self.zeros -= n
-            }
-            None
-        } else if key & NEG_FLAG != 0 {
-            Some((&mut self.negative, key & !NEG_FLAG))
-        } else {
-            Some((&mut self.positive, key))
-        };
-        if let Some((store, k)) = store {
-            if add {
-                store.add(k, n)
-            } else {
-                store.sub(k, n)
+        match split_key(key) {
+            None if add => self.zeros += n,
+            None => self.zeros -= n,
+            Some((negative, k)) => {
+                let store = if negative {
+                    &mut self.negative
+                } else {
+                    &mut self.positive
+                };
+                if add {
+                    store.add(k, n)
+                } else {
+                    store.sub(k, n)
+                }
             }
         }
         if add {
             self.total += n
         } else {
             self.total -= n
+        }
+    }
+
+    /// The positive or the negative store.
+    #[inline]
+    fn store(&self, negative: bool) -> &DenseStore {
+        if negative {
+            &self.negative
+        } else {
+            &self.positive
+        }
+    }
+
+    /// Starts loading the header's lines past the first (zeros, negatives, the last
+    /// quantile's place).
+    #[inline]
+    fn prefetch_cold_header(&self) {
+        let base = std::ptr::from_ref(self).cast::<u8>();
+        for line in (64..size_of::<Self>()).step_by(64) {
+            crate::prefetch::prefetch(base.wrapping_add(line));
         }
     }
 
@@ -366,23 +394,11 @@ impl Histogram {
         }
         let key = pane_key(value);
         if key & (NEG_FLAG | ZERO_KEY) != 0 {
-            let base = std::ptr::from_ref(self).cast::<u8>();
-            for line in (64..size_of::<Self>()).step_by(64) {
-                crate::prefetch::prefetch(base.wrapping_add(line));
-            }
+            self.prefetch_cold_header();
         }
-        let (store, k) = if key == ZERO_KEY {
-            return;
-        } else if key & NEG_FLAG != 0 {
-            (&self.negative, key & !NEG_FLAG)
-        } else {
-            (&self.positive, key)
-        };
-        let at = k.wrapping_sub(store.offset) as usize;
-        if let Some(c) = store.counts.get(at) {
-            crate::prefetch::prefetch(c);
-        }
-        if let Some(g) = store.groups.get(at / GROUP) {
+        if let Some((store, at)) = self.prefetch_count(key)
+            && let Some(g) = store.groups.get(at / GROUP)
+        {
             crate::prefetch::prefetch(g);
         }
     }
@@ -397,19 +413,17 @@ impl Histogram {
         }
     }
 
-    /// Starts loading the window-wide count of bucket `key`.
+    /// Starts loading the window-wide count of bucket `key`; returns its store and its
+    /// index there (`None` for zero).
     #[inline]
-    fn prefetch_count(&self, key: u32) {
-        let (store, k) = if key == ZERO_KEY {
-            return;
-        } else if key & NEG_FLAG != 0 {
-            (&self.negative, key & !NEG_FLAG)
-        } else {
-            (&self.positive, key)
-        };
-        if let Some(c) = store.counts.get(k.wrapping_sub(store.offset) as usize) {
+    fn prefetch_count(&self, key: u32) -> Option<(&DenseStore, usize)> {
+        let (negative, k) = split_key(key)?;
+        let store = self.store(negative);
+        let at = k.wrapping_sub(store.offset) as usize;
+        if let Some(c) = store.counts.get(at) {
             crate::prefetch::prefetch(c);
         }
+        Some((store, at))
     }
 
     /// Starts loading what evicting slot `slot` and then walking to a quantile will read,
@@ -426,16 +440,9 @@ impl Histogram {
             (0, _) => {
                 crate::prefetch::prefetch(pane);
                 // A quantile reads the whole header.
-                let base = std::ptr::from_ref(self).cast::<u8>();
-                for line in (64..size_of::<Self>()).step_by(64) {
-                    crate::prefetch::prefetch(base.wrapping_add(line));
-                }
+                self.prefetch_cold_header();
                 if let Some((negative, at)) = self.last_found {
-                    let store = if negative {
-                        &self.negative
-                    } else {
-                        &self.positive
-                    };
+                    let store = self.store(negative);
                     for store_groups in store.groups.chunks(8) {
                         crate::prefetch::prefetch(store_groups.as_ptr());
                     }
@@ -511,11 +518,7 @@ impl Histogram {
             Spot::Zero => Some(0.0),
             Spot::Bucket(negative, at) => {
                 self.last_found = Some((negative, at as u32));
-                let store = if negative {
-                    &self.negative
-                } else {
-                    &self.positive
-                };
+                let store = self.store(negative);
                 let magnitude = representative(store.offset + at as u32);
                 Some(if negative { -magnitude } else { magnitude })
             }
