@@ -7,14 +7,17 @@
 //! measures the server's resident memory per idle stream, then feeds events so every
 //! widget changes every tick and records, per received `update` frame, the delay from the
 //! tick (the refresh deadline, a multiple of the interval) to the frame's arrival.
+//! Last, it measures the loopback floor of the same fan-out (`livedash_bench::floor`)
+//! and reports the node's p99 delay as a ratio to it.
 //!
 //! `cargo build --release --bin livedash && cargo run --release -p livedash-bench --bin ws_fanout`
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use livedash_bench::floor;
 use livedash_bench::node::{Conn, now_ms, start_node};
 use livedash_loadgen::sockets::{self, OnText, Plan};
 use livedash_loadgen::stats::Stats;
@@ -43,6 +46,8 @@ struct Args {
 }
 
 const INTERVAL_MS: i64 = 1000;
+/// Shards of the node, and sender threads of the loopback floor.
+const SHARDS: usize = 2;
 
 fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -124,6 +129,8 @@ fn feeder(
 
 struct RunResult {
     connected: usize,
+    /// Mean size of the update frames received, WebSocket header included.
+    frame_bytes: usize,
     idle_rss_per_socket: f64,
     delays: Vec<i64>,
 }
@@ -143,13 +150,19 @@ fn run(
     let rss_before = rss_bytes(pid);
     let measuring = Arc::new(AtomicBool::new(false));
     let delays = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let text_bytes = Arc::new(AtomicU64::new(0));
     let on_text: OnText = {
-        let (measuring, delays) = (Arc::clone(&measuring), Arc::clone(&delays));
+        let (measuring, delays, text_bytes) = (
+            Arc::clone(&measuring),
+            Arc::clone(&delays),
+            Arc::clone(&text_bytes),
+        );
         Arc::new(move |text: &str| {
             if !measuring.load(Ordering::Relaxed) {
                 return;
             }
             let received = now_ms();
+            text_bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
             // Only `sent_at` is needed: find it instead of parsing the frame, so the
             // client spends its CPU reading sockets.
             if let Some(sent_at) = sent_at(text) {
@@ -236,17 +249,28 @@ fn run(
             (cpu_after.1 - cpu_before.1) as f64 / seconds as f64
         );
     }
+    let payload = text_bytes.load(Ordering::Relaxed) as usize / delays.len().max(1);
     Ok(RunResult {
         connected,
+        frame_bytes: payload
+            + match payload {
+                0..126 => 2,
+                126..65_536 => 4,
+                _ => 10,
+            },
         idle_rss_per_socket: idle_rss.saturating_sub(rss_before) as f64 / connected.max(1) as f64,
         delays,
     })
 }
 
 fn main() -> Result<(), String> {
-    let args = Args::parse();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let (node, addr) = start_node(&["--shards", "2"])?;
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(floor::SENDER_FLAG) {
+        return floor::sender_main(floor::sender_plan(&argv[2..])?);
+    }
+    let args = Args::parse();
+    let (node, addr) = start_node(&["--shards", &SHARDS.to_string()])?;
     let mut admin = Conn::open(addr).map_err(|e| e.to_string())?;
     let mut dashboards = Vec::new();
     let mut metrics = Vec::new();
@@ -292,12 +316,37 @@ fn main() -> Result<(), String> {
         results.push(r);
         std::thread::sleep(Duration::from_secs(2));
     }
+    drop(node);
     if let [base, big] = &results[..] {
         println!(
             "p99 delay at {} streams is {:.2}x the baseline at {}",
             args.sockets,
             percentile(&big.delays, 0.99) as f64 / percentile(&base.delays, 0.99).max(1) as f64,
             args.baseline_sockets
+        );
+        let plan = floor::Fanout {
+            sockets: args.sockets,
+            frame_bytes: big.frame_bytes,
+            ticks: args.seconds as u32,
+            interval_ms: INTERVAL_MS,
+            senders: SHARDS,
+            readers: args.clients,
+        };
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let floor = floor::measure(&exe, plan)?;
+        println!(
+            "loopback floor ({} sender threads doing nothing but send, {}-byte frames): delay p50 {} ms, p99 {} ms, max {} ms over {} frames",
+            SHARDS,
+            plan.frame_bytes,
+            percentile(&floor, 0.5),
+            percentile(&floor, 0.99),
+            floor.last().copied().unwrap_or(-1),
+            floor.len()
+        );
+        println!(
+            "p99 delay at {} streams is {:.2}x the loopback floor",
+            args.sockets,
+            percentile(&big.delays, 0.99) as f64 / percentile(&floor, 0.99).max(1) as f64,
         );
     }
     Ok(())
