@@ -79,30 +79,44 @@ impl NameKey {
 #[derive(Debug)]
 struct MetricEntry {
     name: NameKey,
-    queries: SmallVec<[QueryId; 2]>,
+    queries: SmallVec<[Route; 2]>,
 }
+
+const _: () = assert!(size_of::<MetricEntry>() <= 64);
 
 /// Handle of a live query in a `QueryIndex`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QueryId(u32);
 
+/// A query an event's metric feeds, as the metric index lists it: with whether the query
+/// has a tag filter, so inserting into an unfiltered query reads nothing of it beyond its
+/// window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub id: QueryId,
+    filtered: bool,
+}
+
 /// One query's state and how many widgets use it. Laid out so that what an insert reads
-/// (the filter flag and the window's header) sits in the first cache lines of a
-/// line-aligned slot, which `QueryIndex::prefetch` loads.
+/// (the window's header) sits in the first cache lines of a line-aligned slot, which
+/// `QueryIndex::prefetch` loads.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Query {
-    /// False when the filter is empty, so an insert never reads the key.
-    filtered: bool,
     pub window: SlidingWindow,
     widgets: u32,
     percentile_widgets: u32,
     pub key: QueryKey,
 }
 
-/// Bytes of a `Query` an insert touches, from its start: the filter flag and the window's
-/// hot fields (the key is read only for filtered queries).
+/// Bytes of a `Query` an insert touches, from its start: the window's hot fields (the key
+/// is read only for filtered queries).
 const QUERY_HOT_BYTES: usize = std::mem::offset_of!(Query, window) + SlidingWindow::HOT_BYTES;
+
+const _: () = assert!(
+    QUERY_HOT_BYTES <= 128,
+    "an insert reads two cache lines of a query"
+);
 
 /// All queries of a shard, by key and by metric name.
 #[derive(Debug, Default)]
@@ -131,7 +145,6 @@ impl QueryIndex {
             None => {
                 let spec = WindowSpec::for_window(key.window_seconds, max_skew_ms);
                 let query = Query {
-                    filtered: !key.filter.is_empty(),
                     window: SlidingWindow::new(spec, now_ms, false),
                     widgets: 0,
                     percentile_widgets: 0,
@@ -147,6 +160,10 @@ impl QueryIndex {
                         QueryId((self.slots.len() - 1) as u32)
                     }
                 };
+                let route = Route {
+                    id,
+                    filtered: !key.filter.is_empty(),
+                };
                 let hash = self.hasher.hash_one(key.metric.as_bytes());
                 let entry = self.by_metric.entry(
                     hash,
@@ -160,7 +177,7 @@ impl QueryIndex {
                     })
                     .into_mut()
                     .queries
-                    .push(id);
+                    .push(route);
                 self.by_key.insert(key, id);
                 id
             }
@@ -200,9 +217,9 @@ impl QueryIndex {
             .by_metric
             .find_entry(hash, |e| e.name.as_bytes() == metric)
         {
-            let ids = &mut entry.get_mut().queries;
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
+            let routes = &mut entry.get_mut().queries;
+            routes.retain(|r| r.id != id);
+            if routes.is_empty() {
                 entry.remove();
             }
         }
@@ -233,7 +250,7 @@ impl QueryIndex {
 
     /// The queries fed by `metric`, or `None` when no query watches it.
     #[inline]
-    pub fn queries_of(&self, metric: &str) -> Option<&[QueryId]> {
+    pub fn queries_of(&self, metric: &str) -> Option<&[Route]> {
         let hash = self.hasher.hash_one(metric.as_bytes());
         self.by_metric
             .find(hash, |e| e.name.as_bytes() == metric.as_bytes())
@@ -272,12 +289,12 @@ impl QueryIndex {
         }
     }
 
-    /// Inserts an event into query `id` if its tags match the filter; true if counted.
-    /// The caller has advanced the query's clock (`warm` does).
+    /// Inserts an event into the query of `route` if its tags match the filter; true if
+    /// counted. The caller has advanced the query's clock (`warm` does).
     #[inline]
-    pub fn insert_into(&mut self, id: QueryId, tags: &Tags, time_ms: i64, value: f64) -> bool {
-        match self.slots.get_mut(id.0 as usize) {
-            Some(Some(q)) if !q.filtered || q.key.matches(tags) => {
+    pub fn insert_into(&mut self, route: Route, tags: &Tags, time_ms: i64, value: f64) -> bool {
+        match self.slots.get_mut(route.id.0 as usize) {
+            Some(Some(q)) if !route.filtered || q.key.matches(tags) => {
                 q.window.insert(time_ms, value) == InsertOutcome::Counted
             }
             _ => false,
@@ -294,11 +311,11 @@ impl QueryIndex {
         value: f64,
         now_ms: i64,
     ) -> Option<usize> {
-        let ids: SmallVec<[QueryId; 2]> = SmallVec::from_slice(self.queries_of(metric)?);
+        let routes: SmallVec<[Route; 2]> = SmallVec::from_slice(self.queries_of(metric)?);
         let mut counted = 0;
-        for id in ids {
-            self.warm(id, time_ms, now_ms);
-            counted += usize::from(self.insert_into(id, tags, time_ms, value));
+        for route in routes {
+            self.warm(route.id, time_ms, now_ms);
+            counted += usize::from(self.insert_into(route, tags, time_ms, value));
         }
         Some(counted)
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::limits::{DEFAULT_HISTORY_LEN, DEFAULT_MAX_SKEW_MS};
 use crate::model::{Aggregation, MetricEvent, Widget};
-use crate::query::{QueryId, QueryIndex, QueryKey};
+use crate::query::{QueryId, QueryIndex, QueryKey, Route};
 use crate::validate::{self, ValidationError};
 
 /// Tunables of a shard.
@@ -138,7 +138,7 @@ pub struct Shard {
     /// Percentile widgets on this shard (when 0, `apply` skips the histogram pass).
     histograms: usize,
     /// Scratch for `apply`: (event index in chunk, query) pairs.
-    plan: Vec<(u32, QueryId)>,
+    plan: Vec<(u32, Route)>,
 }
 
 /// Refreshes handled per pass of `tick`.
@@ -242,28 +242,30 @@ impl Shard {
                 }
                 outcome.accepted += 1;
                 match self.queries.queries_of(&ev.metric_name) {
-                    Some(ids) => {
-                        for &id in ids {
-                            self.queries.prefetch(id);
-                            plan.push((i as u32, id));
+                    Some(routes) => {
+                        for &route in routes {
+                            self.queries.prefetch(route.id);
+                            plan.push((i as u32, route));
                         }
                     }
                     None => self.stats.unmatched += 1,
                 }
             }
-            for &(i, id) in &plan {
-                self.queries.warm(id, chunk[i as usize].event_time, now);
+            for &(i, route) in &plan {
+                self.queries
+                    .warm(route.id, chunk[i as usize].event_time, now);
             }
             if self.histograms > 0 {
-                for &(i, id) in &plan {
+                for &(i, route) in &plan {
                     let ev = &chunk[i as usize];
-                    self.queries.warm_histogram(id, ev.event_time, ev.value);
+                    self.queries
+                        .warm_histogram(route.id, ev.event_time, ev.value);
                 }
             }
-            for &(i, id) in &plan {
+            for &(i, route) in &plan {
                 let ev = &chunk[i as usize];
                 self.queries
-                    .insert_into(id, &ev.tags, ev.event_time, ev.value);
+                    .insert_into(route, &ev.tags, ev.event_time, ev.value);
             }
         }
         self.plan = plan;

@@ -242,10 +242,22 @@ struct PaneCounts {
 const _: () = assert!(size_of::<PaneCounts>() == 64);
 
 impl PaneCounts {
+    /// The inline entry of `key`, found by comparing all keys at once (no branch on
+    /// where it sits in the list, which varies from value to value).
+    #[inline]
+    fn find(&self, key: u32) -> Option<usize> {
+        let mut hits = 0u32;
+        for (i, &k) in self.keys.iter().enumerate() {
+            hits |= u32::from(k == key) << i;
+        }
+        hits &= (1u32 << self.len) - 1;
+        (hits != 0).then(|| hits.trailing_zeros() as usize)
+    }
+
     #[inline]
     fn add(&mut self, key: u32) {
         let len = usize::from(self.len);
-        if let Some(i) = self.keys[..len].iter().position(|&k| k == key) {
+        if let Some(i) = self.find(key) {
             if let Some(n) = self.counts[i].checked_add(1) {
                 self.counts[i] = n;
                 return;

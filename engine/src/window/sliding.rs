@@ -3,6 +3,11 @@
 //! needs no refold: panes slide out oldest first, so it only changes when the window
 //! empties. Min and max are cached with the number of panes that hold each, and refolded
 //! over the live panes only after the last pane holding one of them slid out.
+//!
+//! The window-wide sum and min/max are kept up to date only once something has read them
+//! (a widget of that aggregation): until then an insert updates its pane alone, and the
+//! first read rebuilds them from the panes. A query that only feeds sum widgets never
+//! tracks extremes, one that only feeds max widgets never keeps a running sum.
 
 use super::compensated::CompensatedSum;
 use super::histogram::Histogram;
@@ -111,29 +116,34 @@ impl Fold {
 #[derive(Debug, Clone)]
 #[repr(C)]
 pub struct SlidingWindow {
-    // Fields an insert reads come first, so they share the first cache lines.
-    /// Pane index of the clock, and the ring slot that holds it.
+    // What an insert reads and writes comes first, packed into two cache lines (the
+    // geometry in u32s, the cache's validity in a flag, the ring's length as its
+    // capacity), so readying an insert loads two lines of a line-aligned owner.
+    /// Pane index of the clock.
     current: i64,
-    current_slot: i64,
-    /// Start of the current pane and of the next one, in epoch ms.
-    current_start: i64,
-    next_boundary: i64,
-    cap: i64,
-    spec: WindowSpec,
+    /// The geometry (`WindowSpec`): pane width, live panes, slots ahead of the clock.
+    pane_ms: i64,
+    span_panes: u32,
+    future_panes: u32,
+    /// The ring slot of the clock's pane.
+    current_slot: u32,
+    block_shift: u32,
+    /// True while `fold` is the min and max over the live panes.
+    fold_valid: bool,
+    /// True while `sum` is the sum over the live panes.
+    sum_valid: bool,
+    /// The ring: `span_panes + future_panes` slots.
     panes: Box<[Pane]>,
     /// Boxed, so windows without one keep their insert-hot fields in fewer cache lines.
-    /// Next to `panes`: readying an insert reads both, and the lines after them are
-    /// needed only by the insert itself.
     histogram: Option<Box<Histogram>>,
     count: u64,
     sum: CompensatedSum,
     /// Newest event time over live panes, `i64::MIN` when the window is empty.
     latest: i64,
-    /// Min and max over live panes, while known to be valid.
-    fold_cache: Option<Fold>,
+    /// Min and max over live panes, while `fold_valid`.
+    fold: Fold,
     /// Blocks whose summary is out of date (bit `b` for block `b`).
     dirty: u64,
-    block_shift: u32,
     // Fields below are read at refold time only.
     evictions_since_refold: i64,
     /// Min and max per block of `1 << block_shift` ring slots, so a refold
@@ -155,22 +165,24 @@ impl SlidingWindow {
             block_shift += 1;
         }
         let mut window = Self {
-            spec,
-            cap,
             current,
-            current_slot: current.rem_euclid(cap),
-            current_start: current * spec.pane_ms,
-            next_boundary: (current + 1) * spec.pane_ms,
+            pane_ms: spec.pane_ms,
+            span_panes: u32::try_from(spec.panes).unwrap_or(u32::MAX),
+            future_panes: u32::try_from(spec.future_panes).unwrap_or(u32::MAX),
+            current_slot: current.rem_euclid(cap) as u32,
+            block_shift,
+            // Neither is tracked until read.
+            fold_valid: false,
+            sum_valid: false,
             panes: vec![Pane::VACANT; cap as usize].into_boxed_slice(),
+            histogram: None,
             count: 0,
             sum: CompensatedSum::default(),
             latest: i64::MIN,
-            evictions_since_refold: 0,
-            fold_cache: Some(Fold::EMPTY),
-            blocks: vec![Fold::EMPTY; (cap as usize).div_ceil(1 << block_shift)].into_boxed_slice(),
-            block_shift,
+            fold: Fold::EMPTY,
             dirty: 0,
-            histogram: None,
+            evictions_since_refold: 0,
+            blocks: vec![Fold::EMPTY; (cap as usize).div_ceil(1 << block_shift)].into_boxed_slice(),
         };
         window.set_histogram(with_histogram);
         window
@@ -178,13 +190,35 @@ impl SlidingWindow {
 
     /// The pane geometry.
     pub fn spec(&self) -> WindowSpec {
-        self.spec
+        WindowSpec {
+            pane_ms: self.pane_ms,
+            panes: i64::from(self.span_panes),
+            future_panes: i64::from(self.future_panes),
+        }
+    }
+
+    /// Slots in the ring.
+    #[inline]
+    fn cap(&self) -> i64 {
+        self.panes.len() as i64
+    }
+
+    /// Start of the clock's pane, in epoch ms.
+    #[inline]
+    fn current_start(&self) -> i64 {
+        self.current * self.pane_ms
+    }
+
+    /// Start of the pane after the clock's, in epoch ms.
+    #[inline]
+    fn next_boundary(&self) -> i64 {
+        self.current_start() + self.pane_ms
     }
 
     /// Turns the percentile histogram on (empty: it sees events from now on) or off.
     pub fn set_histogram(&mut self, on: bool) {
         match (on, self.histogram.is_some()) {
-            (true, false) => self.histogram = Some(Box::new(Histogram::new(self.cap as usize))),
+            (true, false) => self.histogram = Some(Box::new(Histogram::new(self.panes.len()))),
             (false, true) => self.histogram = None,
             _ => {}
         }
@@ -198,7 +232,7 @@ impl SlidingWindow {
     /// Moves the clock to `now_ms`, evicting panes that slid out. The clock never goes back.
     #[inline]
     pub fn advance(&mut self, now_ms: i64) {
-        if now_ms >= self.next_boundary {
+        if now_ms >= self.next_boundary() {
             self.advance_slow(now_ms);
         }
     }
@@ -206,9 +240,9 @@ impl SlidingWindow {
     /// Starts loading the pane that `advance(now_ms)` would evict first.
     #[inline]
     pub fn prefetch_advance(&self, now_ms: i64) {
-        if now_ms >= self.next_boundary {
-            let first_dead = self.current - self.spec.panes + 1;
-            self.prefetch_pane(first_dead.rem_euclid(self.cap) as usize);
+        if now_ms >= self.next_boundary() {
+            let first_dead = self.current - i64::from(self.span_panes) + 1;
+            self.prefetch_pane(first_dead.rem_euclid(self.cap()) as usize);
             if let Some(h) = &self.histogram {
                 h.prefetch_header();
             }
@@ -227,27 +261,27 @@ impl SlidingWindow {
 
     #[cold]
     fn advance_slow(&mut self, now_ms: i64) {
-        let target = now_ms.div_euclid(self.spec.pane_ms);
-        let first_dead = self.current - self.spec.panes + 1;
-        let last_dead = target - self.spec.panes;
-        if last_dead - first_dead + 1 >= self.cap {
-            for slot in 0..self.cap as usize {
+        let target = now_ms.div_euclid(self.pane_ms);
+        let span = i64::from(self.span_panes);
+        let cap = self.cap();
+        let first_dead = self.current - span + 1;
+        let last_dead = target - span;
+        if last_dead - first_dead + 1 >= cap {
+            for slot in 0..self.panes.len() {
                 if self.panes[slot].is_live() {
                     self.evict(slot);
                 }
             }
         } else {
             for index in first_dead..=last_dead {
-                let slot = index.rem_euclid(self.cap) as usize;
+                let slot = index.rem_euclid(cap) as usize;
                 if self.panes[slot].index == index {
                     self.evict(slot);
                 }
             }
         }
         self.current = target;
-        self.current_slot = target.rem_euclid(self.cap);
-        self.current_start = target * self.spec.pane_ms;
-        self.next_boundary = self.current_start + self.spec.pane_ms;
+        self.current_slot = target.rem_euclid(cap) as u32;
     }
 
     fn evict(&mut self, slot: usize) {
@@ -255,49 +289,60 @@ impl SlidingWindow {
         self.dirty |= 1 << (slot >> self.block_shift);
         self.count -= pane.count;
         if self.count == 0 {
-            // Nothing is left: the fold is known without looking.
+            // Nothing is left: what is tracked is known without looking.
             self.latest = i64::MIN;
-            self.fold_cache = Some(Fold::EMPTY);
-        } else if let Some(f) = &mut self.fold_cache
-            && !f.note_evict(&pane)
-        {
-            self.fold_cache = None;
+            self.fold = Fold::EMPTY;
+            self.sum = CompensatedSum::default();
+        } else {
+            if self.fold_valid && !self.fold.note_evict(&pane) {
+                self.fold_valid = false;
+            }
+            if self.sum_valid {
+                self.sum.sub_sum(&pane.sum);
+            }
         }
-        self.sum.sub_sum(&pane.sum);
         if let Some(h) = self.histogram.as_mut() {
             h.evict(slot);
         }
         self.evictions_since_refold += 1;
-        if self.evictions_since_refold >= self.cap {
+        if self.evictions_since_refold >= self.cap() {
             // Rebuild the running sum from the pane sums once per turn of the ring, so
             // rounding error cannot accumulate beyond one window's worth of updates.
             self.evictions_since_refold = 0;
-            self.sum = CompensatedSum::default();
-            for p in self.panes.iter().filter(|p| p.is_live()) {
-                self.sum.add_sum(&p.sum);
+            if self.sum_valid {
+                self.sum = self.pane_sum();
             }
         }
+    }
+
+    /// The sum over the live panes, added up from the panes.
+    fn pane_sum(&self) -> CompensatedSum {
+        let mut sum = CompensatedSum::default();
+        for p in self.panes.iter().filter(|p| p.is_live()) {
+            sum.add_sum(&p.sum);
+        }
+        sum
     }
 
     /// Ring slot and pane index for an event at `time_ms`, or where it cannot go.
     #[inline]
     fn locate(&self, time_ms: i64) -> Result<(usize, i64), InsertOutcome> {
-        let delta = if time_ms >= self.current_start && time_ms < self.next_boundary {
-            0
-        } else {
-            time_ms.div_euclid(self.spec.pane_ms) - self.current
+        let delta = match time_ms.checked_sub(self.current_start()) {
+            Some(into) if (0..self.pane_ms).contains(&into) => 0,
+            _ => time_ms.div_euclid(self.pane_ms) - self.current,
         };
-        if delta <= -self.spec.panes {
+        if delta <= -i64::from(self.span_panes) {
             return Err(InsertOutcome::TooOld);
         }
-        if delta >= self.spec.future_panes {
+        if delta >= i64::from(self.future_panes) {
             return Err(InsertOutcome::TooFarAhead);
         }
-        let mut slot = self.current_slot + delta;
+        let cap = self.cap();
+        let mut slot = i64::from(self.current_slot) + delta;
         if slot < 0 {
-            slot += self.cap;
-        } else if slot >= self.cap {
-            slot -= self.cap;
+            slot += cap;
+        } else if slot >= cap {
+            slot -= cap;
         }
         Ok((slot as usize, self.current + delta))
     }
@@ -319,10 +364,10 @@ impl SlidingWindow {
     #[inline]
     pub fn prefetch_advance_histogram(&self, now_ms: i64, step: u8) {
         if let Some(h) = &self.histogram
-            && now_ms >= self.next_boundary
+            && now_ms >= self.next_boundary()
         {
-            let first_dead = self.current - self.spec.panes + 1;
-            h.prefetch_evict(first_dead.rem_euclid(self.cap) as usize, step);
+            let first_dead = self.current - i64::from(self.span_panes) + 1;
+            h.prefetch_evict(first_dead.rem_euclid(self.cap()) as usize, step);
         }
     }
 
@@ -356,12 +401,14 @@ impl SlidingWindow {
             (f64::INFINITY, f64::NEG_INFINITY)
         };
         self.dirty |= 1 << (slot >> self.block_shift);
-        if let Some(f) = &mut self.fold_cache {
-            f.note_insert(before, value);
+        if self.fold_valid {
+            self.fold.note_insert(before, value);
         }
         self.latest = self.latest.max(time_ms);
         self.count += 1;
-        self.sum.add(value);
+        if self.sum_valid {
+            self.sum.add(value);
+        }
         if let Some(h) = self.histogram.as_mut() {
             h.record(slot, value);
         }
@@ -370,7 +417,7 @@ impl SlidingWindow {
 
     /// End of the window (exclusive): the end of the clock's pane, in epoch ms.
     pub fn window_end(&self) -> i64 {
-        self.next_boundary
+        self.next_boundary()
     }
 
     /// Number of events in the window.
@@ -383,16 +430,24 @@ impl SlidingWindow {
         (self.latest != i64::MIN).then_some(self.latest)
     }
 
-    /// Sum of the values in the window, `None` when empty.
-    pub fn sum(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum.value())
+    /// Sum of the values in the window, `None` when empty. The first call starts keeping
+    /// a running sum.
+    pub fn sum(&mut self) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        if !self.sum_valid {
+            self.sum = self.pane_sum();
+            self.sum_valid = true;
+        }
+        Some(self.sum.value())
     }
 
-    /// Min and max over the live panes (cached until the last pane holding one of them
-    /// slides out; a refold recomputes the changed blocks only).
+    /// Min and max over the live panes (cached from the first call until the last pane
+    /// holding one of them slides out; a refold recomputes the changed blocks only).
     pub fn fold(&mut self) -> Fold {
-        if let Some(f) = self.fold_cache {
-            return f;
+        if self.fold_valid {
+            return self.fold;
         }
         while self.dirty != 0 {
             let block = self.dirty.trailing_zeros() as usize;
@@ -409,13 +464,14 @@ impl SlidingWindow {
         for b in self.blocks.iter() {
             fold.merge(b);
         }
-        self.fold_cache = Some(fold);
+        self.fold = fold;
+        self.fold_valid = true;
         fold
     }
 
     /// The value of `aggregation` over the window; `None` for an empty window (and for a
     /// percentile without a histogram), except `count`, which is 0. Only min, max and the
-    /// percentiles read the fold.
+    /// percentiles read the fold (and start keeping it up to date).
     pub fn value(&mut self, aggregation: Aggregation) -> Option<f64> {
         if aggregation == Aggregation::Count {
             return Some(self.count as f64);
@@ -505,6 +561,32 @@ mod tests {
     }
 
     #[test]
+    fn sum_and_extremes_are_kept_from_their_first_read() {
+        let mut w = window(10, 0);
+        for t in 0..12 {
+            w.advance(t * 1000);
+            w.insert(t * 1000, t as f64);
+        }
+        assert!(!w.sum_valid && !w.fold_valid, "nothing read yet");
+        // Live: the panes of 2 000 to 11 000.
+        assert_eq!(w.value(Aggregation::Sum), Some((2..12).sum::<i64>() as f64));
+        assert!(w.sum_valid && !w.fold_valid);
+        assert_eq!(w.value(Aggregation::Max), Some(11.0));
+        assert!(w.fold_valid);
+        for t in 12..30 {
+            w.advance(t * 1000);
+            w.insert(t * 1000, -(t as f64));
+            w.insert(t * 1000 - 3000, 0.5);
+        }
+        // Live: 20 000 to 29 000, plus the late 0.5s from 20 000 to 26 000.
+        let live: f64 = (20..30).map(|t| -(t as f64)).sum::<f64>() + 7.0 * 0.5;
+        assert_eq!(w.value(Aggregation::Sum), Some(live));
+        assert_eq!(w.value(Aggregation::Max), Some(0.5));
+        assert_eq!(w.value(Aggregation::Min), Some(-29.0));
+        assert_eq!(w.value(Aggregation::Count), Some(17.0));
+    }
+
+    #[test]
     fn extremes_held_by_several_panes_survive_until_the_last_slides_out() {
         let mut w = window(10, 0);
         for t in [0, 1000, 2000] {
@@ -516,12 +598,12 @@ mod tests {
         assert_eq!(w.value(Aggregation::Max), Some(5.0));
         // A 10 s window of 1 s panes: at 10 000 the pane of 0 has slid out.
         w.advance(10_000);
-        assert!(w.fold_cache.is_some(), "two panes still hold both extremes");
+        assert!(w.fold_valid, "two panes still hold both extremes");
         assert_eq!(w.value(Aggregation::Min), Some(-5.0));
         w.advance(11_000);
         assert_eq!(w.value(Aggregation::Max), Some(5.0));
         w.advance(12_000);
-        assert!(w.fold_cache.is_none(), "the last holder slid out");
+        assert!(!w.fold_valid, "the last holder slid out");
         assert_eq!(w.value(Aggregation::Max), Some(1.0));
         assert_eq!(w.value(Aggregation::Min), Some(1.0));
         assert_eq!(w.latest(), Some(3000));
