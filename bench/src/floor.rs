@@ -79,6 +79,14 @@ fn frame(bytes: usize) -> Vec<u8> {
 /// each tick writes one frame to every connection, its share on each of `senders`
 /// threads. Returns when the ticks are done; its sockets close when the process exits.
 pub fn sender_main(plan: Fanout) -> Result<(), String> {
+    // Bounded even if the reading side never connects or goes away.
+    let limit = Duration::from_millis(u64::from(plan.ticks + 4) * plan.interval_ms.max(0) as u64)
+        + Duration::from_secs(120);
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("floor sender: still running after {limit:?}, stopping");
+        std::process::exit(1);
+    });
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     println!("{port}");
@@ -132,20 +140,22 @@ pub fn sender_main(plan: Fanout) -> Result<(), String> {
 /// `sender_main`) and reads from this one; returns, per frame received, the delay from
 /// its tick to its arrival in ms.
 pub fn measure(exe: &std::path::Path, plan: Fanout) -> Result<Vec<i64>, String> {
-    let mut child = Command::new(exe)
-        .arg(SENDER_FLAG)
-        .args([
-            plan.sockets.to_string(),
-            plan.frame_bytes.to_string(),
-            plan.ticks.to_string(),
-            plan.interval_ms.to_string(),
-            plan.senders.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting the floor sender: {e}"))?;
+    let mut child = Sender(
+        Command::new(exe)
+            .arg(SENDER_FLAG)
+            .args([
+                plan.sockets.to_string(),
+                plan.frame_bytes.to_string(),
+                plan.ticks.to_string(),
+                plan.interval_ms.to_string(),
+                plan.senders.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting the floor sender: {e}"))?,
+    );
     let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
+    if let Some(out) = child.0.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
     }
     let port: u16 = line
@@ -177,10 +187,20 @@ pub fn measure(exe: &std::path::Path, plan: Fanout) -> Result<Vec<i64>, String> 
         t.join()
             .map_err(|_| "a floor reader panicked".to_string())??;
     }
-    let _ = child.wait();
+    let _ = child.0.wait();
     let mut delays = std::mem::take(&mut *delays.lock().unwrap_or_else(PoisonError::into_inner));
     delays.sort_unstable();
     Ok(delays)
+}
+
+/// The sender's process, stopped if the reading side gives up before it is done.
+struct Sender(std::process::Child);
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// One reader thread: an epoll loop over its sockets until each is closed by the sender.
