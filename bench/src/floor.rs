@@ -80,8 +80,9 @@ fn frame(bytes: usize) -> Vec<u8> {
 /// threads. Returns when the ticks are done; its sockets close when the process exits.
 pub fn sender_main(plan: Fanout) -> Result<(), String> {
     // Bounded even if the reading side never connects or goes away.
-    let limit = Duration::from_millis(u64::from(plan.ticks + 4) * plan.interval_ms.max(0) as u64)
-        + Duration::from_secs(120);
+    let limit = Duration::from_millis(
+        u64::from(plan.ticks.saturating_add(4)) * plan.interval_ms.max(0) as u64,
+    ) + Duration::from_secs(120);
     std::thread::spawn(move || {
         std::thread::sleep(limit);
         eprintln!("floor sender: still running after {limit:?}, stopping");
@@ -140,6 +141,10 @@ pub fn sender_main(plan: Fanout) -> Result<(), String> {
 /// `sender_main`) and reads from this one; returns, per frame received, the delay from
 /// its tick to its arrival in ms.
 pub fn measure(exe: &std::path::Path, plan: Fanout) -> Result<Vec<i64>, String> {
+    let plan = Fanout {
+        interval_ms: plan.interval_ms.max(1),
+        ..plan
+    };
     let mut child = Sender(
         Command::new(exe)
             .arg(SENDER_FLAG)
@@ -281,7 +286,7 @@ pub fn sender_plan(args: &[String]) -> Result<Fanout, String> {
         sockets: n(0)? as usize,
         frame_bytes: n(1)? as usize,
         ticks: n(2)? as u32,
-        interval_ms: n(3)?,
+        interval_ms: n(3)?.max(1),
         senders: n(4)? as usize,
         readers: 0,
     })
