@@ -36,7 +36,7 @@ pub struct Fanout {
 pub const SENDER_FLAG: &str = "--floor-sender";
 
 /// Header bytes of a WebSocket frame (unmasked, as a server sends) with this payload.
-fn header_len(payload: usize) -> usize {
+pub fn header_len(payload: usize) -> usize {
     match payload {
         0..126 => 2,
         126..65_536 => 4,

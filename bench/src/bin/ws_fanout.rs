@@ -252,12 +252,7 @@ fn run(
     let payload = text_bytes.load(Ordering::Relaxed) as usize / delays.len().max(1);
     Ok(RunResult {
         connected,
-        frame_bytes: payload
-            + match payload {
-                0..126 => 2,
-                126..65_536 => 4,
-                _ => 10,
-            },
+        frame_bytes: payload + floor::header_len(payload),
         idle_rss_per_socket: idle_rss.saturating_sub(rss_before) as f64 / connected.max(1) as f64,
         delays,
     })
