@@ -55,8 +55,10 @@ pub fn widgets(names: &[String], aggregation: Aggregation, window_seconds: u64) 
     let dashboard = uuid::Uuid::nil();
     names
         .iter()
-        .map(|name| {
+        .enumerate()
+        .map(|(i, name)| {
             Widget::new(
+                uuid::Uuid::from_u128(i as u128 + 1),
                 dashboard,
                 WidgetSpec {
                     metric_name: name.clone(),

@@ -13,7 +13,10 @@ pub mod window;
 mod prefetch;
 mod serde_helpers;
 
-pub use model::{Aggregation, Dashboard, MetricEvent, Tags, Widget, WidgetSpec};
+pub use model::{
+    Aggregation, Dashboard, DashboardUpdate, IngestReply, MetricEvent, NewDashboard, RejectedEvent,
+    Tags, Widget, WidgetPatch, WidgetReading, WidgetSpec,
+};
 pub use query::{QueryId, QueryIndex, QueryKey};
 pub use routing::{Routing, partition_for, shard_for};
 pub use shard::{

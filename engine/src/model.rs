@@ -126,10 +126,10 @@ pub struct Widget {
 }
 
 impl Widget {
-    /// A widget with a fresh random id.
-    pub fn new(dashboard_id: Uuid, spec: WidgetSpec) -> Self {
+    /// A widget with the id its caller minted (the engine draws no randomness).
+    pub fn new(widget_id: Uuid, dashboard_id: Uuid, spec: WidgetSpec) -> Self {
         Self {
-            widget_id: Uuid::new_v4(),
+            widget_id,
             dashboard_id,
             spec,
         }
@@ -151,4 +151,70 @@ pub struct Dashboard {
     pub layout: serde_json::Value,
     #[serde(default)]
     pub widgets: Vec<Widget>,
+}
+
+/// `POST /dashboards` body: a dashboard without ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDashboard {
+    pub name: String,
+    #[serde(default)]
+    pub layout: serde_json::Value,
+    #[serde(default)]
+    pub widgets: Vec<WidgetSpec>,
+}
+
+/// `PUT /dashboards/{id}` body: the new name, and the new layout if given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardUpdate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<serde_json::Value>,
+}
+
+/// `PATCH /dashboards/{id}/widgets` body: widgets to add, change (only the fields given)
+/// and remove, all or nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WidgetPatch {
+    #[serde(default)]
+    pub add: Vec<WidgetSpec>,
+    /// Each entry: `widget_id` plus the fields to change.
+    #[serde(default)]
+    pub update: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub remove: Vec<Uuid>,
+}
+
+/// One event an ingest request refused: its index in the body and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedEvent {
+    pub index: usize,
+    pub reason: String,
+}
+
+/// The answer to an ingest request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngestReply {
+    /// Events applied to the windows of their shards.
+    pub accepted: usize,
+    /// Every refused event, by index in the body.
+    pub rejected: Vec<RejectedEvent>,
+}
+
+/// A widget's value as `GET /dashboards/{id}/widgets/{wid}/snapshot` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WidgetReading {
+    pub widget_id: Uuid,
+    /// `null` for an empty window (except `count`, which is 0).
+    pub value: Option<f64>,
+    /// End of the window, epoch ms.
+    pub window_end: i64,
+    /// Newest event time that counted, epoch ms.
+    pub latest_event_time: Option<i64>,
+    /// Events in the window.
+    pub count: u64,
+    /// The owner's refreshes of the widget run more than two intervals late.
+    pub stale: bool,
 }

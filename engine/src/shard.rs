@@ -559,8 +559,12 @@ mod tests {
     use super::*;
     use crate::model::{Aggregation, Tags, WidgetSpec};
 
+    /// A widget with the next id of a per-thread counter (ids are the caller's to mint).
     fn widget(metric: &str, agg: Aggregation, window: u64, refresh: f64) -> Widget {
+        thread_local!(static NEXT: std::cell::Cell<u128> = const { std::cell::Cell::new(1) });
+        let id = NEXT.with(|n| n.replace(n.get() + 1));
         Widget::new(
+            Uuid::from_u128(id),
             Uuid::nil(),
             WidgetSpec {
                 metric_name: metric.into(),

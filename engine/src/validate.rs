@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn dashboards() {
         let id = uuid::Uuid::new_v4();
-        let w = crate::model::Widget::new(id, spec());
+        let w = crate::model::Widget::new(uuid::Uuid::from_u128(1), id, spec());
         let mut d = Dashboard {
             dashboard_id: id,
             name: "Checkout".into(),

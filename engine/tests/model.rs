@@ -80,7 +80,7 @@ fn widget_round_trip_and_aggregation_names() {
     .unwrap();
     assert_eq!(spec.aggregation, Aggregation::P99);
     let d = uuid::Uuid::new_v4();
-    let w = Widget::new(d, spec);
+    let w = Widget::new(uuid::Uuid::from_u128(7), d, spec);
     assert_eq!(w.refresh_interval_ms(), 500);
     let v = serde_json::to_value(&w).unwrap();
     assert_eq!(v["aggregation"], "p99");

@@ -240,7 +240,7 @@ fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
         oracle.seq += 1;
         match op {
             Op::Add(spec) => {
-                let w = Widget::new(Uuid::new_v4(), spec);
+                let w = Widget::new(Uuid::new_v4(), Uuid::new_v4(), spec);
                 oracle.acquire(&w.spec);
                 shard
                     .upsert_widget(w.clone(), oracle.now)

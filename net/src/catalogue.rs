@@ -1,50 +1,27 @@
-//! The dashboard catalogue: every dashboard and widget definition, owned by shard 0.
-//! Changes are prepared (validated, all or nothing) without touching state, made durable
-//! by the caller, then committed; `Change` lists what the owning shards must apply.
+//! The dashboard catalogue: every dashboard and widget definition, owned by one shard.
+//! Changes are prepared (validated, all or nothing, ids minted) without touching the
+//! dashboards, made durable by the caller, then committed; `Change` lists what the owning
+//! shards must apply. Each commit bumps a version, so copies elsewhere can tell old from new.
 
 use hashbrown::HashMap;
-use livedash_engine::{Dashboard, Widget, WidgetSpec, validate};
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use livedash_engine::{Dashboard, DashboardUpdate, NewDashboard, Widget, WidgetPatch, validate};
+use serde_json::Value;
 use uuid::Uuid;
-
-use crate::api::ApiError;
 
 /// The too-old horizon never drops below this, so events sent before any dashboard
 /// exists are still checked against a sensible window.
 pub const MIN_HORIZON_MS: i64 = 300_000;
 
-/// `POST /dashboards` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewDashboard {
-    pub name: String,
-    #[serde(default)]
-    pub layout: Value,
-    #[serde(default)]
-    pub widgets: Vec<WidgetSpec>,
-}
-
-/// `PUT /dashboards/{id}` body: the new name, and the new layout if given.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DashboardUpdate {
-    pub name: String,
-    #[serde(default)]
-    pub layout: Option<Value>,
-}
-
-/// `PATCH /dashboards/{id}/widgets` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WidgetPatch {
-    #[serde(default)]
-    pub add: Vec<WidgetSpec>,
-    /// Each entry: `widget_id` plus the fields to change.
-    #[serde(default)]
-    pub update: Vec<Map<String, Value>>,
-    #[serde(default)]
-    pub remove: Vec<Uuid>,
+/// Why the catalogue refused a request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no dashboard {0}")]
+    NoDashboard(Uuid),
+    #[error("dashboard {dashboard} has no widget {widget}")]
+    NoWidget { dashboard: Uuid, widget: Uuid },
+    /// The request would make an invalid dashboard; the reason names the field.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A prepared change: the dashboard as it will be (or `None` when deleted) and the widget
@@ -57,32 +34,70 @@ pub struct Change {
     pub removals: Vec<Widget>,
 }
 
+/// A dashboard (or its absence) as of a catalogue version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    pub version: u64,
+    pub dashboard: Option<Dashboard>,
+}
+
+/// Where new dashboard and widget ids come from.
+pub type IdSource = Box<dyn FnMut() -> Uuid + Send>;
+
 /// Every dashboard, by id.
-#[derive(Debug, Default)]
 pub struct Catalogue {
     dashboards: HashMap<Uuid, Dashboard>,
+    /// Bumped by every commit.
+    version: u64,
+    ids: IdSource,
 }
 
-fn bad(reason: impl Into<String>) -> ApiError {
-    ApiError::new(400, reason)
+impl std::fmt::Debug for Catalogue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalogue")
+            .field("dashboards", &self.dashboards.len())
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
 }
 
-fn not_found(id: Uuid) -> ApiError {
-    ApiError::new(404, format!("no dashboard {id}"))
+fn invalid(e: impl std::fmt::Display) -> Refusal {
+    Refusal::Invalid(e.to_string())
 }
 
 impl Catalogue {
+    /// A catalogue holding `dashboards` that mints random (v4) ids.
     pub fn new(dashboards: Vec<Dashboard>) -> Self {
+        Self::with_ids(dashboards, Box::new(Uuid::new_v4))
+    }
+
+    /// A catalogue that takes new ids from `ids`.
+    pub fn with_ids(dashboards: Vec<Dashboard>, ids: IdSource) -> Self {
         Self {
             dashboards: dashboards
                 .into_iter()
                 .map(|d| (d.dashboard_id, d))
                 .collect(),
+            version: 0,
+            ids,
         }
     }
 
     pub fn get(&self, id: Uuid) -> Option<&Dashboard> {
         self.dashboards.get(&id)
+    }
+
+    /// Dashboard `id` (or its absence) as of now.
+    pub fn versioned(&self, id: Uuid) -> Versioned {
+        Versioned {
+            version: self.version,
+            dashboard: self.get(id).cloned(),
+        }
+    }
+
+    /// The version of the last commit.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Every dashboard, by name then id.
@@ -96,15 +111,13 @@ impl Catalogue {
         all
     }
 
-    /// A widget and its dashboard.
-    pub fn widget(&self, dashboard: Uuid, widget: Uuid) -> Result<&Widget, ApiError> {
-        let d = self.get(dashboard).ok_or_else(|| not_found(dashboard))?;
+    /// A widget of a dashboard.
+    pub fn widget(&self, dashboard: Uuid, widget: Uuid) -> Result<&Widget, Refusal> {
+        let d = self.get(dashboard).ok_or(Refusal::NoDashboard(dashboard))?;
         d.widgets
             .iter()
             .find(|w| w.widget_id == widget)
-            .ok_or_else(|| {
-                ApiError::new(404, format!("dashboard {dashboard} has no widget {widget}"))
-            })
+            .ok_or(Refusal::NoWidget { dashboard, widget })
     }
 
     /// The too-old horizon every shard applies: the longest window, at least
@@ -125,12 +138,23 @@ impl Catalogue {
         i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
-    pub fn create(&self, new: NewDashboard) -> Result<Change, ApiError> {
-        let id = Uuid::new_v4();
+    /// A dashboard with a new name or layout, or a new dashboard, or a deletion, or a
+    /// widget patch, as a prepared change.
+    pub fn prepare(&mut self, edit: Edit) -> Result<Change, Refusal> {
+        match edit {
+            Edit::Create(new) => self.create(new),
+            Edit::Update(id, update) => self.update(id, update),
+            Edit::Delete(id) => self.delete(id),
+            Edit::Patch(id, patch) => self.patch(id, patch),
+        }
+    }
+
+    fn create(&mut self, new: NewDashboard) -> Result<Change, Refusal> {
+        let id = (self.ids)();
         let widgets: Vec<Widget> = new
             .widgets
             .into_iter()
-            .map(|s| Widget::new(id, s))
+            .map(|s| Widget::new((self.ids)(), id, s))
             .collect();
         let dashboard = Dashboard {
             dashboard_id: id,
@@ -138,7 +162,7 @@ impl Catalogue {
             layout: new.layout,
             widgets: widgets.clone(),
         };
-        validate::dashboard(&dashboard).map_err(|e| bad(e.to_string()))?;
+        validate::dashboard(&dashboard).map_err(invalid)?;
         Ok(Change {
             id,
             dashboard: Some(dashboard),
@@ -147,13 +171,13 @@ impl Catalogue {
         })
     }
 
-    pub fn update(&self, id: Uuid, update: DashboardUpdate) -> Result<Change, ApiError> {
-        let mut dashboard = self.get(id).ok_or_else(|| not_found(id))?.clone();
+    fn update(&self, id: Uuid, update: DashboardUpdate) -> Result<Change, Refusal> {
+        let mut dashboard = self.get(id).ok_or(Refusal::NoDashboard(id))?.clone();
         dashboard.name = update.name;
         if let Some(layout) = update.layout {
             dashboard.layout = layout;
         }
-        validate::dashboard(&dashboard).map_err(|e| bad(e.to_string()))?;
+        validate::dashboard(&dashboard).map_err(invalid)?;
         Ok(Change {
             id,
             dashboard: Some(dashboard),
@@ -162,8 +186,8 @@ impl Catalogue {
         })
     }
 
-    pub fn delete(&self, id: Uuid) -> Result<Change, ApiError> {
-        let dashboard = self.get(id).ok_or_else(|| not_found(id))?;
+    fn delete(&self, id: Uuid) -> Result<Change, Refusal> {
+        let dashboard = self.get(id).ok_or(Refusal::NoDashboard(id))?;
         Ok(Change {
             id,
             dashboard: None,
@@ -173,8 +197,8 @@ impl Catalogue {
     }
 
     /// Adds, changes and removes widgets; any invalid part refuses the whole patch.
-    pub fn patch(&self, id: Uuid, patch: WidgetPatch) -> Result<Change, ApiError> {
-        let mut dashboard = self.get(id).ok_or_else(|| not_found(id))?.clone();
+    fn patch(&mut self, id: Uuid, patch: WidgetPatch) -> Result<Change, Refusal> {
+        let mut dashboard = self.get(id).ok_or(Refusal::NoDashboard(id))?.clone();
         let mut upserts = Vec::new();
         let mut removals = Vec::new();
         let mut touched = Vec::new();
@@ -183,9 +207,9 @@ impl Catalogue {
                 .get("widget_id")
                 .and_then(Value::as_str)
                 .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(|| bad(format!("update[{i}]: widget_id (a UUID) is required")))?;
+                .ok_or_else(|| invalid(format!("update[{i}]: widget_id (a UUID) is required")))?;
             if touched.contains(&widget_id) {
-                return Err(bad(format!(
+                return Err(invalid(format!(
                     "update[{i}]: widget {widget_id} is named twice"
                 )));
             }
@@ -195,12 +219,14 @@ impl Catalogue {
                 .iter_mut()
                 .find(|w| w.widget_id == widget_id)
                 .ok_or_else(|| {
-                    bad(format!(
+                    invalid(format!(
                         "update[{i}]: dashboard {id} has no widget {widget_id}"
                     ))
                 })?;
-            let Ok(Value::Object(mut merged)) = serde_json::to_value(&widget.spec) else {
-                return Err(ApiError::new(500, "cannot encode a stored widget"));
+            let mut merged = match serde_json::to_value(&widget.spec) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => return Err(invalid("a stored widget is not an object")),
+                Err(e) => return Err(invalid(format!("cannot encode a stored widget: {e}"))),
             };
             for (key, value) in fields {
                 if key != "widget_id" {
@@ -208,12 +234,12 @@ impl Catalogue {
                 }
             }
             widget.spec = serde_json::from_value(Value::Object(merged))
-                .map_err(|e| bad(format!("update[{i}]: {e}")))?;
+                .map_err(|e| invalid(format!("update[{i}]: {e}")))?;
             upserts.push(widget.clone());
         }
         for (i, widget_id) in patch.remove.into_iter().enumerate() {
             if touched.contains(&widget_id) {
-                return Err(bad(format!(
+                return Err(invalid(format!(
                     "remove[{i}]: widget {widget_id} is also updated or removed twice"
                 )));
             }
@@ -223,18 +249,18 @@ impl Catalogue {
                 .iter()
                 .position(|w| w.widget_id == widget_id)
                 .ok_or_else(|| {
-                    bad(format!(
+                    invalid(format!(
                         "remove[{i}]: dashboard {id} has no widget {widget_id}"
                     ))
                 })?;
             removals.push(dashboard.widgets.remove(at));
         }
         for spec in patch.add {
-            let widget = Widget::new(id, spec);
+            let widget = Widget::new((self.ids)(), id, spec);
             dashboard.widgets.push(widget.clone());
             upserts.push(widget);
         }
-        validate::dashboard(&dashboard).map_err(|e| bad(e.to_string()))?;
+        validate::dashboard(&dashboard).map_err(invalid)?;
         Ok(Change {
             id,
             dashboard: Some(dashboard),
@@ -243,8 +269,8 @@ impl Catalogue {
         })
     }
 
-    /// Makes a prepared (and stored) change visible.
-    pub fn commit(&mut self, change: &Change) {
+    /// Makes a prepared (and stored) change visible; returns the new version.
+    pub fn commit(&mut self, change: &Change) -> u64 {
         match &change.dashboard {
             Some(d) => {
                 self.dashboards.insert(change.id, d.clone());
@@ -253,12 +279,24 @@ impl Catalogue {
                 self.dashboards.remove(&change.id);
             }
         }
+        self.version += 1;
+        self.version
     }
+}
+
+/// One edit of the catalogue, as the API and the demo ask for it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Edit {
+    Create(NewDashboard),
+    Update(Uuid, DashboardUpdate),
+    Delete(Uuid),
+    Patch(Uuid, WidgetPatch),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use livedash_engine::WidgetSpec;
     use serde_json::json;
 
     fn spec(metric: &str) -> WidgetSpec {
@@ -269,14 +307,26 @@ mod tests {
         .unwrap()
     }
 
+    /// A catalogue minting ids 1, 2, 3...
+    fn counting() -> Catalogue {
+        let mut next = 0u128;
+        Catalogue::with_ids(
+            Vec::new(),
+            Box::new(move || {
+                next += 1;
+                Uuid::from_u128(next)
+            }),
+        )
+    }
+
     fn with_one_widget() -> (Catalogue, Uuid, Uuid) {
-        let mut c = Catalogue::default();
+        let mut c = counting();
         let change = c
-            .create(NewDashboard {
+            .prepare(Edit::Create(NewDashboard {
                 name: "ops".into(),
                 layout: Value::Null,
                 widgets: vec![spec("a")],
-            })
+            }))
             .unwrap();
         c.commit(&change);
         let d = change.dashboard.unwrap();
@@ -284,14 +334,40 @@ mod tests {
     }
 
     #[test]
-    fn patch_updates_only_given_fields() {
+    fn ids_come_from_the_source_and_commits_bump_the_version() {
         let (c, id, wid) = with_one_widget();
+        assert_eq!((id, wid), (Uuid::from_u128(1), Uuid::from_u128(2)));
+        assert_eq!(c.version(), 1);
+        assert_eq!(c.versioned(id).dashboard.unwrap().widgets.len(), 1);
+        assert_eq!(c.versioned(Uuid::nil()).dashboard, None);
+    }
+
+    #[test]
+    fn prepare_changes_nothing_until_commit() {
+        let (mut c, id, _) = with_one_widget();
+        let change = c
+            .prepare(Edit::Update(
+                id,
+                DashboardUpdate {
+                    name: "renamed".into(),
+                    layout: None,
+                },
+            ))
+            .unwrap();
+        assert_eq!(c.get(id).unwrap().name, "ops");
+        assert_eq!(c.commit(&change), 2);
+        assert_eq!(c.get(id).unwrap().name, "renamed");
+    }
+
+    #[test]
+    fn patch_updates_only_given_fields() {
+        let (mut c, id, wid) = with_one_widget();
         let patch: WidgetPatch = serde_json::from_value(json!({
             "update": [{"widget_id": wid, "aggregation": "p99"}],
             "add": [spec("b")]
         }))
         .unwrap();
-        let change = c.patch(id, patch).unwrap();
+        let change = c.prepare(Edit::Patch(id, patch)).unwrap();
         let d = change.dashboard.unwrap();
         assert_eq!(d.widgets.len(), 2);
         assert_eq!(
@@ -299,12 +375,13 @@ mod tests {
             livedash_engine::Aggregation::P99
         );
         assert_eq!(d.widgets[0].spec.metric_name, "a");
+        assert_eq!(d.widgets[1].widget_id, Uuid::from_u128(3));
         assert_eq!(change.upserts.len(), 2);
     }
 
     #[test]
     fn patch_is_all_or_nothing() {
-        let (c, id, wid) = with_one_widget();
+        let (mut c, id, wid) = with_one_widget();
         for body in [
             json!({"update": [{"widget_id": wid, "window_seconds": 0}]}),
             json!({"update": [{"widget_id": wid, "colour": "red"}]}),
@@ -314,24 +391,64 @@ mod tests {
             json!({"add": [spec("ok")], "remove": [Uuid::nil()]}),
         ] {
             let patch: WidgetPatch = serde_json::from_value(body.clone()).unwrap();
-            let err = c.patch(id, patch).unwrap_err();
-            assert_eq!(err.status, 400, "{body}: {}", err.reason);
+            let err = c.prepare(Edit::Patch(id, patch)).unwrap_err();
+            assert!(matches!(err, Refusal::Invalid(_)), "{body}: {err}");
         }
         assert_eq!(c.get(id).unwrap().widgets.len(), 1);
         assert_eq!(
             c.get(id).unwrap().widgets[0].spec.aggregation,
             livedash_engine::Aggregation::Sum
         );
+        assert_eq!(c.version(), 1);
+    }
+
+    #[test]
+    fn unknown_ids_are_refused_by_kind() {
+        let (mut c, id, _) = with_one_widget();
+        let other = Uuid::from_u128(99);
+        assert_eq!(
+            c.prepare(Edit::Delete(other)),
+            Err(Refusal::NoDashboard(other))
+        );
+        assert_eq!(
+            c.widget(id, other).unwrap_err(),
+            Refusal::NoWidget {
+                dashboard: id,
+                widget: other
+            }
+        );
+        assert_eq!(
+            c.prepare(Edit::Patch(other, WidgetPatch::default())),
+            Err(Refusal::NoDashboard(other))
+        );
     }
 
     #[test]
     fn delete_lists_widgets_to_remove() {
         let (mut c, id, wid) = with_one_widget();
-        let change = c.delete(id).unwrap();
+        let change = c.prepare(Edit::Delete(id)).unwrap();
         assert_eq!(change.removals[0].widget_id, wid);
         c.commit(&change);
         assert!(c.get(id).is_none());
-        assert_eq!(c.delete(id).unwrap_err().status, 404);
+        assert_eq!(c.prepare(Edit::Delete(id)), Err(Refusal::NoDashboard(id)));
         assert_eq!(c.longest_window_ms(), 0);
+        assert_eq!(c.horizon_ms(), MIN_HORIZON_MS);
+    }
+
+    #[test]
+    fn invalid_new_dashboard_is_refused() {
+        let mut c = counting();
+        let err = c
+            .prepare(Edit::Create(NewDashboard {
+                name: String::new(),
+                layout: Value::Null,
+                widgets: Vec::new(),
+            }))
+            .unwrap_err();
+        assert!(
+            matches!(err, Refusal::Invalid(ref r) if r.contains("name")),
+            "{err}"
+        );
+        assert_eq!(c.version(), 0);
     }
 }

@@ -1,267 +1,312 @@
-//! Node configuration: built-in defaults, then a TOML file (`--config`), then `LIVEDASH_*`
-//! environment variables, then command-line flags; each layer overrides the one before.
-//! Unknown keys are refused by name in every layer.
+//! Node configuration. Every setting is declared once, as a field of `Config`: its doc
+//! comment is the user doc (`--help`), its `#[arg]` names the flag, the `LIVEDASH_*`
+//! variable and the default; the TOML key is the field name. Layers, each overriding the
+//! one before: built-in defaults, the TOML file (`--config`), environment variables, flags.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
-use serde::Deserialize;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use livedash_engine::limits::{DEFAULT_HISTORY_LEN, DEFAULT_MAX_SKEW_MS};
 
-/// Everything the node reads at start. Field docs are the user docs of the TOML keys.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Address the HTTP API listens on. Every shard binds it (SO_REUSEPORT). Port 0 picks
-    /// a free port, printed at start.
-    pub listen: SocketAddr,
-    /// Directory for dashboards (created if missing).
-    pub data_dir: PathBuf,
-    /// Number of shards, one pinned executor each. 0 means one per available core.
-    pub shards: usize,
-    /// When set, `POST /ingest` needs `Authorization: Bearer <ingest_token>`.
-    pub ingest_token: Option<String>,
-    /// When set, creating, changing and deleting dashboards needs this bearer token.
-    pub admin_token: Option<String>,
-    /// When set, reads (`GET`) need this token (or the admin token). `/healthz` stays open.
-    pub read_token: Option<String>,
-    /// Largest request body, in bytes; larger requests get 413.
-    pub max_body_bytes: usize,
-    /// Time allowed for a request's headers to arrive, in milliseconds.
-    pub header_timeout_ms: u64,
-    /// Time allowed for a request's body to arrive, in milliseconds.
-    pub body_timeout_ms: u64,
-    /// An idle keep-alive connection is closed after this many milliseconds.
-    pub idle_timeout_ms: u64,
-    /// Events stamped more than this far ahead of the node clock are rejected.
-    pub max_skew_ms: i64,
-    /// Recent values kept per widget, for charts drawn when a browser connects.
-    pub history_len: usize,
-    /// On SIGINT/SIGTERM, open requests get this long to finish, in milliseconds.
-    pub drain_timeout_ms: u64,
-    /// Origins (`scheme://host[:port]`) allowed to open WebSocket streams. Empty means
-    /// only the node's own origin (the `Origin` host equals the `Host` header). Clients
-    /// that send no `Origin` (not browsers) are always allowed.
-    pub allowed_origins: Vec<String>,
-    /// A stream client that cannot take data for this long is closed (1008), in ms.
-    pub slow_client_timeout_ms: u64,
-    /// Kernel send buffer of each stream socket (`SO_SNDBUF`), in bytes: what a client
-    /// that stopped reading can hold of the node's memory before its frames queue (and
-    /// are conflated) in the node. Pushes are small, so a small buffer costs nothing.
-    pub stream_send_buffer_bytes: usize,
-    /// Pings are sent this often on idle streams; a peer silent for two intervals is
-    /// dropped. In milliseconds.
-    pub ws_ping_interval_ms: u64,
-    /// Generate synthetic metrics and a demo dashboard.
-    pub demo: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("livedash-data"),
-            shards: 0,
-            ingest_token: None,
-            admin_token: None,
-            read_token: None,
-            max_body_bytes: 16 * 1024 * 1024,
-            header_timeout_ms: 10_000,
-            body_timeout_ms: 30_000,
-            idle_timeout_ms: 60_000,
-            max_skew_ms: DEFAULT_MAX_SKEW_MS,
-            history_len: DEFAULT_HISTORY_LEN,
-            drain_timeout_ms: 10_000,
-            allowed_origins: Vec::new(),
-            slow_client_timeout_ms: 10_000,
-            stream_send_buffer_bytes: 64 * 1024,
-            ws_ping_interval_ms: 20_000,
-            demo: false,
-        }
-    }
-}
-
 /// livedash: a real-time dashboard engine. Producers POST metric events; the node keeps
-/// sliding-window aggregates per widget and serves them over HTTP.
+/// sliding-window aggregates per widget and pushes them to browsers over WebSocket.
 ///
 /// Settings come from built-in defaults, then the TOML file given with --config, then
 /// LIVEDASH_* environment variables, then these flags. Every flag has an environment
-/// variable named after it (for example --max-body-bytes and LIVEDASH_MAX_BODY_BYTES) and a
-/// TOML key with underscores (max_body_bytes). LIVEDASH_LOG sets the log filter
-/// (default "info"; for example "warn" or "livedash_net=debug").
-#[derive(Debug, Parser)]
+/// variable named after it (--max-body-bytes and LIVEDASH_MAX_BODY_BYTES) and a TOML key
+/// with underscores (max_body_bytes). LIVEDASH_LOG sets the log filter (default "info";
+/// for example "warn" or "livedash_net=debug").
+#[derive(Debug, Clone, PartialEq, Parser)]
 #[command(name = "livedash", version)]
-pub struct Cli {
-    /// TOML file with settings (keys as the long flags, with underscores)
+pub struct Config {
+    /// TOML file with settings (keys as the long flags, with underscores).
     #[arg(long, env = "LIVEDASH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080]
-    #[arg(long, env = "LIVEDASH_LISTEN", value_name = "ADDR:PORT")]
-    pub listen: Option<SocketAddr>,
-    /// Directory for dashboards [default: ./livedash-data]
-    #[arg(long, env = "LIVEDASH_DATA_DIR", value_name = "PATH")]
-    pub data_dir: Option<PathBuf>,
-    /// Shards (pinned executors); 0 = one per available core [default: 0]
-    #[arg(long, env = "LIVEDASH_SHARDS", value_name = "N")]
-    pub shards: Option<usize>,
-    /// Bearer token required by POST /ingest [default: none]
+    /// Address the HTTP API listens on. Port 0 picks a free port, printed at start.
+    #[arg(
+        long,
+        env = "LIVEDASH_LISTEN",
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+    /// Directory for dashboards (created if missing).
+    #[arg(
+        long,
+        env = "LIVEDASH_DATA_DIR",
+        value_name = "PATH",
+        default_value = "livedash-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Shards, one pinned executor each (at most 64); 0 means one per available core.
+    #[arg(long, env = "LIVEDASH_SHARDS", value_name = "N", default_value_t = 0)]
+    pub shards: usize,
+    /// Bearer token required by POST /ingest [default: none].
     #[arg(long, env = "LIVEDASH_INGEST_TOKEN", value_name = "TOKEN")]
     pub ingest_token: Option<String>,
-    /// Bearer token required to create, change or delete dashboards [default: none]
+    /// Bearer token required to create, change or delete dashboards [default: none].
     #[arg(long, env = "LIVEDASH_ADMIN_TOKEN", value_name = "TOKEN")]
     pub admin_token: Option<String>,
-    /// Bearer token required for reads [default: none]
+    /// Bearer token required for reads (the admin token also reads; /healthz stays open)
+    /// [default: none].
     #[arg(long, env = "LIVEDASH_READ_TOKEN", value_name = "TOKEN")]
     pub read_token: Option<String>,
-    /// Largest request body in bytes; larger requests get 413 [default: 16777216]
-    #[arg(long, env = "LIVEDASH_MAX_BODY_BYTES", value_name = "BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Time for a request's headers to arrive, ms [default: 10000]
-    #[arg(long, env = "LIVEDASH_HEADER_TIMEOUT_MS", value_name = "MS")]
-    pub header_timeout_ms: Option<u64>,
-    /// Time for a request's body to arrive, ms [default: 30000]
-    #[arg(long, env = "LIVEDASH_BODY_TIMEOUT_MS", value_name = "MS")]
-    pub body_timeout_ms: Option<u64>,
-    /// Idle keep-alive connections are closed after this, ms [default: 60000]
-    #[arg(long, env = "LIVEDASH_IDLE_TIMEOUT_MS", value_name = "MS")]
-    pub idle_timeout_ms: Option<u64>,
-    /// Events further than this ahead of the node clock are rejected, ms [default: 5000]
-    #[arg(long, env = "LIVEDASH_MAX_SKEW_MS", value_name = "MS")]
-    pub max_skew_ms: Option<i64>,
-    /// Recent values kept per widget for charts [default: 300]
-    #[arg(long, env = "LIVEDASH_HISTORY_LEN", value_name = "N")]
-    pub history_len: Option<usize>,
-    /// On SIGINT/SIGTERM, open requests get this long to finish, ms [default: 10000]
-    #[arg(long, env = "LIVEDASH_DRAIN_TIMEOUT_MS", value_name = "MS")]
-    pub drain_timeout_ms: Option<u64>,
-    /// Origins allowed to open streams, comma-separated [default: the node's own]
+    /// Largest request body, in bytes; larger requests get 413.
+    #[arg(long, env = "LIVEDASH_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Time allowed for a request's headers to arrive, in milliseconds.
+    #[arg(
+        long,
+        env = "LIVEDASH_HEADER_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 10_000
+    )]
+    pub header_timeout_ms: u64,
+    /// Time allowed for a request's body to arrive, in milliseconds.
+    #[arg(
+        long,
+        env = "LIVEDASH_BODY_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 30_000
+    )]
+    pub body_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this many milliseconds.
+    #[arg(
+        long,
+        env = "LIVEDASH_IDLE_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 60_000
+    )]
+    pub idle_timeout_ms: u64,
+    /// Events stamped more than this far ahead of the node clock are rejected, in ms.
+    #[arg(long, env = "LIVEDASH_MAX_SKEW_MS", value_name = "MS", default_value_t = DEFAULT_MAX_SKEW_MS)]
+    pub max_skew_ms: i64,
+    /// Recent values kept per widget, for charts drawn when a browser connects.
+    #[arg(long, env = "LIVEDASH_HISTORY_LEN", value_name = "N", default_value_t = DEFAULT_HISTORY_LEN)]
+    pub history_len: usize,
+    /// On SIGINT/SIGTERM, open requests get this long to finish, in milliseconds.
+    #[arg(
+        long,
+        env = "LIVEDASH_DRAIN_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 10_000
+    )]
+    pub drain_timeout_ms: u64,
+    /// Origins (scheme://host[:port], comma-separated) allowed to open WebSocket streams.
+    /// Empty means only the node's own origin (the Origin host equals the Host header).
+    /// Clients that send no Origin (not browsers) are always allowed.
     #[arg(
         long,
         env = "LIVEDASH_ALLOWED_ORIGINS",
         value_name = "ORIGINS",
         value_delimiter = ','
     )]
-    pub allowed_origins: Option<Vec<String>>,
-    /// A stream client that cannot take data this long is closed, ms [default: 10000]
-    #[arg(long, env = "LIVEDASH_SLOW_CLIENT_TIMEOUT_MS", value_name = "MS")]
-    pub slow_client_timeout_ms: Option<u64>,
-    /// Kernel send buffer of each stream socket, bytes [default: 65536]
-    #[arg(long, env = "LIVEDASH_STREAM_SEND_BUFFER_BYTES", value_name = "BYTES")]
-    pub stream_send_buffer_bytes: Option<usize>,
-    /// Ping interval of idle streams, ms [default: 20000]
-    #[arg(long, env = "LIVEDASH_WS_PING_INTERVAL_MS", value_name = "MS")]
-    pub ws_ping_interval_ms: Option<u64>,
-    /// Generate synthetic metrics and a "livedash demo" dashboard
+    pub allowed_origins: Vec<String>,
+    /// A stream client that cannot take data for this long is closed (1008), in ms.
+    #[arg(
+        long,
+        env = "LIVEDASH_SLOW_CLIENT_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 10_000
+    )]
+    pub slow_client_timeout_ms: u64,
+    /// Kernel send buffer of each stream socket (SO_SNDBUF), in bytes: what a client that
+    /// stopped reading can hold of the node's memory before its frames queue (and are
+    /// conflated) in the node. Pushes are small, so a small buffer costs nothing.
+    #[arg(long, env = "LIVEDASH_STREAM_SEND_BUFFER_BYTES", value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub stream_send_buffer_bytes: usize,
+    /// Pings are sent this often on idle streams; a peer silent for two intervals is
+    /// dropped. In milliseconds.
+    #[arg(
+        long,
+        env = "LIVEDASH_WS_PING_INTERVAL_MS",
+        value_name = "MS",
+        default_value_t = 20_000
+    )]
+    pub ws_ping_interval_ms: u64,
+    /// Deadline of a call between shards, in milliseconds: a shard that does not answer
+    /// in time makes the request fail with 503 (or the stream close with 1011) instead of
+    /// hanging.
+    #[arg(
+        long,
+        env = "LIVEDASH_CALL_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 10_000
+    )]
+    pub call_timeout_ms: u64,
+    /// Generate synthetic metrics and a "livedash demo" dashboard.
     #[arg(long, env = "LIVEDASH_DEMO")]
     pub demo: bool,
 }
 
-/// Environment variables the node understands; any other `LIVEDASH_*` is an error.
-const KNOWN_ENV: [&str; 20] = [
-    "LIVEDASH_ALLOWED_ORIGINS",
-    "LIVEDASH_SLOW_CLIENT_TIMEOUT_MS",
-    "LIVEDASH_STREAM_SEND_BUFFER_BYTES",
-    "LIVEDASH_WS_PING_INTERVAL_MS",
-    "LIVEDASH_DEMO",
-    "LIVEDASH_LOG",
-    "LIVEDASH_CONFIG",
-    "LIVEDASH_LISTEN",
-    "LIVEDASH_DATA_DIR",
-    "LIVEDASH_SHARDS",
-    "LIVEDASH_INGEST_TOKEN",
-    "LIVEDASH_ADMIN_TOKEN",
-    "LIVEDASH_READ_TOKEN",
-    "LIVEDASH_MAX_BODY_BYTES",
-    "LIVEDASH_HEADER_TIMEOUT_MS",
-    "LIVEDASH_BODY_TIMEOUT_MS",
-    "LIVEDASH_IDLE_TIMEOUT_MS",
-    "LIVEDASH_MAX_SKEW_MS",
-    "LIVEDASH_HISTORY_LEN",
-    "LIVEDASH_DRAIN_TIMEOUT_MS",
-];
+/// Environment variables read outside `Config` (by the binary's log set-up).
+pub const OTHER_ENV: &[&str] = &["LIVEDASH_LOG"];
 
 /// A configuration the node refuses to start with.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A flag or variable clap could not read (also `--help` and `--version`, which are
+    /// not errors: `exit` prints them).
+    #[error("{}", first_line(.0))]
+    Args(#[from] clap::Error),
     #[error("cannot read config file {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("unknown environment variable {0}; known: {known}", known = KNOWN_ENV.join(", "))]
-    UnknownEnv(String),
+    File { path: PathBuf, message: String },
     #[error("{key}: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
 
+fn first_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+/// A configuration, and warnings about what it ignored.
+#[derive(Debug)]
+pub struct Resolved {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// The closest of `known` to `name`, if it is close enough to be a likely typo.
+fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|k| (strsim::jaro_winkler(name, k), k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
 impl Config {
-    /// Resolves the layers for `cli` (already holding flags and environment values).
-    pub fn resolve(cli: Cli) -> Result<Self, ConfigError> {
-        Self::check_env(std::env::vars().map(|(k, _)| k))?;
-        let mut config = match &cli.config {
-            Some(path) => Self::from_toml_file(path)?,
-            None => Self::default(),
-        };
-        macro_rules! layer {
-            ($($field:ident),*) => { $( if let Some(v) = cli.$field { config.$field = v; } )* };
-        }
-        layer!(
-            listen,
-            data_dir,
-            shards,
-            max_body_bytes,
-            header_timeout_ms,
-            body_timeout_ms,
-            idle_timeout_ms,
-            max_skew_ms,
-            history_len,
-            drain_timeout_ms,
-            allowed_origins,
-            slow_client_timeout_ms,
-            stream_send_buffer_bytes,
-            ws_ping_interval_ms
-        );
-        config.demo |= cli.demo;
-        for (slot, flag) in [
-            (&mut config.ingest_token, cli.ingest_token),
-            (&mut config.admin_token, cli.admin_token),
-            (&mut config.read_token, cli.read_token),
-        ] {
-            if flag.is_some() {
-                *slot = flag;
-            }
+    /// Every `LIVEDASH_*` variable the node reads.
+    pub fn known_env() -> Vec<String> {
+        Self::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .chain(OTHER_ENV.iter().map(|s| s.to_string()))
+            .collect()
+    }
+
+    /// Every TOML key: the settings other than `config` itself.
+    pub fn toml_keys() -> Vec<String> {
+        Self::command()
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .filter(|id| id != "config" && id != "help" && id != "version")
+            .collect()
+    }
+
+    /// The built-in defaults, untouched by the environment.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        let command = Self::command().mut_args(|a| a.env(None::<&str>));
+        let matches = command.try_get_matches_from(["livedash"])?;
+        Ok(Self::from_arg_matches(&matches)?)
+    }
+
+    /// Resolves the layers from the process's arguments and environment.
+    pub fn resolve(
+        args: impl IntoIterator<Item = OsString>,
+        env: impl Iterator<Item = String>,
+    ) -> Result<Resolved, ConfigError> {
+        let known = Self::known_env();
+        let warnings = env
+            .filter(|name| name.starts_with("LIVEDASH_") && !known.contains(name))
+            .map(
+                |name| match closest(&name, known.iter().map(String::as_str)) {
+                    Some(near) => format!(
+                        "unknown environment variable {name} ignored (did you mean {near}?)"
+                    ),
+                    None => format!("unknown environment variable {name} ignored"),
+                },
+            )
+            .collect();
+        let args: Vec<OsString> = args.into_iter().collect();
+        let matches = Self::command().try_get_matches_from(&args)?;
+        let mut config = Self::from_arg_matches(&matches)?;
+        if let Some(path) = config.config.clone() {
+            let file = Self::toml_args(&path)?;
+            // The file's settings, checked alone so an error names the file.
+            let alone = Self::command().mut_args(|a| a.env(None::<&str>));
+            alone
+                .try_get_matches_from(
+                    std::iter::once(OsString::from("livedash")).chain(file.values().cloned()),
+                )
+                .map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    message: first_line(&e),
+                })?;
+            // Then under the environment and the flags: a file setting counts only where
+            // neither gave one.
+            let from_file = file
+                .into_iter()
+                .filter(|(key, _)| !given(&matches, key))
+                .map(|(_, arg)| arg);
+            let mut all = vec![args.first().cloned().unwrap_or_else(|| "livedash".into())];
+            all.extend(from_file);
+            all.extend(args.iter().skip(1).cloned());
+            config = Self::from_arg_matches(&Self::command().try_get_matches_from(all)?)?;
         }
         config.check()?;
-        Ok(config)
+        Ok(Resolved { config, warnings })
     }
 
-    /// Parses a TOML document; unknown keys are named in the error.
-    pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
-    }
-
-    fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+    /// The settings of a TOML file as flags (`--key=value`), by key; unknown keys are
+    /// refused by name.
+    fn toml_args(path: &std::path::Path) -> Result<BTreeMap<String, OsString>, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text, path)
+        Self::toml_to_args(&text).map_err(|message| ConfigError::File {
+            path: path.to_path_buf(),
+            message,
+        })
     }
 
-    fn check_env(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
-        for name in names {
-            if name.starts_with("LIVEDASH_") && !KNOWN_ENV.contains(&name.as_str()) {
-                return Err(ConfigError::UnknownEnv(name));
+    fn toml_to_args(text: &str) -> Result<BTreeMap<String, OsString>, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let keys = Self::toml_keys();
+        let mut out = BTreeMap::new();
+        for (key, value) in table {
+            if !keys.contains(&key) {
+                return Err(match closest(&key, keys.iter().map(String::as_str)) {
+                    Some(near) => format!("unknown key {key} (did you mean {near}?)"),
+                    None => format!("unknown key {key}"),
+                });
             }
+            let flag = format!("--{}", key.replace('_', "-"));
+            let text = match &value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(true) => {
+                    out.insert(key, OsString::from(flag));
+                    continue;
+                }
+                // A flag that is off by default: nothing to pass.
+                toml::Value::Boolean(false) => continue,
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string).ok_or(()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|()| format!("{key}: expected a list of strings"))?
+                    .join(","),
+                other => return Err(format!("{key}: unexpected {}", other.type_str())),
+            };
+            out.insert(key, OsString::from(format!("{flag}={text}")));
         }
-        Ok(())
+        Ok(out)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -274,6 +319,9 @@ impl Config {
         if self.max_body_bytes == 0 {
             return invalid("max_body_bytes", "must be at least 1");
         }
+        if self.shards > 64 {
+            return invalid("shards", "must be at most 64");
+        }
         if self.stream_send_buffer_bytes < 4096 {
             return invalid("stream_send_buffer_bytes", "must be at least 4096");
         }
@@ -283,6 +331,7 @@ impl Config {
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("slow_client_timeout_ms", self.slow_client_timeout_ms),
             ("ws_ping_interval_ms", self.ws_ping_interval_ms),
+            ("call_timeout_ms", self.call_timeout_ms),
         ] {
             if ms == 0 {
                 return invalid(key, "must be at least 1 ms");
@@ -306,95 +355,168 @@ impl Config {
         Ok(())
     }
 
-    /// Shards to start: the configured number, or one per available core.
+    /// Shards to start: the configured number, or one per available core (at most 64).
     pub fn shard_count(&self) -> usize {
         match self.shards {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(64)),
             n => n,
         }
     }
+}
+
+/// Whether the environment or the command line set `key`.
+fn given(matches: &ArgMatches, key: &str) -> bool {
+    matches!(
+        matches.value_source(key),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn unknown_toml_key_is_named() {
-        let err = Config::from_toml(
-            "listen = \"127.0.0.1:1\"\nmax_bodybytes = 3\n",
-            "x.toml".as_ref(),
+    fn resolve(args: &[&str], env: &[&str]) -> Result<Resolved, ConfigError> {
+        Config::resolve(
+            args.iter().map(OsString::from),
+            env.iter().map(|s| s.to_string()),
         )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("max_bodybytes"), "{err}");
+    }
+
+    fn temp_toml(tag: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("livedash-config-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, text).unwrap();
+        file
     }
 
     #[test]
-    fn toml_overrides_defaults() {
-        let c =
-            Config::from_toml("shards = 3\nadmin_token = \"s3cret\"\n", "x.toml".as_ref()).unwrap();
-        assert_eq!(c.shards, 3);
-        assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
-        assert_eq!(c.listen, Config::default().listen);
+    fn defaults_are_the_declared_ones() {
+        let c = Config::defaults().unwrap();
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(c.max_body_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.call_timeout_ms, 10_000);
+        assert_eq!(c.ingest_token, None);
+        assert!(c.allowed_origins.is_empty());
+        assert!(!c.demo);
+        c.check().unwrap();
     }
 
     #[test]
-    fn unknown_env_is_named() {
-        let err = Config::check_env(["PATH".into(), "LIVEDASH_SHARD".into()].into_iter())
+    fn unknown_toml_key_is_named_with_the_closest() {
+        let err =
+            Config::toml_to_args("listen = \"127.0.0.1:1\"\nmax_bodybytes = 3\n").unwrap_err();
+        assert!(
+            err.contains("max_bodybytes") && err.contains("max_body_bytes"),
+            "{err}"
+        );
+        assert!(Config::toml_to_args("config = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn toml_values_of_every_kind() {
+        let args = Config::toml_to_args(
+            "shards = 3\nadmin_token = \"s3cret\"\ndemo = true\nallowed_origins = [\"http://a\", \"http://b\"]\n",
+        )
+        .unwrap();
+        assert_eq!(args["shards"], "--shards=3");
+        assert_eq!(args["demo"], "--demo");
+        assert_eq!(
+            args["allowed_origins"],
+            "--allowed-origins=http://a,http://b"
+        );
+        assert!(Config::toml_to_args("shards = { a = 1 }\n").is_err());
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let file = temp_toml(
+            "layers",
+            "shards = 3\nmax_body_bytes = 10\nhistory_len = 7\n",
+        );
+        let path = file.to_str().unwrap();
+        let r = resolve(&["livedash", "--config", path, "--shards", "2"], &[]).unwrap();
+        let c = r.config;
+        assert_eq!((c.shards, c.max_body_bytes, c.history_len), (2, 10, 7));
+        assert!(r.warnings.is_empty());
+        std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_bad_file_value_names_the_file() {
+        let file = temp_toml("bad", "shards = \"many\"\n");
+        let err = resolve(&["livedash", "--config", file.to_str().unwrap()], &[])
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("unknown environment variable LIVEDASH_SHARD"),
+            err.starts_with("config file") && err.contains("many"),
             "{err}"
         );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
     }
 
     #[test]
-    fn flags_override_file() {
-        let dir = std::env::temp_dir().join(format!("livedash-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("c.toml");
-        std::fs::write(&file, "shards = 3\nmax_body_bytes = 10\n").unwrap();
-        let cli = Cli::parse_from([
-            "livedash",
-            "--config",
-            file.to_str().unwrap(),
-            "--shards",
-            "2",
-        ]);
-        let c = Config::resolve(cli).unwrap();
-        assert_eq!((c.shards, c.max_body_bytes), (2, 10));
-        std::fs::remove_dir_all(dir).unwrap();
+    fn unknown_env_is_a_warning_naming_the_closest() {
+        let r = resolve(
+            &["livedash"],
+            &["PATH", "LIVEDASH_SHARD", "LIVEDASH_BIN", "LIVEDASH_LOG"],
+        )
+        .unwrap();
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].contains("LIVEDASH_SHARD") && r.warnings[0].contains("LIVEDASH_SHARDS"),
+            "{:?}",
+            r.warnings
+        );
+        assert!(r.warnings[1].contains("LIVEDASH_BIN"), "{:?}", r.warnings);
     }
 
     #[test]
-    fn bad_values_are_refused_by_key() {
-        for (c, key) in [
+    fn known_env_comes_from_the_flags() {
+        let known = Config::known_env();
+        assert!(known.contains(&"LIVEDASH_CALL_TIMEOUT_MS".to_string()));
+        assert!(known.contains(&"LIVEDASH_LOG".to_string()));
+        assert_eq!(known.len(), Config::toml_keys().len() + 2);
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_key_in_one_line() {
+        for (args, key) in [
+            (vec!["livedash", "--max-body-bytes", "0"], "max_body_bytes"),
+            (vec!["livedash", "--admin-token", ""], "admin_token"),
             (
-                Config {
-                    max_body_bytes: 0,
-                    ..Config::default()
-                },
-                "max_body_bytes",
-            ),
-            (
-                Config {
-                    admin_token: Some(String::new()),
-                    ..Config::default()
-                },
-                "admin_token",
-            ),
-            (
-                Config {
-                    stream_send_buffer_bytes: 100,
-                    ..Config::default()
-                },
+                vec!["livedash", "--stream-send-buffer-bytes", "100"],
                 "stream_send_buffer_bytes",
             ),
+            (vec!["livedash", "--shards", "65"], "shards"),
+            (
+                vec!["livedash", "--call-timeout-ms", "0"],
+                "call_timeout_ms",
+            ),
         ] {
-            let err = c.check().unwrap_err().to_string();
+            let err = resolve(&args, &[]).unwrap_err().to_string();
             assert!(err.starts_with(key), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let err = resolve(&["livedash", "--shards", "x"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--shards"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    /// The README's settings table lists every setting.
+    #[test]
+    fn readme_lists_every_setting() {
+        let readme = include_str!("../../README.md");
+        for key in Config::toml_keys() {
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "README does not list `{key}`"
+            );
         }
     }
 }

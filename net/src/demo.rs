@@ -1,19 +1,20 @@
-//! `--demo`: a "livedash demo" dashboard and a few synthetic series with tags (request
-//! latency per route, CPU per host, a queue depth, orders), fed through the normal ingest
-//! path every 100 ms, so a first run shows live values at once.
+//! `--demo`, a front end of its own: a "livedash demo" dashboard and a few synthetic
+//! series with tags (request latency per route, CPU per host, a queue depth, orders), made
+//! through the same catalogue and ingest services as HTTP, every 100 ms, so a first run
+//! shows live values at once.
 
 use std::f64::consts::TAU;
 use std::rc::Rc;
 use std::time::Duration;
 
-use livedash_engine::{MetricEvent, Tags};
+use livedash_engine::{MetricEvent, NewDashboard, Tags};
 use rand::Rng;
 use serde_json::json;
 
-use crate::http::Request;
-use crate::ingest::Parsed;
-use crate::node::mesh::{Call, Reply};
-use crate::node::{ShardCtx, now_ms};
+use crate::catalogue::Edit;
+use crate::clock::now_ms;
+use crate::parse::Parsed;
+use crate::service::{Services, catalogue, ingest};
 
 const NAME: &str = "livedash demo";
 
@@ -32,16 +33,9 @@ fn widget(
 }
 
 /// Creates the demo dashboard unless one with its name exists.
-async fn ensure_dashboard(ctx: &Rc<ShardCtx>) {
-    let exists = ctx.catalogue.as_ref().is_some_and(|host| {
-        host.catalogue
-            .borrow()
-            .list()
-            .iter()
-            .any(|d| d.name == NAME)
-    });
-    if exists {
-        return;
+async fn ensure_dashboard(svc: &Rc<Services>) -> Result<(), catalogue::CatalogueError> {
+    if catalogue::list(svc).await?.iter().any(|d| d.name == NAME) {
+        return Ok(());
     }
     let body = json!({
         "name": NAME,
@@ -57,21 +51,11 @@ async fn ensure_dashboard(ctx: &Rc<ShardCtx>) {
             widget("demo.orders.value", "sum", 300, 1.0, json!({}), json!({"chart": "table", "title": "all values"})),
         ]
     });
-    let request = Request {
-        method: "POST".into(),
-        path: "/dashboards".into(),
-        query: None,
-        content_type: Some("application/json".into()),
-        authorization: None,
-        host: None,
-        origin: None,
-        websocket_key: None,
-        body: body.to_string().into_bytes(),
-    };
-    match ctx.call(0, Call::Http(request)).await {
-        Reply::Http(r) if r.status == 201 => tracing::info!("demo dashboard created"),
-        other => tracing::warn!("cannot create the demo dashboard: {other:?}"),
-    }
+    let new: NewDashboard = serde_json::from_value(body)
+        .map_err(|e| crate::catalogue::Refusal::Invalid(e.to_string()))?;
+    catalogue::edit(svc, Edit::Create(new)).await?;
+    tracing::info!("demo dashboard created");
+    Ok(())
 }
 
 fn event(metric: &str, value: f64, tags: &[(&str, &str)], t: i64) -> MetricEvent {
@@ -88,13 +72,15 @@ fn event(metric: &str, value: f64, tags: &[(&str, &str)], t: i64) -> MetricEvent
 }
 
 /// Runs on shard 0 until the node stops.
-pub async fn run(ctx: Rc<ShardCtx>) {
-    ensure_dashboard(&ctx).await;
+pub async fn run(svc: Rc<Services>) {
+    if let Err(e) = ensure_dashboard(&svc).await {
+        tracing::warn!("cannot create the demo dashboard: {e}");
+    }
     let mut rng = rand::rng();
     let mut queue: f64 = 20.0;
     let routes = ["/", "/search", "/checkout", "/login"];
     let hosts = ["web-1", "web-2", "web-3"];
-    while !ctx.stop.is_set() {
+    while !svc.stop.is_set() {
         let now = now_ms();
         let phase = (now % 120_000) as f64 / 120_000.0 * TAU;
         let mut events = Vec::with_capacity(64);
@@ -130,14 +116,10 @@ pub async fn run(ctx: Rc<ShardCtx>) {
                 now,
             ));
         }
-        let origin = (0..events.len() as u32).collect();
-        let parsed = Parsed {
-            events,
-            origin,
-            rejected: Vec::new(),
-        };
-        if crate::api::ingest::dispatch(&ctx, parsed).await.is_err() {
-            tracing::warn!("demo events were not applied");
+        match ingest::dispatch(&svc, Parsed::from_events(events)).await {
+            Ok(reply) if reply.rejected.is_empty() => {}
+            Ok(reply) => tracing::warn!("demo events rejected: {:?}", reply.rejected),
+            Err(e) => tracing::warn!("demo events were not applied: {e}"),
         }
         glommio::timer::sleep(Duration::from_millis(100)).await;
     }

@@ -1,13 +1,24 @@
-//! The livedash node: a thread-per-core runtime serving the HTTP API (ingest and
-//! dashboards) on top of `livedash-engine`. `node::start` runs it; `main.rs` adds the CLI.
+//! The livedash node. Its modules form layers whose imports run one way:
+//!
+//! - runtime: `node` (executor pool, shard start-up, accept loop, timers, shutdown) and
+//!   the binary's `main`;
+//! - front ends: `api` (HTTP routes), `stream` (WebSocket), `demo` (synthetic source);
+//! - services: `service` (ingest, catalogue, fan-out, stats, and the typed calls between
+//!   shards);
+//! - below: `catalogue` (the dashboard model), `store`, `parse`, `frames`, `http`,
+//!   `access`, `config`, `clock`, `stop`, and the `livedash-engine` crate.
 
+pub mod access;
 pub mod api;
 pub mod catalogue;
+pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod frames;
 pub mod http;
-pub mod ingest;
 pub mod node;
+pub mod parse;
+pub mod service;
 pub mod stop;
 pub mod store;
 pub mod stream;

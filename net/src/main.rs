@@ -1,18 +1,21 @@
 //! The `livedash` binary: reads the configuration, raises the open-files limit, starts one
 //! shard per core and runs until SIGINT or SIGTERM, then shuts down gracefully (exit 0).
+//! A configuration error is one line on stderr and exit code 2; any other failure to
+//! start, one line and exit code 1.
 
 use std::io::Write;
+use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use clap::Parser;
-use livedash_net::config::{Cli, Config};
+use clap::error::ErrorKind;
+use livedash_net::config::{Config, ConfigError};
 use livedash_net::node;
 use livedash_net::store::FileStore;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIVEDASH_LOG")
@@ -20,7 +23,31 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = Config::resolve(Cli::parse())?;
+    let resolved = match Config::resolve(std::env::args_os(), std::env::vars().map(|(k, _)| k)) {
+        Ok(resolved) => resolved,
+        Err(ConfigError::Args(e))
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("livedash: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for warning in &resolved.warnings {
+        tracing::warn!("{warning}");
+    }
+    match run(resolved.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("livedash: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::info!("open-files limit: {n}"),
         Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),

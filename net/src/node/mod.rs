@@ -1,9 +1,8 @@
-//! The node: one pinned glommio executor per shard. Every shard binds the listen address
-//! (SO_REUSEPORT), serves the connections the kernel gives it, runs its refresh timer, and
-//! answers calls from the other shards over the channel mesh.
+//! The runtime: one pinned glommio executor per shard. Every shard binds the listen
+//! address (SO_REUSEPORT), builds its services, and runs them (`shard::run`) until the
+//! node stops.
 
-mod ctx;
-pub mod mesh;
+mod shard;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -12,23 +11,18 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use futures_lite::FutureExt;
-use glommio::channels::channel_mesh::{MeshBuilder, Receivers};
+use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::timer::sleep;
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles, spawn_local};
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use livedash_engine::shard::ShardConfig;
 use livedash_engine::{Dashboard, Shard, Widget, shard_for};
 
-pub use ctx::{CatalogueHost, ShardCtx, now_ms};
-use livedash_engine::shard::WidgetValue;
-use mesh::{Call, Msg};
-
-use crate::stream::hub::Hub;
-
 use crate::catalogue::Catalogue;
+use crate::clock::now_ms;
 use crate::config::Config;
-use crate::http::{self, ConnLimits};
+use crate::service::catalogue::CatalogueHost;
+use crate::service::mesh::Mesh;
+use crate::service::{CATALOGUE_SHARD, Services};
 use crate::store::DashboardStore;
 
 /// Messages in flight per direction between two shards before a sender waits.
@@ -42,8 +36,6 @@ const IO_MEMORY: usize = 128 * 1024;
 /// holding an armed read poll, the default depth (128, so 8 buckets) made that walk a
 /// tenth of the node's CPU under a large fan-out.
 const RING_DEPTH: usize = 4096;
-/// Longest sleep of the refresh timer, so shutdown and new widgets are noticed.
-const MAX_TICK_SLEEP: Duration = Duration::from_millis(100);
 
 /// A running node.
 #[derive(Debug)]
@@ -221,19 +213,19 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                         }
                     }
                     let host =
-                        if id == 0 {
+                        if id == CATALOGUE_SHARD {
                             parts.lock().ok().and_then(|mut p| p.take()).map(
-                                |(catalogue, store)| CatalogueHost {
-                                    catalogue: std::cell::RefCell::new(catalogue),
-                                    store: Arc::from(store),
-                                    writer: glommio::sync::Semaphore::new(1),
+                                |(catalogue, store)| {
+                                    CatalogueHost::new(catalogue, Arc::from(store))
                                 },
                             )
                         } else {
                             None
                         };
-                    let ctx = Rc::new(ShardCtx::new(id, config, engine, senders, host));
-                    run_shard(ctx, listener, receivers, shutdown, &progress).await;
+                    let deadline = Duration::from_millis(config.call_timeout_ms);
+                    let mesh = Mesh::new(senders, deadline);
+                    let svc = Rc::new(Services::new(config, mesh, engine, host));
+                    shard::run(svc, listener, receivers, shutdown, &progress).await;
                 }
             })
             .map_err(|e| anyhow!("starting shards: {e}"))?
@@ -245,179 +237,4 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
         progress,
         _threads: threads,
     })
-}
-
-async fn run_shard(
-    ctx: Rc<ShardCtx>,
-    listener: TcpListener,
-    mut receivers: Receivers<Msg>,
-    shutdown: Arc<AtomicBool>,
-    progress: &Progress,
-) {
-    for (_, rx) in receivers.streams() {
-        let ctx = Rc::clone(&ctx);
-        spawn_local(async move {
-            while let Some(msg) = rx.recv().await {
-                match msg {
-                    Msg::Call { from, id, call } => {
-                        let ctx = Rc::clone(&ctx);
-                        spawn_local(async move {
-                            let reply = ctx.handle(call).await;
-                            let _ = ctx.mesh.send_to(from, Msg::Reply { id, reply }).await;
-                        })
-                        .detach();
-                    }
-                    Msg::Reply { id, reply } => ctx.deliver(id, reply),
-                }
-            }
-        })
-        .detach();
-    }
-    spawn_local(refresh_loop(Rc::clone(&ctx))).detach();
-    {
-        let ctx = Rc::clone(&ctx);
-        let every = Duration::from_millis(ctx.config.ws_ping_interval_ms);
-        spawn_local(async move {
-            loop {
-                let stopped = async {
-                    sleep(every).await;
-                    false
-                }
-                .or(async {
-                    ctx.stop.wait().await;
-                    true
-                })
-                .await;
-                if stopped {
-                    break;
-                }
-                ctx.hub.sweep();
-            }
-        })
-        .detach();
-    }
-    if ctx.id == 0 && ctx.config.demo {
-        spawn_local(crate::demo::run(Rc::clone(&ctx))).detach();
-    }
-    {
-        let ctx = Rc::clone(&ctx);
-        let shutdown = Arc::clone(&shutdown);
-        spawn_local(async move {
-            while !shutdown.load(Ordering::Relaxed) {
-                sleep(Duration::from_millis(50)).await;
-            }
-            ctx.stop.trigger();
-            ctx.hub.close_all(1001, "node shutting down");
-        })
-        .detach();
-    }
-    accept_loop(&ctx, &listener).await;
-    drop(listener);
-    // Drain: let open requests finish, up to the drain timeout.
-    let deadline = std::time::Instant::now() + Duration::from_millis(ctx.config.drain_timeout_ms);
-    while ctx.connections.get() > 0 && std::time::Instant::now() < deadline {
-        sleep(Duration::from_millis(10)).await;
-    }
-    // Keep answering the other shards until every shard has drained.
-    progress.drained.fetch_add(1, Ordering::AcqRel);
-    while progress.drained.load(Ordering::Acquire) < ctx.shards {
-        sleep(Duration::from_millis(10)).await;
-    }
-    if let Some(host) = &ctx.catalogue
-        && let Err(e) = host.store.flush()
-    {
-        tracing::error!("flushing the dashboard store: {e}");
-        progress.failed.store(true, Ordering::Release);
-    }
-    progress.done.fetch_add(1, Ordering::AcqRel);
-    // The process ends from the main thread; this executor stays as it is until then.
-    std::future::pending::<()>().await;
-}
-
-/// Sends changed values to the shards with streams that show them, one message each.
-fn push(ctx: &Rc<ShardCtx>, changed: Vec<WidgetValue>) {
-    let mut out: Vec<Vec<(uuid::Uuid, WidgetValue)>> = vec![Vec::new(); ctx.shards];
-    {
-        let interest = ctx.interest.borrow();
-        for value in changed {
-            let Some(&(dashboard, mut shards)) = interest.get(&value.widget_id) else {
-                continue;
-            };
-            while shards != 0 {
-                let to = shards.trailing_zeros() as usize;
-                shards &= shards - 1;
-                out[to].push((dashboard, value.clone()));
-            }
-        }
-    }
-    for (to, values) in out.into_iter().enumerate() {
-        if values.is_empty() {
-            continue;
-        }
-        if to == ctx.id {
-            Hub::pushed(ctx, values);
-        } else {
-            let ctx = Rc::clone(ctx);
-            spawn_local(async move {
-                ctx.call(to, Call::Push(values)).await;
-            })
-            .detach();
-        }
-    }
-}
-
-async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &TcpListener) {
-    let limits = ConnLimits {
-        max_body: ctx.config.max_body_bytes,
-        header_timeout: Duration::from_millis(ctx.config.header_timeout_ms),
-        body_timeout: Duration::from_millis(ctx.config.body_timeout_ms),
-        idle_timeout: Duration::from_millis(ctx.config.idle_timeout_ms),
-    };
-    loop {
-        let accepted = async { Some(listener.accept().await) }
-            .or(async {
-                ctx.stop.wait().await;
-                None
-            })
-            .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                // Out of file descriptors or a reset before accept: back off briefly.
-                tracing::warn!(shard = ctx.id, "accept: {e}");
-                sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-        };
-        let ctx = Rc::clone(ctx);
-        spawn_local(async move {
-            ctx.connections.set(ctx.connections.get() + 1);
-            let api = crate::api::Api {
-                ctx: Rc::clone(&ctx),
-            };
-            http::serve(stream, limits, &ctx.stop, &api).await;
-            ctx.connections.set(ctx.connections.get() - 1);
-        })
-        .detach();
-    }
-}
-
-/// Runs due refreshes on time and pushes the values that changed to every shard that
-/// streams them.
-async fn refresh_loop(ctx: Rc<ShardCtx>) {
-    while !ctx.stop.is_set() {
-        let now = now_ms();
-        let (changed, next) = {
-            let mut engine = ctx.engine.borrow_mut();
-            (engine.tick(now), engine.next_due())
-        };
-        if !changed.is_empty() {
-            push(&ctx, changed);
-        }
-        let wait = next.map_or(MAX_TICK_SLEEP, |due| {
-            Duration::from_millis(u64::try_from(due - now).unwrap_or(0).max(1))
-        });
-        sleep(wait.min(MAX_TICK_SLEEP)).await;
-    }
 }

@@ -1,4 +1,5 @@
-//! The JSON messages of a dashboard stream, as the browser receives them.
+//! The JSON messages of a dashboard stream, as the browser receives them, each encoded
+//! once as a complete WebSocket frame.
 
 use livedash_engine::shard::WidgetValue;
 use livedash_engine::{Dashboard, HistoryPoint};
@@ -57,8 +58,8 @@ pub enum Frame<'a> {
 impl Frame<'_> {
     /// The message as a complete WebSocket text frame, encoded once and written as it is
     /// to every connection it goes to (server frames are not masked).
-    pub fn encode(&self) -> Bytes {
-        text_frame(serde_json::to_vec(self).unwrap_or_default())
+    pub fn encode(&self) -> Result<Bytes, serde_json::Error> {
+        serde_json::to_vec(self).map(text_frame)
     }
 }
 

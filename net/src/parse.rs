@@ -3,16 +3,8 @@
 //! that cannot be parsed at all is an error (and then nothing is applied).
 
 use influxdb_line_protocol::{FieldValue, parse_lines};
-use livedash_engine::{MetricEvent, Tags, validate};
-use serde::Serialize;
+use livedash_engine::{MetricEvent, RejectedEvent as Rejected, Tags, validate};
 use serde_json::value::RawValue;
-
-/// One refused event: its index in the body and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Rejected {
-    pub index: usize,
-    pub reason: String,
-}
 
 /// Events ready for the shards, each with the index it is reported under.
 #[derive(Debug, Default)]
@@ -24,6 +16,16 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// Events made in-process (the demo, a test), validated like parsed ones, each
+    /// reported under its position.
+    pub fn from_events(events: Vec<MetricEvent>) -> Self {
+        let mut parsed = Self::default();
+        for (i, event) in events.into_iter().enumerate() {
+            parsed.push(i, event);
+        }
+        parsed
+    }
+
     fn push(&mut self, index: usize, event: MetricEvent) {
         match validate::event(&event) {
             Ok(()) => {

@@ -1,0 +1,161 @@
+//! One shard at run time: answers the other shards' calls, runs the refresh timer and the
+//! keep-alive sweep, accepts connections for the HTTP front end, and on shutdown drains
+//! its connections before the store is flushed.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+use glommio::channels::channel_mesh::Receivers;
+use glommio::net::TcpListener;
+use glommio::spawn_local;
+use glommio::timer::sleep;
+
+use super::Progress;
+use crate::api::Api;
+use crate::clock::now_ms;
+use crate::http::{self, ConnLimits};
+use crate::service::mesh::Msg;
+use crate::service::{Services, fanout};
+
+/// Longest sleep of the refresh timer, so shutdown and new widgets are noticed.
+const MAX_TICK_SLEEP: Duration = Duration::from_millis(100);
+
+/// Runs the shard until the node stops; never returns (the process ends from the main
+/// thread once every shard reports done).
+pub(super) async fn run(
+    svc: Rc<Services>,
+    listener: TcpListener,
+    mut receivers: Receivers<Msg>,
+    shutdown: Arc<AtomicBool>,
+    progress: &Progress,
+) {
+    for (_, rx) in receivers.streams() {
+        let svc = Rc::clone(&svc);
+        spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    Msg::Call { from, id, call } => {
+                        let svc = Rc::clone(&svc);
+                        spawn_local(async move {
+                            let reply = call.run(&svc).await;
+                            svc.mesh.answer(from, id, reply).await;
+                        })
+                        .detach();
+                    }
+                    Msg::Reply { id, reply } => svc.mesh.deliver(id, reply),
+                }
+            }
+        })
+        .detach();
+    }
+    spawn_local(refresh_loop(Rc::clone(&svc))).detach();
+    spawn_local(sweep_loop(Rc::clone(&svc))).detach();
+    if svc.id == 0 && svc.config.demo {
+        spawn_local(crate::demo::run(Rc::clone(&svc))).detach();
+    }
+    {
+        let svc = Rc::clone(&svc);
+        spawn_local(async move {
+            while !shutdown.load(Ordering::Relaxed) {
+                sleep(Duration::from_millis(50)).await;
+            }
+            svc.stop.trigger();
+            svc.hub.close_all(1001, "node shutting down");
+        })
+        .detach();
+    }
+    accept_loop(&svc, &listener).await;
+    drop(listener);
+    // Drain: let open requests finish, up to the drain timeout.
+    let deadline = Instant::now() + Duration::from_millis(svc.config.drain_timeout_ms);
+    while svc.connections.get() > 0 && Instant::now() < deadline {
+        sleep(Duration::from_millis(10)).await;
+    }
+    // Keep answering the other shards until every shard has drained.
+    progress.drained.fetch_add(1, Ordering::AcqRel);
+    while progress.drained.load(Ordering::Acquire) < svc.shards {
+        sleep(Duration::from_millis(10)).await;
+    }
+    if let Some(host) = &svc.catalogue
+        && let Err(e) = host.store.flush()
+    {
+        tracing::error!("flushing the dashboard store: {e}");
+        progress.failed.store(true, Ordering::Release);
+    }
+    progress.done.fetch_add(1, Ordering::AcqRel);
+    // The process ends from the main thread; this executor stays as it is until then.
+    std::future::pending::<()>().await;
+}
+
+/// Accepts connections until the node stops; each is served by the HTTP front end.
+async fn accept_loop(svc: &Rc<Services>, listener: &TcpListener) {
+    let limits = ConnLimits {
+        max_body: svc.config.max_body_bytes,
+        header_timeout: Duration::from_millis(svc.config.header_timeout_ms),
+        body_timeout: Duration::from_millis(svc.config.body_timeout_ms),
+        idle_timeout: Duration::from_millis(svc.config.idle_timeout_ms),
+    };
+    loop {
+        let accepted = async { Some(listener.accept().await) }
+            .or(async {
+                svc.stop.wait().await;
+                None
+            })
+            .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                // Out of file descriptors or a reset before accept: back off briefly.
+                tracing::warn!(shard = svc.id, "accept: {e}");
+                sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let svc = Rc::clone(svc);
+        spawn_local(async move {
+            svc.connections.set(svc.connections.get() + 1);
+            let api = Api {
+                svc: Rc::clone(&svc),
+            };
+            http::serve(stream, limits, &svc.stop, &api).await;
+            svc.connections.set(svc.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Runs due refreshes on time until the node stops.
+async fn refresh_loop(svc: Rc<Services>) {
+    while !svc.stop.is_set() {
+        let now = now_ms();
+        let next = fanout::refresh(&svc, now);
+        let wait = next.map_or(MAX_TICK_SLEEP, |due| {
+            Duration::from_millis(u64::try_from(due - now).unwrap_or(0).max(1))
+        });
+        sleep(wait.min(MAX_TICK_SLEEP)).await;
+    }
+}
+
+/// Wakes every stream once per ping interval to read its peer and ping it.
+async fn sweep_loop(svc: Rc<Services>) {
+    let every = Duration::from_millis(svc.config.ws_ping_interval_ms);
+    loop {
+        let stopped = async {
+            sleep(every).await;
+            false
+        }
+        .or(async {
+            svc.stop.wait().await;
+            true
+        })
+        .await;
+        if stopped {
+            break;
+        }
+        svc.hub.sweep();
+    }
+}

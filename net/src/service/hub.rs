@@ -1,0 +1,315 @@
+//! The subscriber side of the fan-out: the streams one shard serves. Owner shards push
+//! changed values here (`Push`); the hub gathers one tick's pushes, frames them once per
+//! dashboard and writes the same bytes to every connection watching it. Dashboard edits
+//! arrive as `DashboardChanged`; joins and leaves tell the owners what to send.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::sync::Semaphore;
+use livedash_engine::{Dashboard, WidgetValue};
+use tungstenite::Bytes;
+use uuid::Uuid;
+
+use super::catalogue::{CatalogueError, GetDashboard};
+use super::fanout::Watch;
+use super::mesh::{CallError, ShardCall};
+use super::outbox::Outbox;
+use super::rooms::{Changed, Delivery, InterestDelta, Joined, Rooms};
+use super::widgets::ReadStates;
+use super::{CATALOGUE_SHARD, Services};
+use crate::catalogue::Versioned;
+use crate::clock::now_ms;
+use crate::frames::{Frame, WidgetSnapshot, WidgetUpdate};
+
+/// How long the hub waits to gather the pushes of one tick from every owner shard, so a
+/// connection gets one frame per tick.
+const GATHER: Duration = Duration::from_millis(2);
+
+/// Why a stream cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Shard(#[from] CallError),
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueError),
+    #[error("cannot encode a frame: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Every room of the shard, pushes waiting to be framed, and what was sent.
+#[derive(Debug)]
+pub struct Hub {
+    /// Frames handed to connections, and frames written to sockets (at once by the hub,
+    /// or later by the connection's writer).
+    pub frames_queued: Cell<u64>,
+    pub frames_written: Cell<u64>,
+    /// Frames that could not be encoded (and were not sent).
+    pub frames_unencodable: Cell<u64>,
+    /// Sum and maximum of the time from framing to the socket write, in ms.
+    pub write_lag_ms_sum: Cell<u64>,
+    pub write_lag_ms_max: Cell<u64>,
+    rooms: RefCell<Rooms>,
+    pending: RefCell<Vec<(Uuid, WidgetValue)>>,
+    gathering: Cell<bool>,
+    /// Lets one delivery run at a time, in the order they were framed.
+    delivering: Semaphore,
+}
+
+impl Hub {
+    pub fn new(shards: usize) -> Self {
+        Self {
+            frames_queued: Cell::new(0),
+            frames_written: Cell::new(0),
+            frames_unencodable: Cell::new(0),
+            write_lag_ms_sum: Cell::new(0),
+            write_lag_ms_max: Cell::new(0),
+            rooms: RefCell::new(Rooms::new(shards)),
+            pending: RefCell::new(Vec::new()),
+            gathering: Cell::new(false),
+            delivering: Semaphore::new(1),
+        }
+    }
+
+    /// Adds a connection to dashboard `id`'s room; returns the dashboard, or `None` if it
+    /// does not exist. The first connection of a room tells the owner shards to send its
+    /// widgets here.
+    pub async fn join(
+        svc: &Rc<Services>,
+        id: Uuid,
+        outbox: &Rc<Outbox>,
+    ) -> Result<Option<Dashboard>, StreamError> {
+        let hub = &svc.hub;
+        if let Some(dashboard) = hub.rooms.borrow_mut().join(id, outbox) {
+            return Ok(Some(dashboard));
+        }
+        hub.rooms.borrow_mut().begin_join(id);
+        let fetched = match svc.call(CATALOGUE_SHARD, GetDashboard(id)).await {
+            Ok(Ok(fetched)) => fetched,
+            Ok(Err(e)) => {
+                hub.rooms.borrow_mut().abandon_join(id);
+                return Err(e.into());
+            }
+            Err(e) => {
+                hub.rooms.borrow_mut().abandon_join(id);
+                return Err(e.into());
+            }
+        };
+        let joined = hub.rooms.borrow_mut().finish_join(id, fetched, outbox);
+        match joined {
+            Joined::Room(dashboard) => Ok(Some(dashboard)),
+            Joined::Missing => Ok(None),
+            Joined::Opened(dashboard, delta) => {
+                change_interest(svc, id, delta).await?;
+                Ok(Some(dashboard))
+            }
+        }
+    }
+
+    /// Removes a connection; the last one out closes the room and drops the interest.
+    pub async fn leave(svc: &Rc<Services>, id: Uuid, outbox: &Rc<Outbox>) {
+        let emptied = svc.hub.rooms.borrow_mut().leave(id, outbox);
+        if let Some(delta) = emptied {
+            // Owners that miss this keep pushing values this shard drops; counted and
+            // logged by the mesh.
+            change_interest(svc, id, delta).await.ok();
+        }
+    }
+
+    /// Keep-alive sweep, once per ping interval: wakes every stream to read what its peer
+    /// sent and ping it (the stream closes itself if the peer stayed silent for two
+    /// intervals). One timer per shard, not per socket.
+    pub fn sweep(&self) {
+        for o in self.rooms.borrow().outboxes() {
+            o.ping();
+        }
+    }
+
+    /// Closes every stream (node shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for o in self.rooms.borrow().outboxes() {
+            o.close(code, reason);
+        }
+    }
+
+    /// Counts a frame written `lag_ms` after it was framed.
+    pub fn written(&self, lag_ms: i64) {
+        let lag = u64::try_from(lag_ms).unwrap_or(0);
+        self.frames_written.set(self.frames_written.get() + 1);
+        self.write_lag_ms_sum.set(self.write_lag_ms_sum.get() + lag);
+        self.write_lag_ms_max
+            .set(self.write_lag_ms_max.get().max(lag));
+    }
+
+    /// Number of connections on this shard.
+    pub fn connections(&self) -> usize {
+        self.rooms.borrow().outboxes().count()
+    }
+
+    /// The frames that bring a lagging connection of dashboard `id` up to date.
+    pub fn resync_frames(&self, id: Uuid) -> Result<Vec<Bytes>, serde_json::Error> {
+        self.rooms.borrow().resync_frames(id, now_ms())
+    }
+
+    /// Values pushed by an owner shard. They are framed a moment later, together with the
+    /// pushes of the other owners for the same tick.
+    pub fn pushed(svc: &Rc<Services>, values: Vec<(Uuid, WidgetValue)>) {
+        let hub = &svc.hub;
+        hub.pending.borrow_mut().extend(values);
+        if hub.gathering.replace(true) {
+            return;
+        }
+        let svc = Rc::clone(svc);
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(GATHER).await;
+            let hub = &svc.hub;
+            hub.gathering.set(false);
+            let pending = std::mem::take(&mut *hub.pending.borrow_mut());
+            let (deliveries, unencodable) = hub.rooms.borrow_mut().frame(pending, now_ms());
+            hub.frames_unencodable
+                .set(hub.frames_unencodable.get() + unencodable);
+            // A fan-out that takes longer than a refresh interval must not let the next
+            // tick's frames overtake its own on the connections it has not reached yet.
+            // The semaphore is never closed, so the permit always comes.
+            if let Ok(_turn) = hub.delivering.acquire_permit(1).await {
+                hub.deliver(deliveries).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Hands `frame` to one connection, counting it as written if the socket took it.
+    fn offer(&self, outbox: &Outbox, frame: &Bytes, framed_at: i64) {
+        self.frames_queued.set(self.frames_queued.get() + 1);
+        if outbox.offer(frame, framed_at) {
+            self.written(now_ms() - framed_at);
+        }
+    }
+
+    /// Writes each frame to its connections, yielding now and then so the shard's other
+    /// work (ingest, its own ticks) is not held up by a large fan-out.
+    async fn deliver(&self, deliveries: Vec<Delivery>) {
+        let mut handed = 0usize;
+        for d in deliveries {
+            for o in &d.outboxes {
+                self.offer(o, &d.frame, d.framed_at);
+                handed += 1;
+                if handed.is_multiple_of(64) {
+                    glommio::yield_if_needed().await;
+                }
+            }
+        }
+    }
+}
+
+/// Tells every owner shard which widgets this shard now streams or no longer streams.
+async fn change_interest(
+    svc: &Rc<Services>,
+    dashboard: Uuid,
+    delta: InterestDelta,
+) -> Result<(), CallError> {
+    let mut outcome = Ok(());
+    for (owner, add, remove) in delta.per_owner() {
+        let watch = Watch {
+            shard: svc.id,
+            dashboard,
+            add,
+            remove,
+        };
+        if let Err(e) = svc.call(owner, watch).await {
+            outcome = Err(e);
+        }
+    }
+    outcome
+}
+
+/// The `snapshot` frame of a stream: every widget's value now and its history, from the
+/// owners, in the dashboard's order.
+pub async fn snapshot(svc: &Rc<Services>, dashboard: &Dashboard) -> Result<Bytes, StreamError> {
+    let mut per_owner = vec![Vec::new(); svc.shards];
+    for w in &dashboard.widgets {
+        per_owner[svc.owner(&w.spec.metric_name)].push(w.widget_id);
+    }
+    let mut widgets: Vec<WidgetSnapshot> = Vec::with_capacity(dashboard.widgets.len());
+    for (owner, ids) in per_owner.into_iter().enumerate() {
+        if ids.is_empty() {
+            continue;
+        }
+        for state in svc.call(owner, ReadStates(ids)).await? {
+            widgets.push(WidgetSnapshot {
+                current: WidgetUpdate::of(&state.value, state.stale),
+                history: state.history,
+            });
+        }
+    }
+    let order = |id: &Uuid| dashboard.widgets.iter().position(|w| &w.widget_id == id);
+    widgets.sort_by_key(|w| order(&w.current.widget_id));
+    Ok(Frame::Snapshot {
+        dashboard,
+        widgets: &widgets,
+    }
+    .encode()?)
+}
+
+/// Changed values (with their dashboard) for the receiver's streams.
+#[derive(Debug)]
+pub struct Push(pub Vec<(Uuid, WidgetValue)>);
+
+impl ShardCall for Push {
+    type Reply = ();
+
+    async fn run(self, svc: &Rc<Services>) {
+        Hub::pushed(svc, self.0);
+    }
+}
+
+/// A dashboard was created, changed or deleted (`dashboard: None`) as of a catalogue
+/// version: its streams on the receiver follow.
+#[derive(Debug)]
+pub struct DashboardChanged {
+    pub id: Uuid,
+    pub news: Versioned,
+}
+
+impl ShardCall for DashboardChanged {
+    type Reply = ();
+
+    async fn run(self, svc: &Rc<Services>) {
+        let changed = svc.hub.rooms.borrow_mut().changed(self.id, self.news);
+        let delta = match changed {
+            Changed::Ignored => return,
+            Changed::Deleted(outboxes, delta) => {
+                for o in outboxes {
+                    o.close(4410, "dashboard deleted");
+                }
+                delta
+            }
+            Changed::Updated {
+                frame,
+                outboxes,
+                delta,
+            } => {
+                match frame {
+                    Ok(frame) => {
+                        let now = now_ms();
+                        for o in &outboxes {
+                            svc.hub.offer(o, &frame, now);
+                        }
+                    }
+                    Err(e) => {
+                        let hub = &svc.hub;
+                        hub.frames_unencodable.set(hub.frames_unencodable.get() + 1);
+                        tracing::error!("cannot encode dashboard {}: {e}", self.id);
+                        for o in outboxes {
+                            o.close(1011, "cannot encode the dashboard");
+                        }
+                    }
+                }
+                delta
+            }
+        };
+        // Failures are counted and logged by the mesh.
+        change_interest(svc, self.id, delta).await.ok();
+    }
+}

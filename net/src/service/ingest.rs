@@ -1,0 +1,152 @@
+//! Ingest: events from any source (HTTP, the demo, later Kafka) are split by owner shard,
+//! applied in place for this shard and with one `ApplyEvents` call per other owner, and the
+//! answers merged into one reply with every rejection by its index in the source.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+use glommio::spawn_local;
+use hashbrown::HashMap;
+use livedash_engine::{IngestReply, MetricEvent, Rejection};
+
+use super::Services;
+use super::mesh::{CallError, ShardCall};
+use crate::clock::now_ms;
+use crate::parse::Parsed;
+
+/// Every this-many-th ingested event is sampled for the recent metric names.
+const RECENT_SAMPLE: usize = 8;
+/// Most recent metric names kept per shard.
+const RECENT_MAX: usize = 2000;
+
+/// What this shard counts of the events it applied.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    /// Time spent applying events to windows, in nanoseconds.
+    pub apply_ns: Cell<u64>,
+    /// Events handed to the engine (accepted or refused by time).
+    pub events: Cell<u64>,
+    /// Metric names seen recently (sampled), with when: suggestions for the UI.
+    recent: RefCell<HashMap<String, i64>>,
+}
+
+impl IngestCounters {
+    /// Samples the metric names of a batch into the bounded recent set.
+    fn remember(&self, events: &[MetricEvent], now: i64) {
+        let mut recent = self.recent.borrow_mut();
+        for ev in events.iter().step_by(RECENT_SAMPLE) {
+            match recent.get_mut(ev.metric_name.as_str()) {
+                Some(seen) => *seen = now,
+                None => {
+                    recent.insert(ev.metric_name.clone(), now);
+                }
+            }
+        }
+        if recent.len() > RECENT_MAX {
+            // Keep the newer half.
+            let mut times: Vec<i64> = recent.values().copied().collect();
+            let (_, cut, _) = times.select_nth_unstable(RECENT_MAX / 2);
+            let cut = *cut;
+            recent.retain(|_, seen| *seen >= cut);
+        }
+    }
+
+    /// The metric names seen recently.
+    pub fn recent_names(&self) -> Vec<String> {
+        self.recent.borrow().keys().cloned().collect()
+    }
+}
+
+/// Apply events whose metrics the receiving shard owns.
+#[derive(Debug)]
+pub struct ApplyEvents(pub Vec<MetricEvent>);
+
+/// What a shard made of an `ApplyEvents` batch.
+#[derive(Debug)]
+pub struct Applied {
+    pub accepted: usize,
+    /// Positions in the batch of the refused events, and why.
+    pub rejected: Vec<(usize, Rejection)>,
+}
+
+impl ShardCall for ApplyEvents {
+    type Reply = Applied;
+
+    async fn run(self, svc: &Rc<Services>) -> Applied {
+        let events = self.0;
+        let started = Instant::now();
+        let now = now_ms();
+        let out = svc.engine.borrow_mut().apply(&events, now);
+        let counters = &svc.ingest;
+        counters
+            .apply_ns
+            .set(counters.apply_ns.get() + started.elapsed().as_nanos() as u64);
+        counters
+            .events
+            .set(counters.events.get() + events.len() as u64);
+        counters.remember(&events, now);
+        Applied {
+            accepted: out.accepted,
+            rejected: out.rejected,
+        }
+    }
+}
+
+/// Applies parsed events on their owner shards: the local part in place, one call per
+/// other owner, all at once. A shard that does not answer makes the whole batch an error
+/// (the other owners' parts are applied).
+pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply, CallError> {
+    let mut reply = IngestReply {
+        accepted: 0,
+        rejected: parsed.rejected,
+    };
+    // Split by owner, remembering each event's index in the source.
+    let mut batches: Vec<(Vec<MetricEvent>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); svc.shards];
+    for (ev, origin) in parsed.events.into_iter().zip(parsed.origin) {
+        let (events, origins) = &mut batches[svc.owner(&ev.metric_name)];
+        events.push(ev);
+        origins.push(origin);
+    }
+    let mut calls = Vec::new();
+    let mut local = None;
+    for (to, (events, origins)) in batches.into_iter().enumerate() {
+        if events.is_empty() {
+            continue;
+        }
+        if to == svc.id {
+            local = Some((events, origins));
+        } else {
+            let svc = Rc::clone(svc);
+            let task = spawn_local(async move { svc.mesh.remote(to, ApplyEvents(events)).await });
+            calls.push((origins, task));
+        }
+    }
+    let mut merge =
+        |applied: Applied, origins: &[u32]| {
+            reply.accepted += applied.accepted;
+            reply
+                .rejected
+                .extend(applied.rejected.into_iter().map(|(i, r)| {
+                    livedash_engine::RejectedEvent {
+                        index: origins[i] as usize,
+                        reason: r.reason().to_string(),
+                    }
+                }));
+        };
+    if let Some((events, origins)) = local {
+        merge(ApplyEvents(events).run(svc).await, &origins);
+    }
+    let mut failure = None;
+    for (origins, task) in calls {
+        match task.await {
+            Ok(applied) => merge(applied, &origins),
+            Err(e) => failure = Some(e),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    reply.rejected.sort_by_key(|r| r.index);
+    Ok(reply)
+}

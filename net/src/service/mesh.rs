@@ -1,0 +1,288 @@
+//! Typed calls between shards over glommio's channel mesh. Each call is a struct with a
+//! reply type of its own (`ShardCall`); a call to another shard is one message each way and
+//! has a deadline, so a lost or failed reply is an error for the caller, never a hang.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+use glommio::channels::channel_mesh::Senders;
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::timer::sleep;
+use hashbrown::HashMap;
+
+use super::Services;
+use super::catalogue::{EditDashboards, GetDashboard, ListDashboards, LocateWidget};
+use super::fanout::Watch;
+use super::hub::{DashboardChanged, Push};
+use super::ingest::ApplyEvents;
+use super::stats::{RecentMetrics, Stats};
+use super::widgets::{InstallWidgets, ReadStates, ReadValue};
+
+/// A request one shard makes of another, answered with `Reply`.
+///
+/// `run` executes it on the shard it is addressed to. Executors are single-threaded, so
+/// the future need not be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait ShardCall: Send + 'static {
+    type Reply: Send + std::fmt::Debug + 'static;
+    async fn run(self, svc: &Rc<Services>) -> Self::Reply;
+}
+
+/// A call's place in the mesh's `Call` and `Reply` enums (written by `calls!`).
+pub trait Routed: ShardCall + Sized {
+    const NAME: &'static str;
+    fn wrap(self) -> Call;
+    /// The reply of this call; `None` only if the mesh paired replies wrongly.
+    fn unwrap(reply: Reply) -> Option<Self::Reply>;
+}
+
+/// Declares the calls shards make of each other: one line each. Each name is a struct
+/// implementing `ShardCall`, in the service file of its concern.
+macro_rules! calls {
+    ($($name:ident),+ $(,)?) => {
+        /// Every call a shard answers.
+        #[derive(Debug)]
+        pub enum Call { $($name($name)),+ }
+
+        /// The reply to each call, in the variant of the same name.
+        #[derive(Debug)]
+        pub enum Reply { $($name(<$name as ShardCall>::Reply)),+ }
+
+        $(impl Routed for $name {
+            const NAME: &'static str = stringify!($name);
+            fn wrap(self) -> Call {
+                Call::$name(self)
+            }
+            fn unwrap(reply: Reply) -> Option<Self::Reply> {
+                match reply {
+                    Reply::$name(r) => Some(r),
+                    _ => None,
+                }
+            }
+        })+
+
+        impl Call {
+            /// Executes the call on this shard.
+            pub async fn run(self, svc: &Rc<Services>) -> Reply {
+                match self {
+                    $(Call::$name(call) => Reply::$name(call.run(svc).await),)+
+                }
+            }
+        }
+    };
+}
+
+calls!(
+    ApplyEvents,
+    InstallWidgets,
+    ReadValue,
+    ReadStates,
+    Watch,
+    Push,
+    DashboardChanged,
+    ListDashboards,
+    GetDashboard,
+    LocateWidget,
+    EditDashboards,
+    Stats,
+    RecentMetrics,
+);
+
+/// One message on the mesh.
+#[derive(Debug)]
+pub enum Msg {
+    Call { from: usize, id: u64, call: Call },
+    Reply { id: u64, reply: Reply },
+}
+
+/// How a call to another shard failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The message could not be sent (the peer's side of the mesh is closed).
+    Unreachable,
+    /// No reply within the deadline.
+    TimedOut(Duration),
+    /// The reply was dropped unanswered.
+    Dropped,
+    /// A reply of another call came back (a fault of the mesh itself).
+    Mismatched,
+}
+
+/// A call to another shard that got no usable reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("shard {shard} {}", describe(*.failure, self.call))]
+pub struct CallError {
+    pub shard: usize,
+    pub call: &'static str,
+    pub failure: Failure,
+}
+
+fn describe(failure: Failure, call: &str) -> String {
+    match failure {
+        Failure::Unreachable => format!("is not reachable (call {call})"),
+        Failure::TimedOut(d) => format!("did not answer {call} within {} ms", d.as_millis()),
+        Failure::Dropped => format!("dropped {call} unanswered"),
+        Failure::Mismatched => format!("answered {call} with the reply of another call"),
+    }
+}
+
+/// This shard's side of the mesh: the senders, the calls waiting for replies, and counts
+/// of what went wrong.
+pub struct Mesh {
+    senders: Senders<Msg>,
+    pending: RefCell<HashMap<u64, LocalSender<Reply>>>,
+    next_id: Cell<u64>,
+    deadline: Duration,
+    /// Calls this shard made that ended in a `CallError`.
+    pub failed_calls: Cell<u64>,
+    /// Replies that arrived after their caller gave up.
+    pub late_replies: Cell<u64>,
+    /// Replies this shard could not send back.
+    pub unsent_replies: Cell<u64>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("shard", &self.id())
+            .field("pending", &self.pending.borrow().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mesh {
+    pub fn new(senders: Senders<Msg>, deadline: Duration) -> Self {
+        Self {
+            senders,
+            pending: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+            deadline,
+            failed_calls: Cell::new(0),
+            late_replies: Cell::new(0),
+            unsent_replies: Cell::new(0),
+        }
+    }
+
+    /// This shard's index.
+    pub fn id(&self) -> usize {
+        self.senders.peer_id()
+    }
+
+    /// Number of shards on the mesh.
+    pub fn shards(&self) -> usize {
+        self.senders.nr_consumers()
+    }
+
+    /// Sends `call` to shard `to` and waits for its reply, at most the deadline. A failure
+    /// is counted and logged here, and returned.
+    pub async fn remote<C: Routed>(&self, to: usize, call: C) -> Result<C::Reply, CallError> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.pending.borrow_mut().insert(id, tx);
+        let msg = Msg::Call {
+            from: self.id(),
+            id,
+            call: call.wrap(),
+        };
+        let exchange = async {
+            self.senders
+                .send_to(to, msg)
+                .await
+                .map_err(|_| Failure::Unreachable)?;
+            rx.recv().await.ok_or(Failure::Dropped)
+        };
+        let deadline = async {
+            sleep(self.deadline).await;
+            Err(Failure::TimedOut(self.deadline))
+        };
+        let outcome = exchange.or(deadline).await;
+        self.pending.borrow_mut().remove(&id);
+        let failure = match outcome.map(C::unwrap) {
+            Ok(Some(reply)) => return Ok(reply),
+            Ok(None) => Failure::Mismatched,
+            Err(failure) => failure,
+        };
+        let error = CallError {
+            shard: to,
+            call: C::NAME,
+            failure,
+        };
+        self.failed_calls.set(self.failed_calls.get() + 1);
+        tracing::warn!(shard = self.id(), "{error}");
+        Err(error)
+    }
+
+    /// Hands a reply that came back to the call waiting for it.
+    pub fn deliver(&self, id: u64, reply: Reply) {
+        let waiting = self.pending.borrow_mut().remove(&id);
+        if waiting.is_none_or(|tx| tx.try_send(reply).is_err()) {
+            self.late_replies.set(self.late_replies.get() + 1);
+            tracing::debug!(shard = self.id(), "reply {id} came after its deadline");
+        }
+    }
+
+    /// Sends the reply of call `id` back to shard `to`.
+    pub async fn answer(&self, to: usize, id: u64, reply: Reply) {
+        if let Err(e) = self.senders.send_to(to, Msg::Reply { id, reply }).await {
+            self.unsent_replies.set(self.unsent_replies.get() + 1);
+            tracing::warn!(shard = self.id(), "cannot answer shard {to}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use glommio::channels::channel_mesh::MeshBuilder;
+    use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+    use super::*;
+    use crate::service::stats::{ShardStats, Stats};
+
+    /// Shard 1 takes the call off the mesh and never answers: shard 0's call fails at
+    /// its deadline, is counted, and the reply that comes too late is counted too.
+    #[test]
+    fn a_call_nobody_answers_fails_at_its_deadline() {
+        let builder = MeshBuilder::<Msg, _>::full(2, 8);
+        let pool = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(2))
+            .io_memory(128 * 1024)
+            .on_all_shards(move || {
+                let builder = builder.clone();
+                async move {
+                    let (senders, mut receivers) = builder.join().await.unwrap();
+                    let mesh = Mesh::new(senders, Duration::from_millis(50));
+                    if mesh.id() == 1 {
+                        let (_, rx) = receivers.streams().pop().unwrap();
+                        let msg = rx.recv().await;
+                        assert!(matches!(msg, Some(Msg::Call { from: 0, .. })), "{msg:?}");
+                        return None;
+                    }
+                    let error = mesh.remote(1, Stats).await.unwrap_err();
+                    assert_eq!(mesh.failed_calls.get(), 1);
+                    mesh.deliver(0, Reply::Stats(ShardStats::default()));
+                    assert_eq!(mesh.late_replies.get(), 1);
+                    Some(error)
+                }
+            })
+            .unwrap();
+        let errors: Vec<CallError> = pool
+            .join_all()
+            .into_iter()
+            .filter_map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            errors,
+            [CallError {
+                shard: 1,
+                call: "Stats",
+                failure: Failure::TimedOut(Duration::from_millis(50)),
+            }]
+        );
+        assert_eq!(
+            errors[0].to_string(),
+            "shard 1 did not answer Stats within 50 ms"
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! One stream connection's outbox: its socket while its writer is idle (the hub writes
+//! frames straight to it), the frames waiting for the writer, and the conflation that keeps
+//! a slow client's queue bounded.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::time::Instant;
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+use tungstenite::Bytes;
+
+/// Frames queued for one connection before it counts as lagging.
+pub const MAX_QUEUED_FRAMES: usize = 16;
+
+/// Why the server ends a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closing {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// One connection's socket, while its writer is idle, and what it is waiting to send.
+#[derive(Debug)]
+pub struct Outbox {
+    /// Encoded frames with the time (epoch ms) they were framed.
+    queue: RefCell<VecDeque<(Bytes, i64)>>,
+    /// The rest of a frame the hub began writing straight to the socket: it goes out
+    /// before anything else, and conflation never drops it.
+    tail: RefCell<Option<(Bytes, i64)>>,
+    /// The queue overflowed: the writer must send the dashboard and every newest value.
+    resync: Cell<bool>,
+    closing: RefCell<Option<Closing>>,
+    /// A keep-alive ping is due.
+    ping: Cell<bool>,
+    /// When the peer last sent anything.
+    pub last_heard: Cell<Instant>,
+    /// The socket while the stream's writer has nothing to do: the hub writes frames
+    /// straight to it, without waking the writer. The writer takes it back to write
+    /// what the socket did not take at once.
+    socket: RefCell<Option<TcpStream>>,
+    wake_tx: LocalSender<()>,
+    wake_rx: LocalReceiver<()>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        let (wake_tx, wake_rx) = local_channel::new_bounded(1);
+        Self {
+            queue: RefCell::new(VecDeque::new()),
+            tail: RefCell::new(None),
+            resync: Cell::new(false),
+            closing: RefCell::new(None),
+            ping: Cell::new(false),
+            last_heard: Cell::new(Instant::now()),
+            socket: RefCell::new(None),
+            wake_tx,
+            wake_rx,
+        }
+    }
+}
+
+impl Outbox {
+    /// Wakes the writer. A wake-up already pending covers this one.
+    fn wake(&self) {
+        // A full channel means a wake-up is pending; a closed one cannot happen while
+        // the outbox (which holds the receiver) exists.
+        let _ = self.wake_tx.try_send(());
+    }
+
+    /// Waits until something needs the writer; `None` if the outbox is gone.
+    pub async fn woken(&self) -> Option<()> {
+        self.wake_rx.recv().await
+    }
+
+    /// Gives the idle socket to the hub for direct writes.
+    pub fn park(&self, socket: TcpStream) {
+        self.socket.replace(Some(socket));
+    }
+
+    /// Takes the socket back for the writer.
+    pub fn unpark(&self) -> Option<TcpStream> {
+        self.socket.borrow_mut().take()
+    }
+
+    /// Hands a frame to the connection. If its writer is idle with nothing queued, the
+    /// frame goes straight to the socket (the common case: a socket with room in its
+    /// send buffer takes it whole); otherwise it is queued for the writer. Returns
+    /// whether the frame was written whole.
+    pub fn offer(&self, frame: &Bytes, framed_at: i64) -> bool {
+        let idle = self.queue.borrow().is_empty()
+            && self.tail.borrow().is_none()
+            && !self.resync.get()
+            && self.closing.borrow().is_none();
+        if idle
+            && let Ok(socket) = self.socket.try_borrow()
+            && let Some(socket) = socket.as_ref()
+        {
+            // The socket does not block (see the stream's session).
+            let sock = socket2::SockRef::from(socket);
+            match (&*sock).write(frame) {
+                Ok(n) if n == frame.len() => return true,
+                Ok(n) => {
+                    *self.tail.borrow_mut() = Some((frame.slice(n..), framed_at));
+                    self.wake();
+                    return false;
+                }
+                // Full, or broken: the writer waits for room, or finds the error.
+                Err(_) => {}
+            }
+        }
+        self.push(frame.clone(), framed_at);
+        false
+    }
+
+    /// Queues a frame; past the bound the queue is dropped and replaced by a resync of the
+    /// newest values (conflation).
+    fn push(&self, frame: Bytes, framed_at: i64) {
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= MAX_QUEUED_FRAMES {
+            queue.clear();
+            self.resync.set(true);
+        } else if !self.resync.get() {
+            queue.push_back((frame, framed_at));
+        }
+        drop(queue);
+        self.wake();
+    }
+
+    pub fn pop(&self) -> Option<(Bytes, i64)> {
+        self.queue.borrow_mut().pop_front()
+    }
+
+    pub fn take_tail(&self) -> Option<(Bytes, i64)> {
+        self.tail.borrow_mut().take()
+    }
+
+    pub fn take_resync(&self) -> bool {
+        self.resync.replace(false)
+    }
+
+    /// Asks the writer to close the stream with `code`; the first reason given wins.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut closing = self.closing.borrow_mut();
+        if closing.is_none() {
+            *closing = Some(Closing {
+                code,
+                reason: reason.to_string(),
+            });
+        }
+        drop(closing);
+        self.wake();
+    }
+
+    pub fn closing(&self) -> Option<Closing> {
+        self.closing.borrow().clone()
+    }
+
+    /// Asks the writer to read what the peer sent and ping it.
+    pub fn ping(&self) {
+        self.ping.set(true);
+        self.wake();
+    }
+
+    pub fn take_ping(&self) -> bool {
+        self.ping.replace(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8) -> Bytes {
+        Bytes::from(vec![n; 8])
+    }
+
+    #[test]
+    fn without_a_socket_frames_queue_in_order() {
+        let o = Outbox::default();
+        assert!(!o.offer(&frame(1), 10));
+        assert!(!o.offer(&frame(2), 20));
+        assert_eq!(o.pop(), Some((frame(1), 10)));
+        assert_eq!(o.pop(), Some((frame(2), 20)));
+        assert_eq!(o.pop(), None);
+        assert!(!o.take_resync());
+    }
+
+    #[test]
+    fn overflow_conflates_into_one_resync() {
+        let o = Outbox::default();
+        for n in 0..MAX_QUEUED_FRAMES {
+            o.offer(&frame(n as u8), n as i64);
+        }
+        // One more: the queue is dropped and the writer must resync instead.
+        o.offer(&frame(99), 99);
+        assert_eq!(o.pop(), None);
+        // While a resync is owed, newer frames are not queued: the resync carries them.
+        o.offer(&frame(100), 100);
+        assert_eq!(o.pop(), None);
+        assert!(o.take_resync());
+        assert!(!o.take_resync());
+        // After the resync, frames queue again.
+        o.offer(&frame(101), 101);
+        assert_eq!(o.pop(), Some((frame(101), 101)));
+    }
+
+    #[test]
+    fn the_first_close_reason_wins() {
+        let o = Outbox::default();
+        assert_eq!(o.closing(), None);
+        o.close(4410, "dashboard deleted");
+        o.close(1001, "node shutting down");
+        assert_eq!(o.closing().unwrap().code, 4410);
+        o.ping();
+        assert!(o.take_ping());
+        assert!(!o.take_ping());
+    }
+}

@@ -1,0 +1,110 @@
+//! Counters of every shard for `/stats`, and the metric names seen recently, gathered
+//! from all shards.
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use serde::Serialize;
+
+use super::Services;
+use super::mesh::{CallError, ShardCall};
+
+/// Counters of one shard.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ShardStats {
+    pub shard: usize,
+    pub accepted: u64,
+    pub unmatched: u64,
+    pub rejected_too_old: u64,
+    pub rejected_too_far_ahead: u64,
+    pub widgets: usize,
+    pub queries: usize,
+    pub window_bytes: usize,
+    /// Time spent applying events to windows, in nanoseconds.
+    pub engine_apply_ns: u64,
+    /// Events handed to the engine (accepted or refused by time).
+    pub engine_events: u64,
+    pub connections: usize,
+    /// Open WebSocket streams.
+    pub streams: usize,
+    /// Stream frames queued for connections, and written to their sockets.
+    pub frames_queued: u64,
+    pub frames_written: u64,
+    /// Stream frames that could not be encoded (none were sent).
+    pub frames_unencodable: u64,
+    /// Sum and maximum of the time from framing to socket write, in ms.
+    pub write_lag_ms_sum: u64,
+    pub write_lag_ms_max: u64,
+    /// Calls this shard made of others that failed (no reply in time, unreachable).
+    pub failed_calls: u64,
+    /// Replies that came after their caller gave up, and replies that could not be sent.
+    pub late_replies: u64,
+    pub unsent_replies: u64,
+}
+
+/// Counters, for `/stats`.
+#[derive(Debug)]
+pub struct Stats;
+
+impl ShardCall for Stats {
+    type Reply = ShardStats;
+
+    async fn run(self, svc: &Rc<Services>) -> ShardStats {
+        let engine = svc.engine.borrow();
+        let st = engine.stats();
+        let hub = &svc.hub;
+        let mesh = &svc.mesh;
+        ShardStats {
+            shard: svc.id,
+            accepted: st.accepted,
+            unmatched: st.unmatched,
+            rejected_too_old: st.rejected_too_old,
+            rejected_too_far_ahead: st.rejected_too_far_ahead,
+            widgets: engine.widget_count(),
+            queries: engine.query_count(),
+            window_bytes: engine.window_heap_bytes(),
+            engine_apply_ns: svc.ingest.apply_ns.get(),
+            engine_events: svc.ingest.events.get(),
+            connections: svc.connections.get(),
+            streams: hub.connections(),
+            frames_queued: hub.frames_queued.get(),
+            frames_written: hub.frames_written.get(),
+            frames_unencodable: hub.frames_unencodable.get(),
+            write_lag_ms_sum: hub.write_lag_ms_sum.get(),
+            write_lag_ms_max: hub.write_lag_ms_max.replace(0),
+            failed_calls: mesh.failed_calls.get(),
+            late_replies: mesh.late_replies.get(),
+            unsent_replies: mesh.unsent_replies.get(),
+        }
+    }
+}
+
+/// Metric names this shard saw recently.
+#[derive(Debug)]
+pub struct RecentMetrics;
+
+impl ShardCall for RecentMetrics {
+    type Reply = Vec<String>;
+
+    async fn run(self, svc: &Rc<Services>) -> Vec<String> {
+        svc.ingest.recent_names()
+    }
+}
+
+/// Every shard's counters, in shard order.
+pub async fn all_shards(svc: &Rc<Services>) -> Result<Vec<ShardStats>, CallError> {
+    let mut out = Vec::with_capacity(svc.shards);
+    for to in 0..svc.shards {
+        out.push(svc.call(to, Stats).await?);
+    }
+    Ok(out)
+}
+
+/// Metric names seen recently on any shard, sorted.
+pub async fn recent_metric_names(svc: &Rc<Services>) -> Result<BTreeSet<String>, CallError> {
+    let mut names = BTreeSet::new();
+    for to in 0..svc.shards {
+        names.extend(svc.call(to, RecentMetrics).await?);
+    }
+    Ok(names)
+}
