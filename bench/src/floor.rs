@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
-use crate::node::now_ms;
+use livedash_loadgen::client::now_ms;
 
 /// What a floor run sends.
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::ingest::{Rng, metric_name, now_ms};
+use crate::client::now_ms;
+use crate::ingest::{Rng, metric_name};
 
 /// What to feed.
 #[derive(Debug, Clone)]

@@ -5,10 +5,9 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use crate::client::{Client, ClientError, now_ms, target_addr};
 use crate::stats::Stats;
 
 /// Body format of ingest requests.
@@ -30,12 +29,6 @@ pub struct Plan {
     pub tags: usize,
     pub format: Format,
     pub token: Option<String>,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A small xorshift generator per thread: cheap, and no shared state.
@@ -107,30 +100,29 @@ pub fn run(
         let interval = Duration::from_secs_f64(plan.batch as f64 / plan.rate.max(1) as f64);
         let start = Instant::now();
         let slot = Arc::new(AtomicU64::new(0));
-        let url = format!(
-            "{}/ingest{}",
-            plan.target.trim_end_matches('/'),
-            if plan.format == Format::Line {
-                "?precision=ms"
-            } else {
-                ""
+        let query = if plan.format == Format::Line {
+            "?precision=ms"
+        } else {
+            ""
+        };
+        let addr = match target_addr(&plan.target) {
+            Ok(addr) => addr,
+            Err(e) => {
+                eprintln!("producers: {e}");
+                return;
             }
-        );
+        };
         let threads: Vec<_> = (0..plan.connections.max(1))
             .map(|c| {
-                let (plan, stats, slot, stop, url) = (
+                let (plan, stats, slot, stop) = (
                     plan.clone(),
                     Arc::clone(&stats),
                     Arc::clone(&slot),
                     Arc::clone(&stop),
-                    url.clone(),
                 );
                 std::thread::spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(30)))
-                        .build()
-                        .into();
+                    // Connected on first use, and again after an I/O error.
+                    let mut client: Option<Client> = None;
                     let mut rng =
                         Rng(0x9e37_79b9_7f4a_7c15
                             ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
@@ -149,33 +141,29 @@ pub fn run(
                             std::thread::sleep(wait);
                         }
                         body(&plan, &mut rng, &mut text);
-                        let mut request = agent.post(&url).header("Content-Type", content_type);
-                        if let Some(t) = &plan.token {
-                            request = request.header("Authorization", format!("Bearer {t}"));
+                        let result = match &mut client {
+                            Some(c) => c.ingest_body(content_type, query, text.as_bytes()),
+                            None => Client::connect(addr)
+                                .map(|c| client.insert(c.with_token_opt(plan.token.clone())))
+                                .map_err(ClientError::from)
+                                .and_then(|c| c.ingest_body(content_type, query, text.as_bytes())),
+                        };
+                        if matches!(result, Err(ClientError::Io(_))) {
+                            client = None;
                         }
-                        let result = request.send(text.as_bytes());
                         let measuring = stats.measuring();
                         let latency = intended.elapsed();
                         if !measuring {
                             continue;
                         }
                         Stats::count(&stats.events_sent, plan.batch as u64);
-                        let reply = result.ok().and_then(|mut r| {
-                            let ok = r.status().as_u16() == 200;
-                            let text = r.body_mut().read_to_string().ok()?;
-                            ok.then(|| serde_json::from_str::<Value>(&text).ok())
-                                .flatten()
-                        });
-                        match reply {
-                            Some(v) => {
-                                let acked = v["accepted"].as_u64().unwrap_or(0);
-                                let rejected =
-                                    v["rejected"].as_array().map_or(0, |a| a.len() as u64);
-                                Stats::count(&stats.events_acked, acked);
-                                Stats::count(&stats.events_rejected, rejected);
+                        match result {
+                            Ok(reply) => {
+                                Stats::count(&stats.events_acked, reply.accepted as u64);
+                                Stats::count(&stats.events_rejected, reply.rejected.len() as u64);
                                 stats.record(&stats.ingest, latency.as_micros() as u64);
                             }
-                            None => Stats::count(&stats.errors, 1),
+                            Err(_) => Stats::count(&stats.errors, 1),
                         }
                     }
                 })

@@ -2,7 +2,10 @@
 //! drive a node the same way.
 
 pub mod baseline;
+pub mod client;
 pub mod ingest;
 pub mod report;
 pub mod sockets;
 pub mod stats;
+
+pub use client::now_ms;

@@ -1,7 +1,6 @@
 //! `loadgen`: drives a livedash node with open-loop event producers and thousands of
 //! WebSocket clients, and reports achieved rates and latency percentiles (text, JSON, SVG).
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +10,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use livedash_engine::NewDashboard;
+use livedash_loadgen::client::{Client, target_addr};
 use livedash_loadgen::ingest::{Format, Plan};
 use livedash_loadgen::report::{Report, sample_process};
 use livedash_loadgen::stats::Stats;
@@ -175,16 +176,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn socket_addr(target: &str) -> anyhow::Result<SocketAddr> {
-    let host = target
-        .strip_prefix("http://")
-        .with_context(|| format!("--target {target} must start with http://"))?
-        .trim_end_matches('/');
-    host.to_socket_addrs()?
-        .next()
-        .with_context(|| format!("--target {target} names no address"))
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -198,7 +189,7 @@ fn main() -> anyhow::Result<()> {
             clients,
         } => ("scenario", common, Some(producers), Some(clients)),
     };
-    let addr = socket_addr(&common.target)?;
+    let addr = target_addr(&common.target)?;
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -355,10 +346,7 @@ fn seed_baseline(args: SeedArgs) -> anyhow::Result<()> {
     // livedash: the same queries as widgets, then open-loop producers asked for far more
     // than the node can take, so the achieved rate is its ceiling.
     let per_dashboard = 200;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let mut client = Client::connect(target_addr(&target)?)?;
     for (d, chunk) in (0..metrics)
         .collect::<Vec<_>>()
         .chunks(per_dashboard)
@@ -371,19 +359,14 @@ fn seed_baseline(args: SeedArgs) -> anyhow::Result<()> {
                 "window_seconds": window, "refresh_interval_seconds": 1})
             })
             .collect();
-        let body = serde_json::json!({"name": format!("seed-baseline {d}"), "widgets": widgets})
-            .to_string();
-        let mut r = agent
-            .post(format!("{}/dashboards", target.trim_end_matches('/')))
-            .header("Content-Type", "application/json")
-            .send(body.as_bytes())?;
-        if r.status().as_u16() != 201 {
-            bail!(
-                "creating widgets on {target}: {} {}",
-                r.status(),
-                r.body_mut().read_to_string()?
-            );
-        }
+        let new = NewDashboard {
+            name: format!("seed-baseline {d}"),
+            layout: serde_json::Value::Null,
+            widgets: serde_json::from_value(serde_json::Value::Array(widgets))?,
+        };
+        client
+            .create_dashboard(&new)
+            .with_context(|| format!("creating widgets on {target}"))?;
     }
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -431,14 +414,5 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert!(parse_duration("5 parsecs").is_err());
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(
-            socket_addr("http://127.0.0.1:8080/").ok(),
-            Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
-        );
-        assert!(socket_addr("ws://127.0.0.1:8080").is_err());
     }
 }

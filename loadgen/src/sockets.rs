@@ -18,7 +18,10 @@ use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
-use crate::ingest::{metric_name, now_ms};
+use livedash_engine::NewDashboard;
+
+use crate::client::{self, now_ms, target_addr};
+use crate::ingest::metric_name;
 use crate::stats::Stats;
 
 /// Source addresses rotate over 127.0.0.x past this many streams, so one address never
@@ -35,10 +38,8 @@ pub fn create_dashboards(
     metrics: usize,
     refresh_s: f64,
 ) -> anyhow::Result<Vec<String>> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let mut client =
+        client::Client::connect(target_addr(target)?)?.with_token_opt(token.map(str::to_string));
     let mut ids = Vec::with_capacity(count);
     for d in 0..count {
         let specs: Vec<Value> = (0..widgets)
@@ -50,20 +51,15 @@ pub fn create_dashboards(
                 })
             })
             .collect();
-        let body = json!({"name": format!("loadgen {d}"), "widgets": specs}).to_string();
-        let mut request = agent
-            .post(format!("{}/dashboards", target.trim_end_matches('/')))
-            .header("Content-Type", "application/json");
-        if let Some(t) = token {
-            request = request.header("Authorization", format!("Bearer {t}"));
-        }
-        let mut response = request.send(body.as_bytes())?;
-        let text = response.body_mut().read_to_string()?;
-        if response.status().as_u16() != 201 {
-            anyhow::bail!("creating a dashboard: {} {text}", response.status());
-        }
-        let v: Value = serde_json::from_str(&text)?;
-        ids.push(v["dashboard_id"].as_str().unwrap_or_default().to_string());
+        let new = NewDashboard {
+            name: format!("loadgen {d}"),
+            layout: Value::Null,
+            widgets: serde_json::from_value(Value::Array(specs))?,
+        };
+        let dashboard = client
+            .create_dashboard(&new)
+            .map_err(|e| anyhow::anyhow!("creating a dashboard: {e}"))?;
+        ids.push(dashboard.dashboard_id.to_string());
     }
     Ok(ids)
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Client, Server, create_dashboard, now_ms, snapshot};
+use common::{Client, ReplyExt, Server, create_dashboard, now_ms, snapshot};
 use livedash_engine::{Aggregation, shard_for};
 use serde_json::{Value, json};
 

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Server, create_dashboard, now_ms};
+use common::{ReplyExt, Server, create_dashboard, now_ms};
 use livedash_engine::shard_for;
 use serde_json::{Value, json};
 use tungstenite::protocol::frame::FrameSocket;

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use livedash_bench::node::{Conn, now_ms, start_node};
-use livedash_engine::MetricEvent;
+use livedash_bench::node::start_node;
+use livedash_engine::{MetricEvent, NewDashboard};
+use livedash_loadgen::client::{Client, now_ms};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -87,7 +88,7 @@ fn main() -> Result<(), String> {
         }
     };
     // Widgets over every metric: 5-minute sums, and p99 on every tenth metric.
-    let mut admin = Conn::open(addr).map_err(|e| e.to_string())?;
+    let mut admin = Client::connect(addr).map_err(|e| e.to_string())?;
     let specs: Vec<Value> = (0..args.metrics)
         .flat_map(|m| {
             let name = format!("bench.metric.{m}");
@@ -99,16 +100,15 @@ fn main() -> Result<(), String> {
         })
         .collect();
     for (i, chunk) in specs.chunks(200).enumerate() {
-        let body = json!({"name": format!("bench {i}"), "widgets": chunk}).to_string();
-        let (status, reply) = admin
-            .request("POST", "/dashboards", body.as_bytes())
-            .map_err(|e| e.to_string())?;
-        if status != 201 {
-            return Err(format!(
-                "creating a dashboard: {status} {}",
-                String::from_utf8_lossy(&reply)
-            ));
-        }
+        let new = NewDashboard {
+            name: format!("bench {i}"),
+            layout: Value::Null,
+            widgets: serde_json::from_value(Value::Array(chunk.to_vec()))
+                .map_err(|e| e.to_string())?,
+        };
+        admin
+            .create_dashboard(&new)
+            .map_err(|e| format!("creating a dashboard: {e}"))?;
     }
 
     let measuring = Arc::new(AtomicBool::new(false));
@@ -125,23 +125,15 @@ fn main() -> Result<(), String> {
                 Arc::clone(&requests),
             );
             std::thread::spawn(move || -> Result<(), String> {
-                let mut conn = Conn::open(addr).map_err(|e| e.to_string())?;
+                let mut conn = Client::connect(addr).map_err(|e| e.to_string())?;
                 let mut i = t;
                 while !done.load(Ordering::Relaxed) {
-                    let (status, body) = conn
-                        .request("POST", "/ingest", &bodies[i % bodies.len()])
-                        .map_err(|e| e.to_string())?;
+                    let reply = conn
+                        .ingest_body("application/json", "", &bodies[i % bodies.len()])
+                        .map_err(|e| format!("ingest: {e}"))?;
                     i += 1;
-                    if status != 200 {
-                        return Err(format!(
-                            "ingest: {status} {}",
-                            String::from_utf8_lossy(&body)
-                        ));
-                    }
-                    let reply: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
                     if measuring.load(Ordering::Relaxed) {
-                        events
-                            .fetch_add(reply["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                        events.fetch_add(reply.accepted as u64, Ordering::Relaxed);
                         requests.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -150,17 +142,19 @@ fn main() -> Result<(), String> {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
-    let (_, before) = admin
-        .request("GET", "/stats", b"")
-        .map_err(|e| e.to_string())?;
+    let before = admin
+        .send("GET", "/stats", "application/json", b"")
+        .map_err(|e| e.to_string())?
+        .body;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(args.seconds));
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
-    let (_, after) = admin
-        .request("GET", "/stats", b"")
-        .map_err(|e| e.to_string())?;
+    let after = admin
+        .send("GET", "/stats", "application/json", b"")
+        .map_err(|e| e.to_string())?
+        .body;
     done.store(true, Ordering::Relaxed);
     for t in threads {
         t.join()

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use livedash_bench::floor;
-use livedash_bench::node::{Conn, now_ms, start_node};
+use livedash_bench::node::start_node;
+use livedash_engine::{MetricEvent, NewDashboard};
+use livedash_loadgen::client::{Client, now_ms};
 use livedash_loadgen::sockets::{self, OnText, Plan};
 use livedash_loadgen::stats::Stats;
 use serde_json::{Value, json};
@@ -95,7 +97,7 @@ fn feeder(
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut conn = match Conn::open(addr) {
+        let mut conn = match Client::connect(addr) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("feeder cannot connect: {e}");
@@ -106,21 +108,18 @@ fn feeder(
         while !stop.load(Ordering::Relaxed) {
             round += 1;
             let t = now_ms();
-            let events: Vec<Value> = metrics
+            let events: Vec<MetricEvent> = metrics
                 .iter()
-                .map(|m| json!({"metric_name": m, "value": round as f64, "event_time": t}))
+                .map(|m| MetricEvent {
+                    metric_name: m.clone(),
+                    value: round as f64,
+                    tags: Default::default(),
+                    event_time: t,
+                })
                 .collect();
-            let body = serde_json::to_vec(&events).unwrap_or_default();
-            match conn.request("POST", "/ingest", &body) {
-                Ok((200, _)) => {}
-                Ok((status, reply)) => {
-                    eprintln!("feeder: {status} {}", String::from_utf8_lossy(&reply));
-                    return;
-                }
-                Err(e) => {
-                    eprintln!("feeder: {e}");
-                    return;
-                }
+            if let Err(e) = conn.ingest(&events) {
+                eprintln!("feeder: {e}");
+                return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -200,9 +199,12 @@ fn run(
     let feed = feeder(addr, metrics.to_vec(), Arc::clone(&feeding_done));
     std::thread::sleep(Duration::from_secs(2));
     let node_stats = || {
-        let mut c = Conn::open(addr).ok()?;
-        let (_, body) = c.request("GET", "/stats", b"").ok()?;
-        let v: Value = serde_json::from_slice(&body).ok()?;
+        let mut c = Client::connect(addr).ok()?;
+        let v: Value = c
+            .send("GET", "/stats", "application/json", b"")
+            .ok()?
+            .decode()
+            .ok()?;
         let sum = |k: &str| {
             v["shards"].as_array().map_or(0, |a| {
                 a.iter().map(|s| s[k].as_u64().unwrap_or(0)).sum::<u64>()
@@ -266,7 +268,7 @@ fn main() -> Result<(), String> {
     }
     let args = Args::parse();
     let (node, addr) = start_node(&["--shards", &SHARDS.to_string()])?;
-    let mut admin = Conn::open(addr).map_err(|e| e.to_string())?;
+    let mut admin = Client::connect(addr).map_err(|e| e.to_string())?;
     let mut dashboards = Vec::new();
     let mut metrics = Vec::new();
     for d in 0..args.dashboards {
@@ -277,15 +279,15 @@ fn main() -> Result<(), String> {
                 json!({"metric_name": m, "aggregation": "sum", "window_seconds": 60, "refresh_interval_seconds": 1})
             })
             .collect();
-        let body = json!({"name": format!("fan-out {d}"), "widgets": widgets}).to_string();
-        let (status, reply) = admin
-            .request("POST", "/dashboards", body.as_bytes())
-            .map_err(|e| e.to_string())?;
-        if status != 201 {
-            return Err(format!("creating a dashboard: {status}"));
-        }
-        let v: Value = serde_json::from_slice(&reply).map_err(|e| e.to_string())?;
-        dashboards.push(v["dashboard_id"].as_str().unwrap_or_default().to_string());
+        let new = NewDashboard {
+            name: format!("fan-out {d}"),
+            layout: Value::Null,
+            widgets: serde_json::from_value(Value::Array(widgets)).map_err(|e| e.to_string())?,
+        };
+        let dashboard = admin
+            .create_dashboard(&new)
+            .map_err(|e| format!("creating a dashboard: {e}"))?;
+        dashboards.push(dashboard.dashboard_id.to_string());
     }
     let mut results = Vec::new();
     for n in [args.baseline_sockets, args.sockets] {

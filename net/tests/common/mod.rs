@@ -1,15 +1,17 @@
 //! Black-box harness: runs the real `livedash` binary on 127.0.0.1:0 with a private data
-//! directory, and talks to it over plain TCP.
+//! directory, and talks to it with loadgen's API client.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use livedash_engine::NewDashboard;
 use serde_json::Value;
+use uuid::Uuid;
 
 pub struct Server {
     pub child: Child,
@@ -107,67 +109,61 @@ impl Drop for Server {
     }
 }
 
-/// A response: status and body (parsed as JSON when it is JSON).
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+/// A response (loadgen's), read as JSON by the tests.
+pub use livedash_loadgen::client::Reply;
+pub use livedash_loadgen::now_ms;
+
+pub trait ReplyExt {
+    fn json(&self) -> Value;
+    fn error(&self) -> String;
 }
 
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+impl ReplyExt for Reply {
+    fn json(&self) -> Value {
+        self.decode().unwrap_or_else(|e| panic!("not JSON: {e}"))
     }
 
-    pub fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+    fn error(&self) -> String {
+        self.reason()
     }
 }
 
-/// One keep-alive connection.
-pub struct Client {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-    pub token: Option<String>,
+/// One keep-alive connection: loadgen's typed client, with helpers that panic on I/O
+/// errors (a test failure).
+pub struct Client(pub livedash_loadgen::client::Client);
+
+impl std::ops::Deref for Client {
+    type Target = livedash_loadgen::client::Client;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
+        let inner = livedash_loadgen::client::Client::connect(addr).expect("connect");
+        inner
+            .stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        Self {
-            stream,
-            buf: Vec::new(),
-            token: None,
-        }
+        Self(inner)
     }
 
-    pub fn with_token(mut self, token: &str) -> Self {
-        self.token = Some(token.to_string());
-        self
+    pub fn with_token(self, token: &str) -> Self {
+        Self(self.0.with_token(token))
     }
 
     /// Sends one request with a body and reads the response.
     pub fn send(&mut self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Reply {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if let Some(t) = &self.token {
-            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(body);
-        self.stream.write_all(&bytes).unwrap();
-        self.read_reply()
+        self.0
+            .send(method, path, content_type, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub fn get(&mut self, path: &str) -> Reply {
@@ -187,62 +183,15 @@ impl Client {
         )
     }
 
-    /// Reads one response (Content-Length framed, as the server always sends).
+    /// Reads one response.
     pub fn read_reply(&mut self) -> Reply {
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(n) = resp.parse(&self.buf).unwrap() {
-                let status = resp.code.unwrap();
-                let headers: Vec<(String, String)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_ascii_lowercase(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                let len = headers
-                    .iter()
-                    .find(|(k, _)| k == "content-length")
-                    .map_or(0, |(_, v)| v.parse().unwrap());
-                if status != 100 {
-                    while self.buf.len() < n + len {
-                        self.fill();
-                    }
-                }
-                let body = self.buf[n..n + if status == 100 { 0 } else { len }].to_vec();
-                self.buf.drain(..n + body.len());
-                if status == 100 {
-                    continue;
-                }
-                return Reply {
-                    status,
-                    headers,
-                    body,
-                };
-            }
-            self.fill();
-        }
-    }
-
-    fn fill(&mut self) {
-        let mut chunk = [0u8; 65536];
-        let n = self.stream.read(&mut chunk).expect("read");
-        assert!(
-            n > 0,
-            "connection closed; buffered: {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
-        self.buf.extend_from_slice(&chunk[..n]);
+        self.0.read_reply().expect("read a response")
     }
 
     /// True when the server has closed the connection (reads EOF).
     pub fn closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(self.stream.read(&mut byte), Ok(0))
+        matches!(self.0.stream.read(&mut byte), Ok(0))
     }
 
     /// Which shard serves this connection.
@@ -251,31 +200,25 @@ impl Client {
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// Creates a dashboard from `widgets` (specs) and returns it.
+/// Creates a dashboard from `widgets` (specs) with the typed client and returns it.
 pub fn create_dashboard(c: &mut Client, name: &str, widgets: Value) -> Value {
-    let r = c.json(
-        "POST",
-        "/dashboards",
-        &serde_json::json!({ "name": name, "widgets": widgets }),
-    );
-    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
-    r.json()
+    let new = NewDashboard {
+        name: name.to_string(),
+        layout: Value::Null,
+        widgets: serde_json::from_value(widgets).expect("widget specs"),
+    };
+    let dashboard = c.create_dashboard(&new).expect("create a dashboard");
+    serde_json::to_value(dashboard).unwrap()
 }
 
+/// The snapshot of widget number `widget` of `dashboard`, with the typed client.
 pub fn snapshot(c: &mut Client, dashboard: &Value, widget: usize) -> Value {
-    let path = format!(
-        "/dashboards/{}/widgets/{}/snapshot",
-        dashboard["dashboard_id"].as_str().unwrap(),
-        dashboard["widgets"][widget]["widget_id"].as_str().unwrap()
-    );
-    let r = c.get(&path);
-    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
-    r.json()
+    let id = |v: &Value| v.as_str().unwrap().parse::<Uuid>().unwrap();
+    let reading =
+        c.0.snapshot(
+            id(&dashboard["dashboard_id"]),
+            id(&dashboard["widgets"][widget]["widget_id"]),
+        )
+        .expect("snapshot");
+    serde_json::to_value(reading).unwrap()
 }
