@@ -68,37 +68,6 @@ impl From<CatalogueError> for ApiError {
     }
 }
 
-/// The HTTP service of one shard: API requests and WebSocket streams.
-#[derive(Debug)]
-pub struct Api {
-    pub svc: Rc<Services>,
-}
-
-impl crate::http::Service for Api {
-    type Upgrade = uuid::Uuid;
-
-    async fn call(&self, request: Request) -> Response {
-        route(&self.svc, request).await
-    }
-
-    fn accept_upgrade(&self, request: &Request) -> Result<uuid::Uuid, Response> {
-        crate::stream::accept(&self.svc.config, request)
-    }
-
-    async fn websocket(&self, dashboard: uuid::Uuid, stream: glommio::net::TcpStream) {
-        // A task of its own: the stream outlives the HTTP connection's task, whose state
-        // (sized for the largest API request) is freed.
-        // It counts as an open connection until it ends, so shutdown waits for it.
-        let svc = Rc::clone(&self.svc);
-        svc.connections.set(svc.connections.get() + 1);
-        glommio::spawn_local(async move {
-            crate::stream::session(Rc::clone(&svc), dashboard, stream).await;
-            svc.connections.set(svc.connections.get() - 1);
-        })
-        .detach();
-    }
-}
-
 /// Handles one request on the shard that received it.
 pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();

@@ -80,8 +80,16 @@ pub trait Service {
 /// Serves `stream` until the peer closes, a deadline passes, an error closes it, `stop` is
 /// set (the request in progress is still answered), or it becomes a WebSocket.
 pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Stop, service: &S) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(limits.body_timeout));
+    // Small responses go out at once; a failure only costs latency.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY: {e}");
+    }
+    // The write deadline is what stops a client that never reads from holding the
+    // connection: without it, refuse the connection.
+    if let Err(e) = stream.set_write_timeout(Some(limits.body_timeout)) {
+        tracing::warn!("cannot set a write deadline, closing the connection: {e}");
+        return;
+    }
     let mut conn = Conn {
         stream,
         buf: Vec::with_capacity(READ_CHUNK),
@@ -94,7 +102,8 @@ pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Sto
             Err(Ended::Answer(response)) => {
                 out.clear();
                 response.closing().write_to(&mut out);
-                let _ = conn.stream.write_all(&out).await;
+                // The connection closes either way; a client gone already misses nothing.
+                conn.stream.write_all(&out).await.ok();
                 return;
             }
         };
@@ -109,7 +118,11 @@ pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Sto
                     if conn.stream.write_all(head.as_bytes()).await.is_err() {
                         return;
                     }
-                    let _ = conn.stream.set_read_timeout(None);
+                    // Stream reads never wait (the session makes the socket
+                    // non-blocking), so a read deadline left in place changes nothing.
+                    if let Err(e) = conn.stream.set_read_timeout(None) {
+                        tracing::debug!("clearing the read deadline: {e}");
+                    }
                     // The HTTP buffers are not needed any more: free them before a
                     // possibly long-lived stream.
                     let Conn { stream, buf } = conn;
@@ -123,7 +136,8 @@ pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Sto
                     Response::error(400, "data sent before the WebSocket handshake completed")
                         .closing()
                         .write_to(&mut out);
-                    let _ = conn.stream.write_all(&out).await;
+                    // Closing either way.
+                    conn.stream.write_all(&out).await.ok();
                     return;
                 }
                 Err(response) => {
@@ -148,7 +162,8 @@ pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Sto
             out.truncate(out.len() - response.body.len());
         }
         if conn.stream.write_all(&out).await.is_err() || response.close {
-            let _ = conn.stream.flush().await;
+            // Closing either way.
+            conn.stream.flush().await.ok();
             return;
         }
     }

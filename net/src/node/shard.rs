@@ -14,11 +14,10 @@ use glommio::spawn_local;
 use glommio::timer::sleep;
 
 use super::Progress;
-use crate::api::Api;
 use crate::clock::now_ms;
 use crate::http::{self, ConnLimits};
 use crate::service::mesh::Msg;
-use crate::service::{Services, fanout};
+use crate::service::{Services, refresh};
 
 /// Longest sleep of the refresh timer, so shutdown and new widgets are noticed.
 const MAX_TICK_SLEEP: Duration = Duration::from_millis(100);
@@ -90,6 +89,38 @@ pub(super) async fn run(
     std::future::pending::<()>().await;
 }
 
+/// What a connection is served by: API requests go to the HTTP front end, upgrades to
+/// the WebSocket front end.
+#[derive(Debug)]
+struct Front {
+    svc: Rc<Services>,
+}
+
+impl http::Service for Front {
+    type Upgrade = uuid::Uuid;
+
+    async fn call(&self, request: http::Request) -> http::Response {
+        crate::api::route(&self.svc, request).await
+    }
+
+    fn accept_upgrade(&self, request: &http::Request) -> Result<uuid::Uuid, http::Response> {
+        crate::stream::accept(&self.svc.config, request)
+    }
+
+    async fn websocket(&self, dashboard: uuid::Uuid, stream: glommio::net::TcpStream) {
+        // A task of its own: the stream outlives the HTTP connection's task, whose state
+        // (sized for the largest API request) is freed.
+        // It counts as an open connection until it ends, so shutdown waits for it.
+        let svc = Rc::clone(&self.svc);
+        svc.connections.set(svc.connections.get() + 1);
+        spawn_local(async move {
+            crate::stream::session(Rc::clone(&svc), dashboard, stream).await;
+            svc.connections.set(svc.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
 /// Accepts connections until the node stops; each is served by the HTTP front end.
 async fn accept_loop(svc: &Rc<Services>, listener: &TcpListener) {
     let limits = ConnLimits {
@@ -118,10 +149,10 @@ async fn accept_loop(svc: &Rc<Services>, listener: &TcpListener) {
         let svc = Rc::clone(svc);
         spawn_local(async move {
             svc.connections.set(svc.connections.get() + 1);
-            let api = Api {
+            let front = Front {
                 svc: Rc::clone(&svc),
             };
-            http::serve(stream, limits, &svc.stop, &api).await;
+            http::serve(stream, limits, &svc.stop, &front).await;
             svc.connections.set(svc.connections.get() - 1);
         })
         .detach();
@@ -132,7 +163,7 @@ async fn accept_loop(svc: &Rc<Services>, listener: &TcpListener) {
 async fn refresh_loop(svc: Rc<Services>) {
     while !svc.stop.is_set() {
         let now = now_ms();
-        let next = fanout::refresh(&svc, now);
+        let next = refresh::run(&svc, now);
         let wait = next.map_or(MAX_TICK_SLEEP, |due| {
             Duration::from_millis(u64::try_from(due - now).unwrap_or(0).max(1))
         });

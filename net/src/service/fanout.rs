@@ -1,16 +1,14 @@
 //! The owner side of the fan-out: which shards stream each widget this shard owns
-//! (`Interest`, kept current by `Watch` calls), and the refresh that computes due widgets
-//! and sends each changed value once to every shard that streams it.
+//! (`Interest`), kept current by the `Watch` calls of the shards whose streams join and
+//! leave.
 
 use std::rc::Rc;
 
-use glommio::spawn_local;
 use hashbrown::HashMap;
 use livedash_engine::WidgetValue;
 use uuid::Uuid;
 
 use super::Services;
-use super::hub::{Hub, Push};
 use super::mesh::ShardCall;
 
 /// Widgets this shard owns that some shard streams: widget to (dashboard, shard bits).
@@ -90,37 +88,6 @@ impl ShardCall for Watch {
         let mut interest = svc.interest.borrow_mut();
         interest.add(self.shard, self.dashboard, &self.add);
         interest.remove(self.shard, &self.remove);
-    }
-}
-
-/// Runs the refreshes due at `now` and pushes the values that changed; returns when the
-/// next refresh is due.
-pub fn refresh(svc: &Rc<Services>, now: i64) -> Option<i64> {
-    let (changed, next) = {
-        let mut engine = svc.engine.borrow_mut();
-        (engine.tick(now), engine.next_due())
-    };
-    if !changed.is_empty() {
-        push(svc, changed);
-    }
-    next
-}
-
-/// Sends changed values to the shards with streams that show them, one call each.
-fn push(svc: &Rc<Services>, changed: Vec<WidgetValue>) {
-    let routed = svc.interest.borrow().route(changed, svc.shards);
-    for (to, values) in routed.into_iter().enumerate() {
-        if values.is_empty() {
-            continue;
-        }
-        if to == svc.id {
-            Hub::pushed(svc, values);
-        } else {
-            // A failed push is counted and logged by the mesh; the next tick sends newer
-            // values.
-            let svc = Rc::clone(svc);
-            spawn_local(async move { svc.mesh.remote(to, Push(values)).await.ok() }).detach();
-        }
     }
 }
 

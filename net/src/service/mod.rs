@@ -8,11 +8,14 @@ pub mod hub;
 pub mod ingest;
 pub mod mesh;
 pub mod outbox;
+pub mod refresh;
 pub mod rooms;
 pub mod stats;
 pub mod widgets;
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use livedash_engine::Shard;
@@ -74,16 +77,21 @@ impl Services {
 
     /// Runs `call` on shard `to`: in place on this shard, else over the mesh with a
     /// deadline.
-    pub async fn call<C: Routed>(
-        self: &Rc<Self>,
+    ///
+    /// The future is boxed: a stream's task awaits calls while it joins and leaves, and
+    /// an unboxed call would make every idle stream's task as large as the largest one.
+    pub fn call<'a, C: Routed + 'a>(
+        self: &'a Rc<Self>,
         to: usize,
         call: C,
-    ) -> Result<C::Reply, CallError> {
-        if to == self.id {
-            Ok(call.run(self).await)
-        } else {
-            self.mesh.remote(to, call).await
-        }
+    ) -> Pin<Box<dyn Future<Output = Result<C::Reply, CallError>> + 'a>> {
+        Box::pin(async move {
+            if to == self.id {
+                Ok(call.run(self).await)
+            } else {
+                self.mesh.remote(to, call).await
+            }
+        })
     }
 
     /// The shard that owns `metric`'s windows.
