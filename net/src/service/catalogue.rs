@@ -11,9 +11,11 @@ use glommio::sync::Semaphore;
 use livedash_engine::{Dashboard, WidgetReading};
 use uuid::Uuid;
 
-use super::hub::DashboardChanged;
+use super::calls::{
+    DashboardChanged, EditDashboards, GetDashboard, InstallWidgets, ListDashboards, LocateWidget,
+    ReadValue,
+};
 use super::mesh::{CallError, ShardCall};
-use super::widgets::{InstallWidgets, ReadValue};
 use super::{CATALOGUE_SHARD, Services};
 use crate::catalogue::{Catalogue, Change, Edit, Refusal, Versioned};
 use crate::store::DashboardStore;
@@ -70,10 +72,6 @@ fn host(svc: &Services) -> Result<&CatalogueHost, CatalogueError> {
     svc.catalogue.as_ref().ok_or(CatalogueError::NoCatalogue)
 }
 
-/// Every dashboard, by name then id.
-#[derive(Debug)]
-pub struct ListDashboards;
-
 impl ShardCall for ListDashboards {
     type Reply = Result<Vec<Dashboard>, CatalogueError>;
 
@@ -83,23 +81,12 @@ impl ShardCall for ListDashboards {
     }
 }
 
-/// A dashboard (or its absence) with the catalogue version it is current at.
-#[derive(Debug)]
-pub struct GetDashboard(pub Uuid);
-
 impl ShardCall for GetDashboard {
     type Reply = Result<Versioned, CatalogueError>;
 
     async fn run(self, svc: &Rc<Services>) -> Self::Reply {
         Ok(host(svc)?.catalogue.borrow().versioned(self.0))
     }
-}
-
-/// The metric of a widget of a dashboard.
-#[derive(Debug)]
-pub struct LocateWidget {
-    pub dashboard: Uuid,
-    pub widget: Uuid,
 }
 
 impl ShardCall for LocateWidget {
@@ -111,11 +98,6 @@ impl ShardCall for LocateWidget {
         Ok(widget.spec.metric_name.clone())
     }
 }
-
-/// One edit, made on the catalogue shard; the dashboard as it is after it (`None` once
-/// deleted).
-#[derive(Debug)]
-pub struct EditDashboards(pub Edit);
 
 impl ShardCall for EditDashboards {
     type Reply = Result<Option<Dashboard>, CatalogueError>;

@@ -9,6 +9,7 @@ use livedash_engine::WidgetValue;
 use uuid::Uuid;
 
 use super::Services;
+use super::calls::Watch;
 use super::mesh::ShardCall;
 
 /// Widgets this shard owns that some shard streams: widget to (dashboard, shard bits).
@@ -69,16 +70,6 @@ impl Interest {
         }
         out
     }
-}
-
-/// Shard `shard` starts (`add`) or stops (`remove`) streaming these widgets of
-/// `dashboard`, which the receiver owns.
-#[derive(Debug)]
-pub struct Watch {
-    pub shard: usize,
-    pub dashboard: Uuid,
-    pub add: Vec<Uuid>,
-    pub remove: Vec<Uuid>,
 }
 
 impl ShardCall for Watch {

@@ -12,14 +12,12 @@ use livedash_engine::{Dashboard, WidgetValue};
 use tungstenite::Bytes;
 use uuid::Uuid;
 
-use super::catalogue::{CatalogueError, GetDashboard};
-use super::fanout::Watch;
+use super::calls::{DashboardChanged, GetDashboard, Push, ReadStates, Watch};
+use super::catalogue::CatalogueError;
 use super::mesh::{CallError, ShardCall};
 use super::outbox::Outbox;
 use super::rooms::{Changed, Delivery, InterestDelta, Joined, Rooms};
-use super::widgets::ReadStates;
 use super::{CATALOGUE_SHARD, Services};
-use crate::catalogue::Versioned;
 use crate::clock::now_ms;
 use crate::frames::{Frame, WidgetSnapshot, WidgetUpdate};
 
@@ -252,24 +250,12 @@ pub async fn snapshot(svc: &Rc<Services>, dashboard: &Dashboard) -> Result<Bytes
     .encode()?)
 }
 
-/// Changed values (with their dashboard) for the receiver's streams.
-#[derive(Debug)]
-pub struct Push(pub Vec<(Uuid, WidgetValue)>);
-
 impl ShardCall for Push {
     type Reply = ();
 
     async fn run(self, svc: &Rc<Services>) {
         Hub::pushed(svc, self.0);
     }
-}
-
-/// A dashboard was created, changed or deleted (`dashboard: None`) as of a catalogue
-/// version: its streams on the receiver follow.
-#[derive(Debug)]
-pub struct DashboardChanged {
-    pub id: Uuid,
-    pub news: Versioned,
 }
 
 impl ShardCall for DashboardChanged {

@@ -11,6 +11,7 @@ use hashbrown::HashMap;
 use livedash_engine::{IngestReply, MetricEvent, Rejection};
 
 use super::Services;
+use super::calls::ApplyEvents;
 use super::mesh::{CallError, ShardCall};
 use crate::clock::now_ms;
 use crate::parse::Parsed;
@@ -57,10 +58,6 @@ impl IngestCounters {
         self.recent.borrow().keys().cloned().collect()
     }
 }
-
-/// Apply events whose metrics the receiving shard owns.
-#[derive(Debug)]
-pub struct ApplyEvents(pub Vec<MetricEvent>);
 
 /// What a shard made of an `ApplyEvents` batch.
 #[derive(Debug)]

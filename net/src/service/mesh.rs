@@ -13,12 +13,10 @@ use glommio::timer::sleep;
 use hashbrown::HashMap;
 
 use super::Services;
-use super::catalogue::{EditDashboards, GetDashboard, ListDashboards, LocateWidget};
-use super::fanout::Watch;
-use super::hub::{DashboardChanged, Push};
-use super::ingest::ApplyEvents;
-use super::stats::{RecentMetrics, Stats};
-use super::widgets::{InstallWidgets, ReadStates, ReadValue};
+use super::calls::{
+    ApplyEvents, DashboardChanged, EditDashboards, GetDashboard, InstallWidgets, ListDashboards,
+    LocateWidget, Push, ReadStates, ReadValue, RecentMetrics, Stats, Watch,
+};
 
 /// A request one shard makes of another, answered with `Reply`.
 ///
@@ -239,7 +237,8 @@ mod tests {
     use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
     use super::*;
-    use crate::service::stats::{ShardStats, Stats};
+    use crate::service::calls::Stats;
+    use crate::service::stats::ShardStats;
 
     /// Shard 1 takes the call off the mesh and never answers: shard 0's call fails at
     /// its deadline, is counted, and the reply that comes too late is counted too.

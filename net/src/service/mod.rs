@@ -2,6 +2,7 @@
 //! the node, and the typed calls shards make of each other. A service never knows which
 //! front end called it. `Services` holds one shard's state, one field per concern.
 
+pub mod calls;
 pub mod catalogue;
 pub mod fanout;
 pub mod hub;

@@ -7,7 +7,8 @@ use glommio::spawn_local;
 use livedash_engine::WidgetValue;
 
 use super::Services;
-use super::hub::{Hub, Push};
+use super::calls::Push;
+use super::hub::Hub;
 
 /// Runs the refreshes due at `now` and pushes the values that changed; returns when the
 /// next refresh is due.

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use serde::Serialize;
 
 use super::Services;
+use super::calls::{RecentMetrics, Stats};
 use super::mesh::{CallError, ShardCall};
 
 /// Counters of one shard.
@@ -42,10 +43,6 @@ pub struct ShardStats {
     pub unsent_replies: u64,
 }
 
-/// Counters, for `/stats`.
-#[derive(Debug)]
-pub struct Stats;
-
 impl ShardCall for Stats {
     type Reply = ShardStats;
 
@@ -78,10 +75,6 @@ impl ShardCall for Stats {
         }
     }
 }
-
-/// Metric names this shard saw recently.
-#[derive(Debug)]
-pub struct RecentMetrics;
 
 impl ShardCall for RecentMetrics {
     type Reply = Vec<String>;

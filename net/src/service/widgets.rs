@@ -3,21 +3,12 @@
 
 use std::rc::Rc;
 
-use livedash_engine::{HistoryPoint, Widget, WidgetValue};
-use uuid::Uuid;
+use livedash_engine::{HistoryPoint, WidgetValue};
 
 use super::Services;
+use super::calls::{InstallWidgets, ReadStates, ReadValue};
 use super::mesh::ShardCall;
 use crate::clock::now_ms;
-
-/// Install and remove widgets whose metrics the receiver owns, and set the too-old
-/// horizon.
-#[derive(Debug)]
-pub struct InstallWidgets {
-    pub upsert: Vec<Widget>,
-    pub remove: Vec<Uuid>,
-    pub horizon_ms: i64,
-}
 
 impl ShardCall for InstallWidgets {
     /// The engine's refusal of a widget, in words.
@@ -40,10 +31,6 @@ impl ShardCall for InstallWidgets {
     }
 }
 
-/// The current value of a widget the receiver owns, and whether its refreshes run late.
-#[derive(Debug)]
-pub struct ReadValue(pub Uuid);
-
 impl ShardCall for ReadValue {
     /// `None` while the widget is not installed.
     type Reply = Option<(WidgetValue, bool)>;
@@ -64,10 +51,6 @@ pub struct WidgetState {
     pub stale: bool,
     pub history: Vec<HistoryPoint>,
 }
-
-/// The states of widgets the receiver owns (those installed; others are left out).
-#[derive(Debug)]
-pub struct ReadStates(pub Vec<Uuid>);
 
 impl ShardCall for ReadStates {
     type Reply = Vec<WidgetState>;
