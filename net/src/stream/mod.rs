@@ -80,42 +80,48 @@ async fn refuse(mut peer: Peer, mut stream: TcpStream, code: u16, reason: &str) 
 
 /// Runs one stream until the client leaves, the dashboard is deleted, the client is too
 /// slow or silent, a shard fails to answer, or the node stops.
-pub async fn session(svc: Rc<Services>, dashboard_id: Uuid, stream: TcpStream) {
+pub async fn session(svc: Rc<Services>, dashboard_id: Uuid, mut stream: TcpStream) {
     let peer = Peer::new();
-    if let Err(e) = prepare_socket(&stream, &svc.config) {
-        tracing::warn!(shard = svc.id, "stream socket options: {e}");
-        refuse(peer, stream, 1011, "cannot set up the stream").await;
-        return;
-    }
     let outbox = Rc::new(Outbox::default());
-    let dashboard = match Hub::join(&svc, dashboard_id, &outbox).await {
-        Ok(Some(dashboard)) => dashboard,
-        Ok(None) => return refuse(peer, stream, 4404, "no such dashboard").await,
-        Err(e) => {
-            Hub::leave(&svc, dashboard_id, &outbox).await;
-            return refuse(peer, stream, 1011, &e.to_string()).await;
+    // Setting up runs in a boxed future of its own, and so do the refusal and the leave:
+    // what they hold is not part of the task that an idle stream keeps for its life.
+    let opened = Box::pin(open(&svc, dashboard_id, &outbox, &mut stream)).await;
+    let closed = match opened {
+        Ok(()) => pump(&svc, dashboard_id, &outbox, stream, peer).await,
+        Err(Some((code, reason))) => {
+            Box::pin(refuse(peer, stream, code, &reason)).await;
+            Some((code, reason))
         }
-    };
-    let closed = match hub::snapshot(&svc, &dashboard).await {
-        Ok(snapshot) => {
-            let mut stream = stream;
-            if stream.write_all(&snapshot).await.is_ok() {
-                drop(snapshot);
-                pump(&svc, dashboard_id, &outbox, stream, peer).await
-            } else {
-                None
-            }
-        }
-        Err(e) => {
-            let reason = e.to_string();
-            refuse(peer, stream, 1011, &reason).await;
-            Some((1011, reason))
-        }
+        // The client went away before its snapshot was written.
+        Err(None) => None,
     };
     if let Some((code, reason)) = closed {
         tracing::debug!(shard = svc.id, "stream closed: {code} {reason}");
     }
-    Hub::leave(&svc, dashboard_id, &outbox).await;
+    Box::pin(Hub::leave(&svc, dashboard_id, &outbox)).await;
+}
+
+/// Sets the socket up, joins the dashboard's room and writes the snapshot. An error with
+/// a close code ends the stream with it; one without means the socket failed.
+async fn open(
+    svc: &Rc<Services>,
+    dashboard_id: Uuid,
+    outbox: &Rc<Outbox>,
+    stream: &mut TcpStream,
+) -> Result<(), Option<(u16, String)>> {
+    if let Err(e) = prepare_socket(stream, &svc.config) {
+        tracing::warn!(shard = svc.id, "stream socket options: {e}");
+        return Err(Some((1011, "cannot set up the stream".into())));
+    }
+    let dashboard = match Hub::join(svc, dashboard_id, outbox).await {
+        Ok(Some(dashboard)) => dashboard,
+        Ok(None) => return Err(Some((4404, "no such dashboard".into()))),
+        Err(e) => return Err(Some((1011, e.to_string()))),
+    };
+    let snapshot = hub::snapshot(svc, &dashboard)
+        .await
+        .map_err(|e| Some((1011, e.to_string())))?;
+    stream.write_all(&snapshot).await.map_err(|_| None)
 }
 
 /// The stream's writer: sleeps until the hub queues what the socket did not take at once,
