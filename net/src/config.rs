@@ -139,8 +139,9 @@ pub struct Config {
         default_value_t = 10_000
     )]
     pub call_timeout_ms: u64,
-    /// Generate synthetic metrics and a "livedash demo" dashboard.
-    #[arg(long, env = "LIVEDASH_DEMO")]
+    /// Generate synthetic metrics and a "livedash demo" dashboard (the variable takes
+    /// true/false, 1/0, yes/no or on/off).
+    #[arg(long, env = "LIVEDASH_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
     pub demo: bool,
 }
 
