@@ -203,18 +203,12 @@ pub struct IngestReply {
     pub rejected: Vec<RejectedEvent>,
 }
 
-/// A widget's value as `GET /dashboards/{id}/widgets/{wid}/snapshot` reports it.
+/// A widget's value as `GET /dashboards/{id}/widgets/{wid}/snapshot` reports it: the
+/// value's fields, and whether the owner's refreshes of the widget run more than two
+/// intervals late.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WidgetReading {
-    pub widget_id: Uuid,
-    /// `null` for an empty window (except `count`, which is 0).
-    pub value: Option<f64>,
-    /// End of the window, epoch ms.
-    pub window_end: i64,
-    /// Newest event time that counted, epoch ms.
-    pub latest_event_time: Option<i64>,
-    /// Events in the window.
-    pub count: u64,
-    /// The owner's refreshes of the widget run more than two intervals late.
+    #[serde(flatten)]
+    pub current: crate::shard::WidgetValue,
     pub stale: bool,
 }

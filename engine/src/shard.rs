@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use hashbrown::HashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::limits::{DEFAULT_HISTORY_LEN, DEFAULT_MAX_SKEW_MS};
@@ -77,7 +77,7 @@ pub struct ApplyOutcome {
 }
 
 /// A widget's value at one instant.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WidgetValue {
     pub widget_id: Uuid,
     /// `None` for an empty window (except `count`).

@@ -19,6 +19,10 @@ pub enum StoreError {
     },
     #[error("{path}: not a valid dashboard: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error(
+        "data directory {dir} is in use by another livedash node ({holder}); stop it or pass another --data-dir"
+    )]
+    Locked { dir: PathBuf, holder: String },
 }
 
 /// Durable dashboard storage. Every method returns only once the change is durable.
@@ -42,21 +46,56 @@ pub trait DashboardStore: Send + Sync {
 #[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
+    /// An exclusive lock on `<data_dir>/lock`, held for the life of the store (the
+    /// process), so two nodes never share a data directory.
+    _lock: fs::File,
+}
+
+/// Takes the data directory's lock, or names the node that holds it.
+fn lock(data_dir: &Path) -> Result<fs::File, StoreError> {
+    let path = data_dir.join("lock");
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(&path)
+                .ok()
+                .and_then(|pid| pid.trim().parse::<u32>().ok())
+                .map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"));
+            return Err(StoreError::Locked {
+                dir: data_dir.to_path_buf(),
+                holder,
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.sync_all())
+        .map_err(io(&path))?;
+    Ok(file)
 }
 
 impl FileStore {
-    /// Opens (creating if needed) `<data_dir>/dashboards`, and removes temporary files
-    /// left by an interrupted write.
+    /// Opens (creating if needed) `<data_dir>/dashboards`, locks the data directory
+    /// against other nodes, and removes temporary files left by an interrupted write.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let dir = data_dir.join("dashboards");
         fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock = lock(data_dir)?;
         for entry in fs::read_dir(&dir).map_err(io(&dir))? {
             let path = entry.map_err(io(&dir))?.path();
             if path.extension().is_some_and(|e| e == "tmp") {
                 fs::remove_file(&path).map_err(io(&path))?;
             }
         }
-        Ok(Self { dir })
+        Ok(Self { dir, _lock: lock })
     }
 
     fn path_of(&self, id: Uuid) -> PathBuf {
@@ -150,11 +189,26 @@ mod tests {
         store.put(&d).unwrap();
         // A leftover temporary file from a crash is cleaned up and never loaded.
         fs::write(dir.join("dashboards").join("x.json.tmp"), b"{garbage").unwrap();
+        drop(store);
         let store = FileStore::open(&dir).unwrap();
         assert_eq!(store.load_all().unwrap(), vec![d.clone()]);
         store.delete(d.dashboard_id).unwrap();
         store.delete(d.dashboard_id).unwrap();
         assert!(store.load_all().unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_dir_names_the_holder() {
+        let dir = temp_dir("lock");
+        let first = FileStore::open(&dir).unwrap();
+        let err = FileStore::open(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        FileStore::open(&dir).unwrap();
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -670,3 +670,28 @@ fn demo_mode_creates_a_live_dashboard() {
         1
     );
 }
+
+#[test]
+fn a_second_node_refuses_a_taken_port_and_a_locked_data_dir() {
+    let first = Server::start(&[]);
+    // The same port, another data directory.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_livedash"))
+        .args(["--listen", &first.addr.to_string(), "--data-dir"])
+        .arg(common::fresh_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("in use"), "{err}");
+    // Another port, the same data directory: the holder is named.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_livedash"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&first.data_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    // The first node is untouched.
+    assert_eq!(first.client().get("/healthz").status, 200);
+}

@@ -125,8 +125,28 @@ fn owned_widgets(dashboards: &[Dashboard], shard: usize, shards: usize) -> Vec<W
         .collect()
 }
 
+/// Refuses a port another process listens on. The shards bind with SO_REUSEPORT, which
+/// would silently share the port with another node of the same user; a plain bind first
+/// finds any listener there. (Port 0 is always free: the kernel picks one.)
+fn probe_port(addr: SocketAddr) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow!(
+            "{addr} is in use by another process (another livedash node?); stop it or pass another --listen"
+        )),
+        Err(e) => Err(anyhow!("binding {addr}: {e}")),
+    }
+}
+
 /// Starts the node with `config` and `store`; returns once every shard is listening.
 pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<NodeHandle> {
+    probe_port(config.listen)?;
     let shards = config.shard_count();
     let dashboards = store.load_all().context("loading dashboards")?;
     let catalogue = Catalogue::new(dashboards.clone());

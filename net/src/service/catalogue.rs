@@ -221,11 +221,7 @@ pub async fn reading(
         .await?
         .ok_or(CatalogueError::NotReady)?;
     Ok(WidgetReading {
-        widget_id: widget,
-        value: value.value,
-        window_end: value.window_end,
-        latest_event_time: value.latest_event_time,
-        count: value.count,
+        current: value,
         stale,
     })
 }
