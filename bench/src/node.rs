@@ -50,11 +50,7 @@ pub fn start_node(args: &[&str]) -> Result<(Node, SocketAddr), String> {
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
     }
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
+    let addr = livedash_loadgen::client::banner_addr(&line)
         .ok_or_else(|| format!("no address in {line:?}"))?;
     Ok((Node(child, dir), addr))
 }

@@ -32,6 +32,16 @@ pub fn target_addr(target: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other(format!("target {target} names no address")))
 }
 
+/// The address in a node's start-up line (`livedash listening on http://ADDR ...`).
+pub fn banner_addr(line: &str) -> Option<SocketAddr> {
+    line.split("http://")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A call that got no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -90,6 +100,10 @@ pub struct Client {
     addr: SocketAddr,
     /// Sent as `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
+    /// The node said it closes the connection: the next request opens a new one.
+    closing: bool,
+    /// The request awaiting its response was a HEAD (its response has no body).
+    head: bool,
 }
 
 impl Client {
@@ -99,6 +113,8 @@ impl Client {
             buf: Vec::with_capacity(64 * 1024),
             addr,
             token: None,
+            closing: false,
+            head: false,
         })
     }
 
@@ -124,6 +140,7 @@ impl Client {
     pub fn reconnect(&mut self) -> io::Result<()> {
         self.stream = Self::open(self.addr)?;
         self.buf.clear();
+        self.closing = false;
         Ok(())
     }
 
@@ -135,6 +152,10 @@ impl Client {
         content_type: &str,
         body: &[u8],
     ) -> io::Result<Reply> {
+        if self.closing {
+            self.reconnect()?;
+        }
+        self.head = method == "HEAD";
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
             self.addr,
@@ -151,8 +172,9 @@ impl Client {
         self.read_reply()
     }
 
-    /// Reads one response (Content-Length framed, as the node always answers); interim
-    /// `100 Continue` responses are skipped.
+    /// Reads one response (Content-Length framed, as the node always answers; none after
+    /// a HEAD); interim `100 Continue` responses are skipped. A response that closes the
+    /// connection makes the next request open a new one.
     pub fn read_reply(&mut self) -> io::Result<Reply> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -177,11 +199,18 @@ impl Client {
                 self.buf.drain(..n);
                 continue;
             }
-            let len = headers
+            let len = if self.head {
+                0
+            } else {
+                headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
+            self.closing = headers
                 .iter()
-                .find(|(k, _)| k == "content-length")
-                .and_then(|(_, v)| v.parse::<usize>().ok())
-                .unwrap_or(0);
+                .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close"));
             while self.buf.len() < n + len {
                 self.fill()?;
             }
@@ -269,6 +298,15 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn banners() {
+        assert_eq!(
+            banner_addr("livedash listening on http://127.0.0.1:5 with 2 shards"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 5)))
+        );
+        assert_eq!(banner_addr("starting"), None);
+    }
 
     #[test]
     fn targets() {

@@ -22,6 +22,9 @@ pub enum Refusal {
     /// The request would make an invalid dashboard; the reason names the field.
     #[error("{0}")]
     Invalid(String),
+    /// A stored widget could not be read back (a fault of the node, not the request).
+    #[error("a stored widget cannot be read: {0}")]
+    Unreadable(String),
 }
 
 /// A prepared change: the dashboard as it will be (or `None` when deleted) and the widget
@@ -93,11 +96,6 @@ impl Catalogue {
             version: self.version,
             dashboard: self.get(id).cloned(),
         }
-    }
-
-    /// The version of the last commit.
-    pub fn version(&self) -> u64 {
-        self.version
     }
 
     /// Every dashboard, by name then id.
@@ -225,8 +223,8 @@ impl Catalogue {
                 })?;
             let mut merged = match serde_json::to_value(&widget.spec) {
                 Ok(Value::Object(map)) => map,
-                Ok(_) => return Err(invalid("a stored widget is not an object")),
-                Err(e) => return Err(invalid(format!("cannot encode a stored widget: {e}"))),
+                Ok(other) => return Err(Refusal::Unreadable(format!("not an object: {other}"))),
+                Err(e) => return Err(Refusal::Unreadable(e.to_string())),
             };
             for (key, value) in fields {
                 if key != "widget_id" {
@@ -337,7 +335,7 @@ mod tests {
     fn ids_come_from_the_source_and_commits_bump_the_version() {
         let (c, id, wid) = with_one_widget();
         assert_eq!((id, wid), (Uuid::from_u128(1), Uuid::from_u128(2)));
-        assert_eq!(c.version(), 1);
+        assert_eq!(c.versioned(Uuid::nil()).version, 1);
         assert_eq!(c.versioned(id).dashboard.unwrap().widgets.len(), 1);
         assert_eq!(c.versioned(Uuid::nil()).dashboard, None);
     }
@@ -399,7 +397,7 @@ mod tests {
             c.get(id).unwrap().widgets[0].spec.aggregation,
             livedash_engine::Aggregation::Sum
         );
-        assert_eq!(c.version(), 1);
+        assert_eq!(c.versioned(Uuid::nil()).version, 1);
     }
 
     #[test]
@@ -449,6 +447,6 @@ mod tests {
             matches!(err, Refusal::Invalid(ref r) if r.contains("name")),
             "{err}"
         );
-        assert_eq!(c.version(), 0);
+        assert_eq!(c.versioned(Uuid::nil()).version, 0);
     }
 }

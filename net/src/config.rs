@@ -129,9 +129,10 @@ pub struct Config {
         default_value_t = 20_000
     )]
     pub ws_ping_interval_ms: u64,
-    /// Deadline of a call between shards, in milliseconds: a shard that does not answer
-    /// in time makes the request fail with 503 (or the stream close with 1011) instead of
-    /// hanging.
+    /// Deadline of a call between shards, in milliseconds (an edit's call waits this
+    /// times the calls it makes in turn): a shard that does not answer in time makes the
+    /// request fail with 504 (it may have been applied) or 503 (it never arrived), or the
+    /// stream close with 1011, instead of hanging.
     #[arg(
         long,
         env = "LIVEDASH_CALL_TIMEOUT_MS",

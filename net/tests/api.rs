@@ -182,13 +182,17 @@ fn dashboard_lifecycle() {
     assert_eq!(r.json()["name"], json!("ops2"));
     assert_eq!(r.json()["widgets"], d["widgets"]);
 
-    let r = c.json(
-        "PATCH",
-        &format!("/dashboards/{id}/widgets"),
-        &json!({"add": [widget("c", "p95")], "update": [{"widget_id": w0, "window_seconds": 300}], "remove": [w1]}),
-    );
-    assert_eq!(r.status, 200, "{}", r.error());
-    let patched = r.json();
+    // The typed client's patch (the same body as JSON).
+    let patch: livedash_engine::WidgetPatch = serde_json::from_value(json!({
+        "add": [widget("c", "p95")],
+        "update": [{"widget_id": w0, "window_seconds": 300}],
+        "remove": [w1]
+    }))
+    .unwrap();
+    let patched = c
+        .patch_widgets(id.parse().unwrap(), &patch)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let patched = serde_json::to_value(patched).unwrap();
     let widgets = patched["widgets"].as_array().unwrap();
     assert_eq!(widgets.len(), 2);
     assert_eq!(widgets[0]["window_seconds"], json!(300));

@@ -14,7 +14,7 @@ use crate::access::{self, Access, Denied};
 use crate::http::{Request, Response};
 use crate::service::Services;
 use crate::service::catalogue::CatalogueError;
-use crate::service::mesh::CallError;
+use crate::service::mesh::{CallError, Failure};
 
 /// An API failure: a status and a reason for the `{"error": ...}` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,19 +44,30 @@ impl From<Denied> for ApiError {
     }
 }
 
-/// A shard that did not answer: the request may be retried.
+/// A shard that did not answer. One that got the request but answered too late may have
+/// applied it: 504 says so (read before retrying an edit); one that never got it, 503.
 impl From<CallError> for ApiError {
     fn from(e: CallError) -> Self {
-        Self::new(503, e.to_string())
+        match e.failure {
+            Failure::TimedOut(_) => Self::new(
+                504,
+                format!("{e}; the request may have been applied: check before retrying"),
+            ),
+            _ => Self::new(503, e.to_string()),
+        }
     }
 }
 
 impl From<CatalogueError> for ApiError {
     fn from(e: CatalogueError) -> Self {
         use crate::catalogue::Refusal;
+        if let CatalogueError::Shard(call) = e {
+            return call.into();
+        }
         let status = match &e {
             CatalogueError::Refused(Refusal::NoDashboard(_) | Refusal::NoWidget { .. }) => 404,
             CatalogueError::Refused(Refusal::Invalid(_)) => 400,
+            CatalogueError::Refused(Refusal::Unreadable(_)) => 500,
             CatalogueError::Store(_) | CatalogueError::Install(_) | CatalogueError::NoCatalogue => {
                 500
             }

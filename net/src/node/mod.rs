@@ -125,23 +125,38 @@ fn owned_widgets(dashboards: &[Dashboard], shard: usize, shards: usize) -> Vec<W
         .collect()
 }
 
+/// How long a listener found on the port may take to go away before the port counts as
+/// taken: a node that was just killed leaves its listening socket to the kernel until its
+/// io_uring is torn down, which takes a moment after the process is gone.
+const PORT_PROBE_PATIENCE: Duration = Duration::from_secs(3);
+
 /// Refuses a port another process listens on. The shards bind with SO_REUSEPORT, which
-/// would silently share the port with another node of the same user; a plain bind first
-/// finds any listener there. (Port 0 is always free: the kernel picks one.)
+/// would silently share the port with another node of the same user, so before they bind,
+/// connections to the address tell whether anything accepts there. (A bind test would
+/// trip over the connections a node that just died left behind.) Port 0 is always free:
+/// the kernel picks one.
 fn probe_port(addr: SocketAddr) -> anyhow::Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    match std::net::TcpListener::bind(addr) {
-        Ok(probe) => {
-            drop(probe);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow!(
-            "{addr} is in use by another process (another livedash node?); stop it or pass another --listen"
-        )),
-        Err(e) => Err(anyhow!("binding {addr}: {e}")),
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
     }
+    let give_up = std::time::Instant::now() + PORT_PROBE_PATIENCE;
+    // Refused (nobody listens), or no answer: the shards' own bind has the last word.
+    while std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)).is_ok() {
+        if std::time::Instant::now() >= give_up {
+            return Err(anyhow!(
+                "{addr} is in use by another process (another livedash node?); stop it or pass another --listen"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// Starts the node with `config` and `store`; returns once every shard is listening.
@@ -232,16 +247,18 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                             tracing::warn!(shard = id, "stored widget refused: {e}");
                         }
                     }
-                    let host =
-                        if id == CATALOGUE_SHARD {
-                            parts.lock().ok().and_then(|mut p| p.take()).map(
-                                |(catalogue, store)| {
-                                    CatalogueHost::new(catalogue, Arc::from(store))
-                                },
-                            )
-                        } else {
-                            None
-                        };
+                    let host = if id == CATALOGUE_SHARD {
+                        parts
+                            .lock()
+                            .map_err(|_| tracing::error!("the catalogue was lost at start-up"))
+                            .ok()
+                            .and_then(|mut p| p.take())
+                            .map(|(catalogue, store)| {
+                                CatalogueHost::new(catalogue, Arc::from(store))
+                            })
+                    } else {
+                        None
+                    };
                     let deadline = Duration::from_millis(config.call_timeout_ms);
                     let mesh = Mesh::new(senders, deadline);
                     let svc = Rc::new(Services::new(config, mesh, engine, host));

@@ -1,12 +1,14 @@
-//! What shards ask of each other: one struct per call, data only. Each call's reply type
-//! and what the receiving shard does with it (`ShardCall`) live in the service file of
-//! its concern; the list of calls is in `mesh`. Keeping the requests here lets services
-//! send each other calls without importing each other.
+//! What shards ask of each other, one struct per call (data only), and how a call can
+//! fail. Each call's reply type and what the receiving shard does with it (`ShardCall`)
+//! live in the service file of its concern; the list of calls is in `mesh`. Keeping the
+//! requests and errors here spares services from importing each other to talk.
+
+use std::time::Duration;
 
 use livedash_engine::{MetricEvent, Widget, WidgetValue};
 use uuid::Uuid;
 
-use crate::catalogue::{Edit, Versioned};
+use crate::catalogue::{Edit, Refusal, Versioned};
 
 /// Apply events whose metrics the receiving shard owns.
 #[derive(Debug)]
@@ -78,3 +80,55 @@ pub struct Stats;
 /// Metric names this shard saw recently.
 #[derive(Debug)]
 pub struct RecentMetrics;
+
+/// How a call to another shard failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The message could not be sent (the peer's side of the mesh is closed).
+    Unreachable,
+    /// No reply within the deadline.
+    TimedOut(Duration),
+    /// The reply was dropped unanswered.
+    Dropped,
+    /// A reply of another call came back (a fault of the mesh itself).
+    Mismatched,
+}
+
+/// A call to another shard that got no usable reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("shard {shard} {}", describe(*.failure, self.call))]
+pub struct CallError {
+    pub shard: usize,
+    pub call: &'static str,
+    pub failure: Failure,
+}
+
+fn describe(failure: Failure, call: &str) -> String {
+    match failure {
+        Failure::Unreachable => format!("is not reachable (call {call})"),
+        Failure::TimedOut(d) => format!("did not answer {call} within {} ms", d.as_millis()),
+        Failure::Dropped => format!("dropped {call} unanswered"),
+        Failure::Mismatched => format!("answered {call} with the reply of another call"),
+    }
+}
+
+/// Why a catalogue request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    /// The request itself is wrong (unknown id, invalid dashboard).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("cannot store the dashboard: {0}")]
+    Store(String),
+    /// An owner shard refused a widget the catalogue accepted.
+    #[error("a shard refused the change: {0}")]
+    Install(String),
+    #[error("the widget is still being installed")]
+    NotReady,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("this shard has no catalogue")]
+    NoCatalogue,
+    #[error(transparent)]
+    Shard(#[from] CallError),
+}

@@ -6,40 +6,21 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use glommio::sync::Semaphore;
 use livedash_engine::{Dashboard, WidgetReading};
 use uuid::Uuid;
 
+pub use super::calls::CatalogueError;
 use super::calls::{
     DashboardChanged, EditDashboards, GetDashboard, InstallWidgets, ListDashboards, LocateWidget,
     ReadValue,
 };
-use super::mesh::{CallError, ShardCall};
+use super::mesh::ShardCall;
 use super::{CATALOGUE_SHARD, Services};
 use crate::catalogue::{Catalogue, Change, Edit, Refusal, Versioned};
 use crate::store::DashboardStore;
-
-/// Why a catalogue request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogueError {
-    /// The request itself is wrong (unknown id, invalid dashboard).
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-    #[error("cannot store the dashboard: {0}")]
-    Store(String),
-    /// An owner shard refused a widget the catalogue accepted.
-    #[error("a shard refused the change: {0}")]
-    Install(String),
-    #[error("the widget is still being installed")]
-    NotReady,
-    #[error("the node is shutting down")]
-    ShuttingDown,
-    #[error("this shard has no catalogue")]
-    NoCatalogue,
-    #[error(transparent)]
-    Shard(#[from] CallError),
-}
 
 /// The catalogue and its store, on the catalogue shard only.
 pub struct CatalogueHost {
@@ -101,6 +82,12 @@ impl ShardCall for LocateWidget {
 
 impl ShardCall for EditDashboards {
     type Reply = Result<Option<Dashboard>, CatalogueError>;
+
+    /// An edit stores the dashboard, then installs it on every shard and announces it to
+    /// every shard, one call after another, each with the base deadline.
+    fn deadline(base: Duration, shards: usize) -> Duration {
+        base.saturating_mul(2 * shards as u32 + 2)
+    }
 
     async fn run(self, svc: &Rc<Services>) -> Self::Reply {
         let host = host(svc)?;

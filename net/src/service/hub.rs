@@ -12,11 +12,12 @@ use livedash_engine::{Dashboard, WidgetValue};
 use tungstenite::Bytes;
 use uuid::Uuid;
 
-use super::calls::{DashboardChanged, GetDashboard, Push, ReadStates, Watch};
-use super::catalogue::CatalogueError;
-use super::mesh::{CallError, ShardCall};
+use super::calls::{
+    CallError, CatalogueError, DashboardChanged, GetDashboard, Push, ReadStates, Watch,
+};
+use super::mesh::ShardCall;
 use super::outbox::Outbox;
-use super::rooms::{Changed, Delivery, InterestDelta, Joined, Rooms};
+use super::rooms::{Changed, Delivery, InterestDelta, Joined, Rooms, by_owner};
 use super::{CATALOGUE_SHARD, Services};
 use crate::clock::now_ms;
 use crate::frames::{Frame, WidgetSnapshot, WidgetUpdate};
@@ -225,10 +226,7 @@ async fn change_interest(
 /// The `snapshot` frame of a stream: every widget's value now and its history, from the
 /// owners, in the dashboard's order.
 pub async fn snapshot(svc: &Rc<Services>, dashboard: &Dashboard) -> Result<Bytes, StreamError> {
-    let mut per_owner = vec![Vec::new(); svc.shards];
-    for w in &dashboard.widgets {
-        per_owner[svc.owner(&w.spec.metric_name)].push(w.widget_id);
-    }
+    let per_owner = by_owner(dashboard, svc.shards);
     let mut widgets: Vec<WidgetSnapshot> = Vec::with_capacity(dashboard.widgets.len());
     for (owner, ids) in per_owner.into_iter().enumerate() {
         if ids.is_empty() {

@@ -17,6 +17,7 @@ use super::calls::{
     ApplyEvents, DashboardChanged, EditDashboards, GetDashboard, InstallWidgets, ListDashboards,
     LocateWidget, Push, ReadStates, ReadValue, RecentMetrics, Stats, Watch,
 };
+pub use super::calls::{CallError, Failure};
 
 /// A request one shard makes of another, answered with `Reply`.
 ///
@@ -26,6 +27,12 @@ use super::calls::{
 pub trait ShardCall: Send + 'static {
     type Reply: Send + std::fmt::Debug + 'static;
     async fn run(self, svc: &Rc<Services>) -> Self::Reply;
+
+    /// How long a caller on another shard waits for the reply, given the node's base
+    /// deadline: the base, unless the call makes calls of its own in turn.
+    fn deadline(base: Duration, _shards: usize) -> Duration {
+        base
+    }
 }
 
 /// A call's place in the mesh's `Call` and `Reply` enums (written by `calls!`).
@@ -95,37 +102,6 @@ pub enum Msg {
     Reply { id: u64, reply: Reply },
 }
 
-/// How a call to another shard failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The message could not be sent (the peer's side of the mesh is closed).
-    Unreachable,
-    /// No reply within the deadline.
-    TimedOut(Duration),
-    /// The reply was dropped unanswered.
-    Dropped,
-    /// A reply of another call came back (a fault of the mesh itself).
-    Mismatched,
-}
-
-/// A call to another shard that got no usable reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("shard {shard} {}", describe(*.failure, self.call))]
-pub struct CallError {
-    pub shard: usize,
-    pub call: &'static str,
-    pub failure: Failure,
-}
-
-fn describe(failure: Failure, call: &str) -> String {
-    match failure {
-        Failure::Unreachable => format!("is not reachable (call {call})"),
-        Failure::TimedOut(d) => format!("did not answer {call} within {} ms", d.as_millis()),
-        Failure::Dropped => format!("dropped {call} unanswered"),
-        Failure::Mismatched => format!("answered {call} with the reply of another call"),
-    }
-}
-
 /// This shard's side of the mesh: the senders, the calls waiting for replies, and counts
 /// of what went wrong.
 pub struct Mesh {
@@ -192,9 +168,10 @@ impl Mesh {
                 .map_err(|_| Failure::Unreachable)?;
             rx.recv().await.ok_or(Failure::Dropped)
         };
+        let limit = C::deadline(self.deadline, self.shards());
         let deadline = async {
-            sleep(self.deadline).await;
-            Err(Failure::TimedOut(self.deadline))
+            sleep(limit).await;
+            Err(Failure::TimedOut(limit))
         };
         let outcome = exchange.or(deadline).await;
         self.pending.borrow_mut().remove(&id);

@@ -52,16 +52,19 @@ impl InterestDelta {
 
     /// Every widget of `dashboard`, by owner, to add (`add`) or remove.
     fn whole(dashboard: &Dashboard, shards: usize, add: bool) -> Self {
-        let mut delta = Self::new(shards);
-        let side = if add {
-            &mut delta.add
+        let by_owner = by_owner(dashboard, shards);
+        let none = vec![Vec::new(); shards];
+        if add {
+            Self {
+                add: by_owner,
+                remove: none,
+            }
         } else {
-            &mut delta.remove
-        };
-        for w in &dashboard.widgets {
-            side[shard_for(&w.spec.metric_name, shards)].push(w.widget_id);
+            Self {
+                add: none,
+                remove: by_owner,
+            }
         }
-        delta
     }
 
     /// The owners with something to change, with their widgets to add and remove.
@@ -73,6 +76,15 @@ impl InterestDelta {
             .filter(|(_, (add, remove))| !add.is_empty() || !remove.is_empty())
             .map(|(owner, (add, remove))| (owner, add, remove))
     }
+}
+
+/// The widget ids of `dashboard`, grouped by the shard that owns each one's metric.
+pub fn by_owner(dashboard: &Dashboard, shards: usize) -> Vec<Vec<Uuid>> {
+    let mut out = vec![Vec::new(); shards];
+    for w in &dashboard.widgets {
+        out[shard_for(&w.spec.metric_name, shards)].push(w.widget_id);
+    }
+    out
 }
 
 /// How a join ended.

@@ -19,6 +19,13 @@ const freePort = () => new Promise((resolve, reject) => {
   srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
 });
 
+// Kills the node and waits until it is gone, so its port and data directory are free.
+const killNode = (child) => new Promise((resolve) => {
+  if (child.exitCode !== null || child.signalCode !== null) { resolve(); return; }
+  child.once('exit', () => resolve());
+  child.kill('SIGKILL');
+});
+
 function startNode(port, dataDir, extra = []) {
   const child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--shards', '2', ...extra], {
     env: { ...process.env, LIVEDASH_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'],
@@ -111,7 +118,7 @@ try {
   if (await span() !== '2 / span 6') throw new Error(`layout not saved: ${await span()}`);
 
   // Kill the node: the page notices and keeps retrying; restart it and the page comes back.
-  node.kill('SIGKILL');
+  await killNode(node);
   await statusIs(page, 'reconnecting');
   await page.locator('.widget.stale').first().waitFor();
   node = await startNode(port, dataDir);
@@ -123,7 +130,7 @@ try {
   await page.screenshot({ path: screenshot, fullPage: true });
 
   // With tokens set, the page asks once and keeps the token for the session.
-  node.kill('SIGKILL');
+  await killNode(node);
   node = await startNode(port, dataDir, ['--read-token', 'rd-secret', '--admin-token', 'adm-secret']);
   const secured = await browser.newPage();
   let asked = 0;
@@ -137,6 +144,6 @@ try {
   console.log(`ui test passed; screenshot at ${screenshot}`);
 } finally {
   await browser.close();
-  node.kill('SIGKILL');
+  await killNode(node);
   rmSync(dataDir, { recursive: true, force: true });
 }

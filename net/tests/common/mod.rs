@@ -51,11 +51,7 @@ impl Server {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read banner");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
+        let addr = livedash_loadgen::client::banner_addr(&line)
             .unwrap_or_else(|| panic!("no address in banner {line:?}"));
         Self {
             child,
