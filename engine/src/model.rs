@@ -199,6 +199,9 @@ pub struct RejectedEvent {
 pub struct IngestReply {
     /// Events applied to the windows of their shards.
     pub accepted: usize,
+    /// Of the accepted events, those no widget watches: counted, not kept.
+    #[serde(default)]
+    pub unmatched: usize,
     /// Every refused event, by index in the body.
     pub rejected: Vec<RejectedEvent>,
 }

@@ -19,6 +19,24 @@ pub enum Denied {
     Missing,
     #[error("invalid token")]
     Invalid,
+    /// A valid token of another kind: `given` names it, `needed` the one required.
+    #[error("the {given} token cannot do this: it needs the {needed} token")]
+    WrongKind {
+        given: &'static str,
+        needed: &'static str,
+    },
+}
+
+impl Access {
+    /// The name of the token this access needs.
+    fn token_name(self) -> &'static str {
+        match self {
+            Access::Open => "no",
+            Access::Read => "read (or admin)",
+            Access::Ingest => "ingest",
+            Access::Admin => "admin",
+        }
+    }
 }
 
 /// Compares without stopping at the first difference, so timing does not leak a prefix.
@@ -56,7 +74,23 @@ pub fn allows(c: &Config, access: Access, given: Option<&str>) -> Result<(), Den
     match given {
         None => Err(Denied::Missing),
         Some(given) if required.iter().any(|t| same_secret(given, t)) => Ok(()),
-        Some(_) => Err(Denied::Invalid),
+        Some(given) => {
+            let kinds = [
+                ("admin", &c.admin_token),
+                ("ingest", &c.ingest_token),
+                ("read", &c.read_token),
+            ];
+            match kinds
+                .into_iter()
+                .find(|(_, t)| t.as_deref().is_some_and(|t| same_secret(given, t)))
+            {
+                Some((kind, _)) => Err(Denied::WrongKind {
+                    given: kind,
+                    needed: access.token_name(),
+                }),
+                None => Err(Denied::Invalid),
+            }
+        }
     }
 }
 
@@ -80,7 +114,14 @@ mod tests {
         };
         assert_eq!(allows(&c, Access::Read, Some("a")), Ok(()));
         assert_eq!(allows(&c, Access::Read, Some("r")), Ok(()));
-        assert_eq!(allows(&c, Access::Admin, Some("r")), Err(Denied::Invalid));
+        assert_eq!(
+            allows(&c, Access::Admin, Some("r")),
+            Err(Denied::WrongKind {
+                given: "read",
+                needed: "admin"
+            })
+        );
+        assert_eq!(allows(&c, Access::Admin, Some("x")), Err(Denied::Invalid));
         assert_eq!(allows(&c, Access::Read, None), Err(Denied::Missing));
         assert_eq!(allows(&c, Access::Ingest, None), Ok(()));
     }

@@ -279,14 +279,19 @@ impl Config {
     fn toml_to_args(text: &str) -> Result<BTreeMap<String, OsString>, String> {
         let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
         let keys = Self::toml_keys();
+        let unknown: Vec<String> = table
+            .keys()
+            .filter(|key| !keys.contains(key))
+            .map(|key| match closest(key, keys.iter().map(String::as_str)) {
+                Some(near) => format!("{key} (did you mean {near}?)"),
+                None => key.clone(),
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!("unknown keys: {}", unknown.join(", ")));
+        }
         let mut out = BTreeMap::new();
         for (key, value) in table {
-            if !keys.contains(&key) {
-                return Err(match closest(&key, keys.iter().map(String::as_str)) {
-                    Some(near) => format!("unknown key {key} (did you mean {near}?)"),
-                    None => format!("unknown key {key}"),
-                });
-            }
             let flag = format!("--{}", key.replace('_', "-"));
             let text = match &value {
                 toml::Value::String(s) => s.clone(),
@@ -357,6 +362,34 @@ impl Config {
         Ok(())
     }
 
+    /// Warnings about a node reachable beyond this machine with no token guarding it.
+    pub fn exposure_warnings(&self) -> Vec<String> {
+        if self.listen.ip().is_loopback() {
+            return Vec::new();
+        }
+        [
+            (
+                "ingest_token",
+                &self.ingest_token,
+                "anyone who reaches it can send events",
+            ),
+            (
+                "admin_token",
+                &self.admin_token,
+                "anyone who reaches it can change and delete dashboards",
+            ),
+            (
+                "read_token",
+                &self.read_token,
+                "anyone who reaches it can read dashboards and values",
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, token, _)| token.is_none())
+        .map(|(key, _, what)| format!("listening on {} without {key}: {what}", self.listen))
+        .collect()
+    }
+
     /// Shards to start: the configured number, or one per available core (at most 64).
     pub fn shard_count(&self) -> usize {
         match self.shards {
@@ -408,12 +441,14 @@ mod tests {
 
     #[test]
     fn unknown_toml_key_is_named_with_the_closest() {
-        let err =
-            Config::toml_to_args("listen = \"127.0.0.1:1\"\nmax_bodybytes = 3\n").unwrap_err();
+        let err = Config::toml_to_args("listen = \"127.0.0.1:1\"\nmax_bodybytes = 3\nshardz = 2\n")
+            .unwrap_err();
         assert!(
             err.contains("max_bodybytes") && err.contains("max_body_bytes"),
             "{err}"
         );
+        // Every unknown key is named, not only the first.
+        assert!(err.contains("shardz (did you mean shards?)"), "{err}");
         assert!(Config::toml_to_args("config = \"x\"\n").is_err());
     }
 
@@ -474,6 +509,17 @@ mod tests {
             r.warnings
         );
         assert!(r.warnings[1].contains("LIVEDASH_BIN"), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn a_node_beyond_loopback_without_tokens_is_warned_about() {
+        let mut c = Config::defaults().unwrap();
+        assert!(c.exposure_warnings().is_empty());
+        c.listen = SocketAddr::from(([0, 0, 0, 0], 8080));
+        c.admin_token = Some("a".into());
+        let warnings = c.exposure_warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("ingest_token"), "{warnings:?}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! A configuration error is one line on stderr and exit code 2; any other failure to
 //! start, one line and exit code 1.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let resolved = match Config::resolve(std::env::args_os(), std::env::vars().map(|(k, _)| k)) {
         Ok(resolved) => resolved,
@@ -35,7 +36,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for warning in &resolved.warnings {
+    for warning in resolved
+        .warnings
+        .iter()
+        .chain(&resolved.config.exposure_warnings())
+    {
         tracing::warn!("{warning}");
     }
     match run(resolved.config) {

@@ -55,7 +55,10 @@ fn every_aggregation_matches_after_ingest_across_shards() {
     }
     let r = c.json("POST", "/ingest", &Value::Array(events));
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!({"accepted": 500, "rejected": []}));
+    assert_eq!(
+        r.json(),
+        json!({"accepted": 500, "unmatched": 0, "rejected": []})
+    );
 
     for (m, vals) in values.iter_mut().enumerate() {
         vals.sort_by(f64::total_cmp);
@@ -102,10 +105,27 @@ fn an_event_owned_by_shard_1_ingested_through_shard_0() {
         .map(|_| server.client())
         .find_map(|mut c| (c.shard() == 0).then_some(c))
         .expect("no connection reached shard 0");
-    let body = json!([{"metric_name": metric, "value": 4.5, "event_time": now_ms()}]);
+    // With an event on a metric no widget watches, on each shard: accepted, and said to
+    // be unmatched.
+    let unwatched: Vec<String> = (0..2)
+        .map(|s| {
+            (0..)
+                .map(|i| format!("nobody.watches.{i}"))
+                .find(|m| shard_for(m, 2) == s)
+                .unwrap()
+        })
+        .collect();
+    let t = now_ms();
+    let body = json!([
+        {"metric_name": metric, "value": 4.5, "event_time": t},
+        {"metric_name": unwatched[0], "value": 1, "event_time": t},
+        {"metric_name": unwatched[1], "value": 1, "event_time": t},
+    ]);
+    let reply = c.json("POST", "/ingest", &body).json();
     assert_eq!(
-        c.json("POST", "/ingest", &body).json()["accepted"],
-        json!(1)
+        (&reply["accepted"], &reply["unmatched"]),
+        (&json!(3), &json!(2)),
+        "{reply}"
     );
     assert_eq!(c.shard(), 0);
     let s = snapshot(&mut c, &dashboard, 0);
@@ -240,6 +260,33 @@ fn error_paths() {
     let json = "application/json";
     check("GET", "/nope", json, b"", 404, "no route");
     check("DELETE", "/ingest", json, b"", 405, "not allowed");
+    // A path the dashboards API does not have is 404 whatever the method; one it has,
+    // asked with another method, is 405.
+    check(
+        "GET",
+        &format!("/dashboards/{id}/snapshot"),
+        json,
+        b"",
+        404,
+        "no route",
+    );
+    check(
+        "POST",
+        &format!("/dashboards/{id}/nothing"),
+        json,
+        b"{}",
+        404,
+        "no route",
+    );
+    check(
+        "POST",
+        &format!("/dashboards/{id}"),
+        json,
+        b"{}",
+        405,
+        "not allowed",
+    );
+    check("DELETE", "/dashboards", json, b"", 405, "not allowed");
     check(
         "POST",
         "/ingest",
@@ -479,11 +526,14 @@ fn tokens_are_enforced() {
         (r.status, r.error().as_str()),
         (401, "missing Authorization: Bearer <token>")
     );
+    // A valid token of the wrong kind is 403, naming the token needed.
+    let r = ingest.json("POST", "/dashboards", &json!({"name": "x"}));
     assert_eq!(
-        ingest
-            .json("POST", "/dashboards", &json!({"name": "x"}))
-            .status,
-        401
+        (r.status, r.error().as_str()),
+        (
+            403,
+            "the ingest token cannot do this: it needs the admin token"
+        )
     );
     assert_eq!(anon.get("/dashboards").status, 401);
     let d = create_dashboard(&mut admin, "x", json!([widget("m", "count")]));
@@ -493,6 +543,17 @@ fn tokens_are_enforced() {
     let body = json!([{"metric_name": "m", "value": 1, "event_time": now_ms()}]);
     assert_eq!(anon.json("POST", "/ingest", &body).status, 401);
     let r = admin.json("POST", "/ingest", &body);
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (
+            403,
+            "the admin token cannot do this: it needs the ingest token"
+        )
+    );
+    let r = server
+        .client()
+        .with_token("nope")
+        .json("POST", "/ingest", &body);
     assert_eq!((r.status, r.error().as_str()), (401, "invalid token"));
     assert_eq!(
         snapshot(&mut reader, &d, 0)["count"],

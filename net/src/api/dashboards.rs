@@ -67,9 +67,12 @@ pub async fn handle(
         (["dashboards", d, "widgets"], false) if method == "PATCH" => {
             edit(svc, Edit::Patch(id(d, "dashboard")?, body(req)?), 200).await
         }
-        _ => Err(ApiError::new(
-            if segments.len() <= 5 { 405 } else { 404 },
-            format!("{method} {} is not an API endpoint", req.path),
+        // A path the API has, asked with another method, is 405; any other path is 404.
+        (["dashboards"] | ["dashboards", _] | ["dashboards", _, "widgets"], _)
+        | (["dashboards", _, "widgets", _, "snapshot"], _) => Err(ApiError::new(
+            405,
+            format!("{method} is not allowed on {}", req.path),
         )),
+        _ => Err(ApiError::new(404, format!("no route for {}", req.path))),
     }
 }

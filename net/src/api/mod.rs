@@ -38,9 +38,14 @@ impl From<ApiError> for Response {
     }
 }
 
+/// No token or an unknown one is 401; a valid token of the wrong kind is 403.
 impl From<Denied> for ApiError {
     fn from(e: Denied) -> Self {
-        Self::new(401, e.to_string())
+        let status = match e {
+            Denied::Missing | Denied::Invalid => 401,
+            Denied::WrongKind { .. } => 403,
+        };
+        Self::new(status, e.to_string())
     }
 }
 

@@ -63,6 +63,8 @@ impl IngestCounters {
 #[derive(Debug)]
 pub struct Applied {
     pub accepted: usize,
+    /// Accepted events no widget watches.
+    pub unmatched: usize,
     /// Positions in the batch of the refused events, and why.
     pub rejected: Vec<(usize, Rejection)>,
 }
@@ -74,7 +76,11 @@ impl ShardCall for ApplyEvents {
         let events = self.0;
         let started = Instant::now();
         let now = now_ms();
-        let out = svc.engine.borrow_mut().apply(&events, now);
+        let mut engine = svc.engine.borrow_mut();
+        let unmatched_before = engine.stats().unmatched;
+        let out = engine.apply(&events, now);
+        let unmatched = (engine.stats().unmatched - unmatched_before) as usize;
+        drop(engine);
         let counters = &svc.ingest;
         counters
             .apply_ns
@@ -85,6 +91,7 @@ impl ShardCall for ApplyEvents {
         counters.remember(&events, now);
         Applied {
             accepted: out.accepted,
+            unmatched,
             rejected: out.rejected,
         }
     }
@@ -96,6 +103,7 @@ impl ShardCall for ApplyEvents {
 pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply, CallError> {
     let mut reply = IngestReply {
         accepted: 0,
+        unmatched: 0,
         rejected: parsed.rejected,
     };
     // Split by owner, remembering each event's index in the source.
@@ -122,6 +130,7 @@ pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply,
     let mut merge =
         |applied: Applied, origins: &[u32]| {
             reply.accepted += applied.accepted;
+            reply.unmatched += applied.unmatched;
             reply
                 .rejected
                 .extend(applied.rejected.into_iter().map(|(i, r)| {
