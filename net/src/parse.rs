@@ -73,17 +73,24 @@ pub enum Precision {
     Micros,
     Millis,
     Seconds,
+    Minutes,
+    Hours,
 }
 
 impl Precision {
-    /// Reads `ns|us|ms|s` (and the InfluxDB 1.x spellings `n` and `u`); default ns.
+    /// Reads `ns|us|ms|s` (and the InfluxDB 1.x spellings `n`, `u`, `m` and `h`);
+    /// default ns.
     pub fn parse(text: Option<&str>) -> Result<Self, String> {
         match text.unwrap_or("ns") {
             "ns" | "n" => Ok(Self::Nanos),
             "us" | "u" => Ok(Self::Micros),
             "ms" => Ok(Self::Millis),
             "s" => Ok(Self::Seconds),
-            other => Err(format!("precision {other:?} is not one of ns, us, ms, s")),
+            "m" => Ok(Self::Minutes),
+            "h" => Ok(Self::Hours),
+            other => Err(format!(
+                "precision {other:?} is not one of ns, us, ms, s (or n, u, m, h)"
+            )),
         }
     }
 
@@ -93,6 +100,8 @@ impl Precision {
             Self::Micros => t.div_euclid(1_000),
             Self::Millis => t,
             Self::Seconds => t.saturating_mul(1_000),
+            Self::Minutes => t.saturating_mul(60_000),
+            Self::Hours => t.saturating_mul(3_600_000),
         }
     }
 }
@@ -217,7 +226,8 @@ mod tests {
                 line_protocol(body.as_bytes(), Precision::parse(Some(p)).unwrap(), 0).unwrap();
             assert_eq!(parsed.events[0].event_time, ms, "{p}");
         }
-        assert!(Precision::parse(Some("h")).is_err());
+        assert!(Precision::parse(Some("d")).is_err());
+        assert_eq!(Precision::parse(Some("h")), Ok(Precision::Hours));
         assert!(line_protocol(b"just garbage\n", Precision::Nanos, 0).is_err());
         assert!(line_protocol(b"\xff", Precision::Nanos, 0).is_err());
     }

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::io::Write;
+
 use common::{Client, ReplyExt, Server, create_dashboard, now_ms, snapshot};
 use livedash_engine::{Aggregation, shard_for};
 use serde_json::{Value, json};
@@ -171,7 +173,7 @@ fn line_protocol_ingest() {
     assert_eq!(idx, [4, 5]);
     assert_eq!(snapshot(&mut c, &d, 0)["value"], json!(1.5));
     assert_eq!(snapshot(&mut c, &d, 1)["value"], json!(9.0));
-    let r = c.send("POST", "/ingest?precision=h", "text/plain", body.as_bytes());
+    let r = c.send("POST", "/ingest?precision=d", "text/plain", body.as_bytes());
     assert_eq!(r.status, 400);
     assert!(r.error().contains("precision"));
     let r = c.send("POST", "/ingest", "text/plain", b"nothing parses here\n");
@@ -759,4 +761,95 @@ fn a_second_node_refuses_a_taken_port_and_a_locked_data_dir() {
     assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
     // The first node is untouched.
     assert_eq!(first.client().get("/healthz").status, 200);
+}
+
+/// A raw request with extra headers, as an InfluxDB client sends it.
+fn send_raw(c: &mut Client, path: &str, headers: &str, body: &[u8]) -> common::Reply {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.stream.write_all(head.as_bytes()).unwrap();
+    c.stream.write_all(body).unwrap();
+    c.read_reply()
+}
+
+#[test]
+fn telegraf_and_influxdb_clients_write_unchanged() {
+    let server = Server::start(&["--ingest-token", "in-secret"]);
+    let mut c = server.client();
+    let d = create_dashboard(
+        &mut c,
+        "telegraf",
+        json!([
+            widget("cpu.usage_idle", "sum"),
+            widget("cpu.usage_user", "count")
+        ]),
+    );
+    // What Telegraf's outputs.influxdb_v2 sends: gzip, a Token, text/plain, nanoseconds.
+    let ns = now_ms() * 1_000_000;
+    let lines = format!(
+        "cpu,cpu=cpu-total,host=h1 usage_idle=97.5,usage_user=2.5 {ns}\n\
+         cpu,cpu=cpu-total,host=h2 usage_idle=90,usage_user=10i {ns}\n"
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(lines.as_bytes()).unwrap();
+    let body = gz.finish().unwrap();
+    let telegraf = "User-Agent: Telegraf/1.32.0\r\nAuthorization: Token in-secret\r\n\
+                    Content-Type: text/plain; charset=utf-8\r\nContent-Encoding: gzip\r\n";
+    let r = send_raw(
+        &mut c,
+        "/api/v2/write?bucket=telegraf&org=acme",
+        telegraf,
+        &body,
+    );
+    assert_eq!((r.status, r.body.len()), (204, 0), "{}", r.error());
+    // InfluxDB 1.x: /write with the token as the password, seconds.
+    let v1 = format!("cpu,host=h3 usage_idle=2.5 {}\n", now_ms() / 1000);
+    let r = send_raw(
+        &mut c,
+        "/write?db=telegraf&precision=s&u=me&p=in-secret",
+        "Content-Type: text/plain\r\n",
+        v1.as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", r.error());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while snapshot(&mut c, &d, 0)["value"] != json!(190.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            snapshot(&mut c, &d, 0)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(snapshot(&mut c, &d, 1)["count"], json!(2));
+    // Some lines refused: 400 in InfluxDB's shape, the rest applied.
+    let r = send_raw(
+        &mut c,
+        "/api/v2/write?bucket=b&org=o&precision=ms",
+        "Authorization: Token in-secret\r\n",
+        format!("cpu usage_user=1 {}\ncpu note=\"hi\"\n", now_ms()).as_bytes(),
+    );
+    assert_eq!(r.status, 400);
+    let v = r.json();
+    assert_eq!(v["code"], json!("invalid"));
+    assert!(
+        v["message"].as_str().unwrap().contains("partial write"),
+        "{v}"
+    );
+    assert_eq!(v["accepted"], json!(1));
+    // No token, a wrong one, a body that is not gzip.
+    let r = send_raw(&mut c, "/api/v2/write?bucket=b", "", b"cpu v=1");
+    assert_eq!(r.status, 401);
+    let r = send_raw(&mut c, "/write?db=x&p=wrong", "", b"cpu v=1");
+    assert_eq!(r.status, 401);
+    let mut c = server.client();
+    let r = send_raw(
+        &mut c,
+        "/api/v2/write",
+        "Authorization: Token in-secret\r\nContent-Encoding: gzip\r\n",
+        b"cpu v=1",
+    );
+    assert_eq!(r.status, 400, "{}", r.error());
+    assert!(r.error().contains("gzip"), "{}", r.error());
 }

@@ -1,14 +1,53 @@
-//! `POST /ingest`: parse the body (JSON or line protocol) on the receiving shard and hand
-//! the events to the ingest service.
+//! Ingest over HTTP: `POST /ingest` (JSON or line protocol) and the InfluxDB write
+//! endpoints (`POST /api/v2/write`, `POST /write`) that Telegraf and InfluxDB clients use
+//! unchanged. Bodies may be gzip-compressed. Each is parsed on the receiving shard and
+//! handed to the ingest service.
 
+use std::borrow::Cow;
+use std::io::Read;
 use std::rc::Rc;
+
+use flate2::read::GzDecoder;
+use livedash_engine::IngestReply;
+use serde_json::json;
 
 use super::ApiError;
 use crate::clock::now_ms;
 use crate::http::{Request, Response};
-use crate::parse::{self, Precision};
+use crate::parse::{self, Parsed, Precision};
 use crate::service::{Services, ingest};
 
+/// The body as sent, or decompressed (`Content-Encoding: gzip`), at most `max` bytes.
+fn body(req: &Request, max: usize) -> Result<Cow<'_, [u8]>, ApiError> {
+    match req.content_encoding.as_deref().map(str::trim) {
+        None | Some("identity") => Ok(Cow::Borrowed(&req.body)),
+        Some(e) if e.eq_ignore_ascii_case("gzip") => {
+            let mut out = Vec::new();
+            GzDecoder::new(&req.body[..])
+                .take(max as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| ApiError::new(400, format!("body is not valid gzip: {e}")))?;
+            if out.len() > max {
+                return Err(ApiError::new(
+                    413,
+                    format!("body is larger than {max} bytes once decompressed"),
+                ));
+            }
+            Ok(Cow::Owned(out))
+        }
+        Some(other) => Err(ApiError::new(
+            415,
+            format!("content-encoding {other} is not supported; send gzip or none"),
+        )),
+    }
+}
+
+fn precision(req: &Request) -> Result<Precision, ApiError> {
+    Precision::parse(req.query_param("precision").as_deref())
+        .map_err(|reason| ApiError::new(400, reason))
+}
+
+/// `POST /ingest`: the answer counts what was accepted, unmatched and rejected.
 pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiError> {
     let media = req.content_type.as_deref().map(|c| {
         c.split(';')
@@ -17,13 +56,10 @@ pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiEr
             .trim()
             .to_ascii_lowercase()
     });
+    let body = body(req, svc.config.max_body_bytes)?;
     let parsed = match media.as_deref() {
-        None | Some("application/json") => parse::json(&req.body),
-        Some("text/plain") => {
-            let precision = Precision::parse(req.query_param("precision").as_deref())
-                .map_err(|reason| ApiError::new(400, reason))?;
-            parse::line_protocol(&req.body, precision, now_ms())
-        }
+        None | Some("application/json") => parse::json(&body),
+        Some("text/plain") => parse::line_protocol(&body, precision(req)?, now_ms()),
         Some(other) => {
             return Err(ApiError::new(
                 415,
@@ -37,4 +73,42 @@ pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiEr
     .map_err(|reason| ApiError::new(400, reason))?;
     let reply = ingest::dispatch(svc, parsed).await?;
     Ok(Response::json(200, &reply))
+}
+
+/// `POST /api/v2/write` and `POST /write` (InfluxDB 2 and 1): line protocol whatever the
+/// content type; `org`, `bucket` and `db` are accepted and ignored. 204 when every event
+/// was accepted, as InfluxDB answers; 400 with InfluxDB's error shape (`code`,
+/// `message`), plus ours (`error`, and the counts), when some were not.
+pub async fn influx(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiError> {
+    let body = body(req, svc.config.max_body_bytes)?;
+    let parsed: Parsed = parse::line_protocol(&body, precision(req)?, now_ms())
+        .map_err(|reason| ApiError::new(400, reason))?;
+    let reply = ingest::dispatch(svc, parsed).await?;
+    if reply.rejected.is_empty() {
+        return Ok(Response::empty(204));
+    }
+    Ok(partial_write(&reply))
+}
+
+/// A 400 for a write some of whose events were refused: the others were applied.
+fn partial_write(reply: &IngestReply) -> Response {
+    let first = reply.rejected.first().map_or(String::new(), |r| {
+        format!("; first: line {}: {}", r.index + 1, r.reason)
+    });
+    let message = format!(
+        "partial write: {} events rejected, {} accepted{first}",
+        reply.rejected.len(),
+        reply.accepted
+    );
+    Response::json(
+        400,
+        &json!({
+            "code": "invalid",
+            "message": message,
+            "error": message,
+            "accepted": reply.accepted,
+            "unmatched": reply.unmatched,
+            "rejected": reply.rejected,
+        }),
+    )
 }

@@ -92,7 +92,7 @@ pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
         [""] | ["d", _] | ["assets", _] => (Access::Open, &["GET", "HEAD"]),
         ["metrics"] => (Access::Read, &["GET", "HEAD"]),
         ["healthz"] => (Access::Open, &["GET", "HEAD"]),
-        ["ingest"] => (Access::Ingest, &["POST"]),
+        ["ingest"] | ["api", "v2", "write"] | ["write"] => (Access::Ingest, &["POST"]),
         ["stats"] => (Access::Read, &["GET"]),
         ["stream", _] => {
             return ApiError::new(426, "this endpoint is a WebSocket: send an Upgrade request")
@@ -107,7 +107,12 @@ pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
     if !allowed.contains(&method) {
         return ApiError::new(405, format!("{method} is not allowed on {}", req.path)).into();
     }
-    if let Err(e) = access::allows(&svc.config, access, req.bearer()) {
+    // InfluxDB 1.x clients may pass the token as the `p` (password) query parameter.
+    let v1_password = (segments.as_slice() == ["write"])
+        .then(|| req.query_param("p"))
+        .flatten();
+    let token = req.bearer().or(v1_password.as_deref());
+    if let Err(e) = access::allows(&svc.config, access, token) {
         return ApiError::from(e).into();
     }
     let answer = match segments.as_slice() {
@@ -124,6 +129,7 @@ pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
             &json!({ "status": "ok", "shard": svc.id }),
         )),
         ["ingest"] => ingest::handle(svc, &req).await,
+        ["api", "v2", "write"] | ["write"] => ingest::influx(svc, &req).await,
         ["stats"] => stats::handle(svc).await,
         _ => dashboards::handle(svc, &req, &segments).await,
     };

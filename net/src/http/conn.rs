@@ -365,6 +365,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Ended> {
     let mut chunked = false;
     let mut expect_continue = false;
     let mut content_type = None;
+    let mut content_encoding = None;
     let mut authorization = None;
     let mut host = None;
     let mut origin = None;
@@ -415,6 +416,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Ended> {
             expect_continue = true;
         } else if name.eq_ignore_ascii_case("content-type") {
             content_type = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            content_encoding = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("host") {
@@ -456,6 +459,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Ended> {
         path,
         query,
         content_type,
+        content_encoding,
         authorization,
         host,
         origin,

@@ -17,6 +17,8 @@ pub struct Request {
     /// The raw query string (after `?`), if any.
     pub query: Option<String>,
     pub content_type: Option<String>,
+    /// `Content-Encoding` (for example `gzip`), if any.
+    pub content_encoding: Option<String>,
     pub authorization: Option<String>,
     /// `Host` and `Origin` headers, for WebSocket origin checks.
     pub host: Option<String>,
@@ -35,10 +37,12 @@ impl Request {
             .map(|(_, v)| v.into_owned())
     }
 
-    /// The bearer token of the `Authorization` header, if well formed.
+    /// The token of the `Authorization` header, if well formed: `Bearer <token>`, or
+    /// `Token <token>` as InfluxDB clients send it.
     pub fn bearer(&self) -> Option<&str> {
         let value = self.authorization.as_deref()?.trim();
         let (scheme, token) = value.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
+            .then(|| token.trim())
     }
 }
