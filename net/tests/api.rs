@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::Write as _;
 
 use common::{Client, ReplyExt, Server, create_dashboard, now_ms, snapshot};
 use livedash_engine::{Aggregation, shard_for};
@@ -763,17 +763,6 @@ fn a_second_node_refuses_a_taken_port_and_a_locked_data_dir() {
     assert_eq!(first.client().get("/healthz").status, 200);
 }
 
-/// A raw request with extra headers, as an InfluxDB client sends it.
-fn send_raw(c: &mut Client, path: &str, headers: &str, body: &[u8]) -> common::Reply {
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    c.stream.write_all(head.as_bytes()).unwrap();
-    c.stream.write_all(body).unwrap();
-    c.read_reply()
-}
-
 #[test]
 fn telegraf_and_influxdb_clients_write_unchanged() {
     let server = Server::start(&["--ingest-token", "in-secret"]);
@@ -797,17 +786,11 @@ fn telegraf_and_influxdb_clients_write_unchanged() {
     let body = gz.finish().unwrap();
     let telegraf = "User-Agent: Telegraf/1.32.0\r\nAuthorization: Token in-secret\r\n\
                     Content-Type: text/plain; charset=utf-8\r\nContent-Encoding: gzip\r\n";
-    let r = send_raw(
-        &mut c,
-        "/api/v2/write?bucket=telegraf&org=acme",
-        telegraf,
-        &body,
-    );
+    let r = c.post_with_headers("/api/v2/write?bucket=telegraf&org=acme", telegraf, &body);
     assert_eq!((r.status, r.body.len()), (204, 0), "{}", r.error());
     // InfluxDB 1.x: /write with the token as the password, seconds.
     let v1 = format!("cpu,host=h3 usage_idle=2.5 {}\n", now_ms() / 1000);
-    let r = send_raw(
-        &mut c,
+    let r = c.post_with_headers(
         "/write?db=telegraf&precision=s&u=me&p=in-secret",
         "Content-Type: text/plain\r\n",
         v1.as_bytes(),
@@ -824,8 +807,7 @@ fn telegraf_and_influxdb_clients_write_unchanged() {
     }
     assert_eq!(snapshot(&mut c, &d, 1)["count"], json!(2));
     // Some lines refused: 400 in InfluxDB's shape, the rest applied.
-    let r = send_raw(
-        &mut c,
+    let r = c.post_with_headers(
         "/api/v2/write?bucket=b&org=o&precision=ms",
         "Authorization: Token in-secret\r\n",
         format!("cpu usage_user=1 {}\ncpu note=\"hi\"\n", now_ms()).as_bytes(),
@@ -839,13 +821,12 @@ fn telegraf_and_influxdb_clients_write_unchanged() {
     );
     assert_eq!(v["accepted"], json!(1));
     // No token, a wrong one, a body that is not gzip.
-    let r = send_raw(&mut c, "/api/v2/write?bucket=b", "", b"cpu v=1");
+    let r = c.post_with_headers("/api/v2/write?bucket=b", "", b"cpu v=1");
     assert_eq!(r.status, 401);
-    let r = send_raw(&mut c, "/write?db=x&p=wrong", "", b"cpu v=1");
+    let r = c.post_with_headers("/write?db=x&p=wrong", "", b"cpu v=1");
     assert_eq!(r.status, 401);
     let mut c = server.client();
-    let r = send_raw(
-        &mut c,
+    let r = c.post_with_headers(
         "/api/v2/write",
         "Authorization: Token in-secret\r\nContent-Encoding: gzip\r\n",
         b"cpu v=1",

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -177,6 +177,18 @@ impl Client {
             "application/json",
             body.to_string().as_bytes(),
         )
+    }
+
+    /// A POST with extra header lines (each ending in CRLF), as an InfluxDB client or a
+    /// browser sends it.
+    pub fn post_with_headers(&mut self, path: &str, headers: &str, body: &[u8]) -> Reply {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.0.stream.write_all(head.as_bytes()).unwrap();
+        self.0.stream.write_all(body).unwrap();
+        self.read_reply()
     }
 
     /// Reads one response.
