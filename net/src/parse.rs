@@ -106,6 +106,54 @@ impl Precision {
     }
 }
 
+/// The shape of a line, for error messages.
+const LINE_SHAPE: &str = "measurement[,tag=value...] field=value[,field=value...] [timestamp]";
+
+/// The `index`-th line that is neither blank nor a comment, with its line number from 1.
+fn nth_line(text: &str, index: usize) -> Option<(usize, &str)> {
+    text.split('\n')
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('#')
+        })
+        .nth(index)
+        .map(|(n, l)| (n + 1, l.trim_end_matches('\r')))
+}
+
+/// A line-protocol error in words: where (line, and column where it can be told) and what
+/// is wrong, never the parser's internals.
+fn describe(e: &influxdb_line_protocol::Error, text: &str, index: usize) -> String {
+    use influxdb_line_protocol::Error as E;
+    let (number, line) = nth_line(text, index).unwrap_or((index + 1, ""));
+    let at = match e {
+        E::CannotParseEntireLine { trailing_content }
+            if line.ends_with(trailing_content.as_str()) =>
+        {
+            let rest = trailing_content.trim_start();
+            format!("line {number}, column {}", line.len() - rest.len() + 1)
+        }
+        _ => format!("line {number}"),
+    };
+    let what = match e {
+        E::CannotParseEntireLine { trailing_content } => format!(
+            "unexpected {:?} (a space, comma or equals sign inside a name or \
+             value must be escaped with a backslash; the timestamp must be an integer)",
+            trailing_content.trim_start()
+        ),
+        E::MeasurementValueInvalid => {
+            format!("the measurement is missing or invalid; expected {LINE_SHAPE}")
+        }
+        E::FieldSetMissing => {
+            format!("no fields (name=value) after the measurement and tags; expected {LINE_SHAPE}")
+        }
+        E::TagSetMalformed => format!("a tag is not name=value; expected {LINE_SHAPE}"),
+        E::GenericParsingError { .. } => format!("not line protocol; expected {LINE_SHAPE}"),
+        other => other.to_string(),
+    };
+    format!("{at}: {what}")
+}
+
 /// Parses InfluxDB line protocol. Each field of a line becomes one event named
 /// `measurement.field`; tags become tags; a line without a timestamp takes `now_ms`.
 /// `index` counts the non-blank lines from 0. Integer, unsigned, float and boolean
@@ -121,7 +169,7 @@ pub fn line_protocol(body: &[u8], precision: Precision, now_ms: i64) -> Result<P
             Err(e) => {
                 parsed.rejected.push(Rejected {
                     index,
-                    reason: format!("line protocol: {e}"),
+                    reason: describe(&e, text, index),
                 });
                 continue;
             }
@@ -212,6 +260,26 @@ mod tests {
         assert_eq!(p.origin, vec![0, 0, 1, 1]);
         let idx: Vec<usize> = p.rejected.iter().map(|r| r.index).collect();
         assert_eq!(idx, vec![1, 2]);
+    }
+
+    #[test]
+    fn line_protocol_errors_are_in_words_with_their_place() {
+        let body = b"# a comment\n\ncpu v=1\ngarbage\ncpu,host v=1\ncpu v=1 not-a-time\n";
+        let p = line_protocol(body, Precision::Nanos, 0).unwrap();
+        let reasons: Vec<&str> = p.rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        for (reason, line) in reasons.iter().zip(["line 4", "line 5", "line 6"]) {
+            assert!(reason.starts_with(line), "{reason}");
+            assert!(
+                !reason.contains("TakeWhile") && !reason.contains("generic"),
+                "{reason}"
+            );
+        }
+        assert!(
+            reasons[2].starts_with("line 6, column 9: unexpected"),
+            "{}",
+            reasons[2]
+        );
     }
 
     #[test]
