@@ -40,14 +40,54 @@ impl Parsed {
     }
 }
 
-/// Parses a JSON array of events. An element that is not a valid event is rejected alone.
-pub fn json(body: &[u8]) -> Result<Parsed, String> {
+/// An event time this far from the node clock (a year) is questioned: was it written in
+/// another unit?
+const UNIT_SUSPECT_MS: u64 = 365 * 24 * 3_600_000;
+/// Read in another unit, it must land this close to the node clock (two days) to be named.
+const UNIT_MATCH_MS: u64 = 2 * 24 * 3_600_000;
+
+/// For a timestamp `raw` read in `given` units that lands far from `now`, the unit it was
+/// most likely written in.
+fn likely_unit(raw: i64, given: Precision, now: i64) -> Option<Precision> {
+    let off = |p: Precision| p.to_ms(raw).saturating_sub(now).unsigned_abs();
+    if off(given) < UNIT_SUSPECT_MS {
+        return None;
+    }
+    [
+        Precision::Nanos,
+        Precision::Micros,
+        Precision::Millis,
+        Precision::Seconds,
+    ]
+    .into_iter()
+    .find(|p| *p != given && off(*p) < UNIT_MATCH_MS)
+}
+
+/// Parses a JSON array of events. An element that is not a valid event is rejected alone;
+/// so is one whose `event_time` looks like seconds, microseconds or nanoseconds (it must
+/// be milliseconds), with a hint saying so.
+pub fn json(body: &[u8], now_ms: i64) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
+    let take = |parsed: &mut Parsed, i: usize, ev: MetricEvent| match likely_unit(
+        ev.event_time,
+        Precision::Millis,
+        now_ms,
+    ) {
+        Some(unit) => parsed.rejected.push(Rejected {
+            index: i,
+            reason: format!(
+                "event_time {} looks like {} since the epoch; it must be milliseconds",
+                ev.event_time,
+                unit.words()
+            ),
+        }),
+        None => parsed.push(i, ev),
+    };
     // Fast path: the whole array is well formed.
     if let Ok(events) = serde_json::from_slice::<Vec<MetricEvent>>(body) {
         parsed.events.reserve(events.len());
         for (i, ev) in events.into_iter().enumerate() {
-            parsed.push(i, ev);
+            take(&mut parsed, i, ev);
         }
         return Ok(parsed);
     }
@@ -56,7 +96,7 @@ pub fn json(body: &[u8]) -> Result<Parsed, String> {
         .map_err(|e| format!("body is not a JSON array of events: {e}"))?;
     for (i, raw) in items.into_iter().enumerate() {
         match serde_json::from_str::<MetricEvent>(raw.get()) {
-            Ok(ev) => parsed.push(i, ev),
+            Ok(ev) => take(&mut parsed, i, ev),
             Err(e) => parsed.rejected.push(Rejected {
                 index: i,
                 reason: e.to_string(),
@@ -91,6 +131,29 @@ impl Precision {
             other => Err(format!(
                 "precision {other:?} is not one of ns, us, ms, s (or n, u, m, h)"
             )),
+        }
+    }
+
+    /// The unit in words, and its `precision=` spelling.
+    fn words(self) -> &'static str {
+        match self {
+            Self::Nanos => "nanoseconds",
+            Self::Micros => "microseconds",
+            Self::Millis => "milliseconds",
+            Self::Seconds => "seconds",
+            Self::Minutes => "minutes",
+            Self::Hours => "hours",
+        }
+    }
+
+    fn spelling(self) -> &'static str {
+        match self {
+            Self::Nanos => "ns",
+            Self::Micros => "us",
+            Self::Millis => "ms",
+            Self::Seconds => "s",
+            Self::Minutes => "m",
+            Self::Hours => "h",
         }
     }
 
@@ -181,6 +244,21 @@ pub fn line_protocol(body: &[u8], precision: Precision, now_ms: i64) -> Result<P
             .flatten()
             .map(|(k, v)| (k.as_str().to_string(), v.as_str().to_string()))
             .collect();
+        if let Some(t) = line.timestamp
+            && let Some(unit) = likely_unit(t, precision, now_ms)
+        {
+            parsed.rejected.push(Rejected {
+                index,
+                reason: format!(
+                    "the timestamp {t} looks like {}, but the precision is {}: pass \
+                     ?precision={}",
+                    unit.words(),
+                    precision.words(),
+                    unit.spelling()
+                ),
+            });
+            continue;
+        }
         let event_time = line.timestamp.map_or(now_ms, |t| precision.to_ms(t));
         let measurement = line.series.measurement.as_str();
         for (field, value) in &line.field_set {
@@ -228,7 +306,7 @@ mod tests {
             {"metric_name":"bad name","value":1,"event_time":5},
             {"metric_name":"a","value":2,"event_time":"2026-11-29T00:00:00Z","tags":{"h":1}}
         ]"#;
-        let p = json(body).unwrap();
+        let p = json(body, 1_700_000_000_000).unwrap();
         assert_eq!(p.events.len(), 2);
         assert_eq!(p.origin, vec![0, 3]);
         assert_eq!(p.events[1].tags.get("h").map(String::as_str), Some("1"));
@@ -238,9 +316,9 @@ mod tests {
 
     #[test]
     fn json_that_is_not_an_array_is_an_error() {
-        assert!(json(b"{\"metric_name\":\"a\"}").is_err());
-        assert!(json(b"[{\"metric_name\":").is_err());
-        assert!(json(b"[]").unwrap().events.is_empty());
+        assert!(json(b"{\"metric_name\":\"a\"}", 0).is_err());
+        assert!(json(b"[{\"metric_name\":", 0).is_err());
+        assert!(json(b"[]", 0).unwrap().events.is_empty());
     }
 
     #[test]
@@ -282,6 +360,47 @@ mod tests {
         );
     }
 
+    /// A node clock for the tests: 2023-11-14.
+    const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn timestamps_in_the_wrong_unit_get_a_hint() {
+        // Line protocol in seconds while the precision says nanoseconds (the default).
+        let p = line_protocol(
+            b"m v=1 1700000000\nm v=2 1700000000000000000\n",
+            Precision::Nanos,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(
+            p.rejected[0].reason,
+            "the timestamp 1700000000 looks like seconds, but the precision is nanoseconds: \
+             pass ?precision=s"
+        );
+        // JSON event times in seconds and in microseconds.
+        let body = format!(
+            r#"[{{"metric_name":"a","value":1,"event_time":1700000000}},
+                {{"metric_name":"a","value":1,"event_time":1700000000000000}},
+                {{"metric_name":"a","value":1,"event_time":{NOW}}}]"#
+        );
+        let p = json(body.as_bytes(), NOW).unwrap();
+        assert_eq!(p.origin, [2]);
+        assert!(
+            p.rejected[0].reason.contains("looks like seconds"),
+            "{:?}",
+            p.rejected
+        );
+        assert!(
+            p.rejected[1].reason.contains("looks like microseconds"),
+            "{:?}",
+            p.rejected
+        );
+        // A time merely old (a week) is left to the windows to judge.
+        let week_ago = NOW - 7 * 24 * 3_600_000;
+        assert!(likely_unit(week_ago, Precision::Millis, NOW).is_none());
+    }
+
     #[test]
     fn line_protocol_precision() {
         for (p, t, ms) in [
@@ -290,8 +409,8 @@ mod tests {
             ("us", 1_700_000_000_123_456, 1_700_000_000_123),
         ] {
             let body = format!("m v=1 {t}");
-            let parsed =
-                line_protocol(body.as_bytes(), Precision::parse(Some(p)).unwrap(), 0).unwrap();
+            let precision = Precision::parse(Some(p)).unwrap();
+            let parsed = line_protocol(body.as_bytes(), precision, NOW).unwrap();
             assert_eq!(parsed.events[0].event_time, ms, "{p}");
         }
         assert!(Precision::parse(Some("d")).is_err());

@@ -58,7 +58,7 @@ pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiEr
     });
     let body = body(req, svc.config.max_body_bytes)?;
     let parsed = match media.as_deref() {
-        None | Some("application/json") => parse::json(&body),
+        None | Some("application/json") => parse::json(&body, now_ms()),
         Some("text/plain") => parse::line_protocol(&body, precision(req)?, now_ms()),
         Some(other) => {
             return Err(ApiError::new(
