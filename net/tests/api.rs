@@ -322,7 +322,24 @@ fn error_paths() {
         json,
         br#"{"name":"x","widgets":[{"metric_name":"a","aggregation":"p42","window_seconds":60,"refresh_interval_seconds":1}]}"#,
         400,
-        "p42",
+        "widgets[0].aggregation: unknown variant `p42`",
+    );
+    // A type error names its place too, in a patch as in a new dashboard.
+    check(
+        "PATCH",
+        &format!("/dashboards/{id}/widgets"),
+        json,
+        br#"{"add":[{"metric_name":"a","aggregation":"sum","window_seconds":"60","refresh_interval_seconds":1}]}"#,
+        400,
+        "add[0].window_seconds: invalid type",
+    );
+    check(
+        "POST",
+        "/dashboards",
+        json,
+        br#"{"name":"x"} trailing"#,
+        400,
+        "trailing characters",
     );
     check(
         "POST",

@@ -19,7 +19,19 @@ fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     if req.body.is_empty() {
         return Err(ApiError::new(400, "a JSON body is required"));
     }
-    serde_json::from_slice(&req.body).map_err(|e| ApiError::new(400, format!("invalid body: {e}")))
+    // The error names the place (`add[0].window_seconds: invalid type ...`).
+    let mut de = serde_json::Deserializer::from_slice(&req.body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let place = e.path().to_string();
+        let inner = e.into_inner();
+        match place.as_str() {
+            "." => ApiError::new(400, format!("invalid body: {inner}")),
+            _ => ApiError::new(400, format!("invalid body: {place}: {inner}")),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::new(400, format!("invalid body: {e}")))?;
+    Ok(value)
 }
 
 fn id(text: &str, what: &str) -> Result<Uuid, ApiError> {
