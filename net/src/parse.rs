@@ -3,8 +3,83 @@
 //! that cannot be parsed at all is an error (and then nothing is applied).
 
 use influxdb_line_protocol::{FieldValue, parse_lines};
-use livedash_engine::{MetricEvent, RejectedEvent as Rejected, Tags, validate};
+use livedash_engine::{MetricEvent, RejectedEvent as Rejected, Tags, ValidationError, validate};
+use serde::Serialize;
 use serde_json::value::RawValue;
+
+/// Why the parser refused an event, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// A JSON element that is not an event (a missing field, a wrong type).
+    NotAnEvent,
+    BadName,
+    BadTags,
+    BadValue,
+    BadTime,
+    /// An event time that reads as another unit.
+    WrongTimeUnit,
+    UnparsableLine,
+    StringField,
+}
+
+impl From<&ValidationError> for RejectReason {
+    fn from(e: &ValidationError) -> Self {
+        match e {
+            ValidationError::NonFiniteValue(_) => Self::BadValue,
+            ValidationError::NegativeEventTime(_) => Self::BadTime,
+            ValidationError::Empty { field }
+            | ValidationError::TooLong { field, .. }
+            | ValidationError::BadNameChar { field, .. }
+            | ValidationError::ControlChar { field, .. }
+                if *field == "metric_name" =>
+            {
+                Self::BadName
+            }
+            _ => Self::BadTags,
+        }
+    }
+}
+
+/// Refused events by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Refusals {
+    pub not_an_event: u64,
+    pub bad_name: u64,
+    pub bad_tags: u64,
+    pub bad_value: u64,
+    pub bad_time: u64,
+    pub wrong_time_unit: u64,
+    pub unparsable_line: u64,
+    pub string_field: u64,
+}
+
+impl Refusals {
+    fn count(&mut self, why: RejectReason) {
+        let slot = match why {
+            RejectReason::NotAnEvent => &mut self.not_an_event,
+            RejectReason::BadName => &mut self.bad_name,
+            RejectReason::BadTags => &mut self.bad_tags,
+            RejectReason::BadValue => &mut self.bad_value,
+            RejectReason::BadTime => &mut self.bad_time,
+            RejectReason::WrongTimeUnit => &mut self.wrong_time_unit,
+            RejectReason::UnparsableLine => &mut self.unparsable_line,
+            RejectReason::StringField => &mut self.string_field,
+        };
+        *slot += 1;
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Refusals) {
+        self.not_an_event += other.not_an_event;
+        self.bad_name += other.bad_name;
+        self.bad_tags += other.bad_tags;
+        self.bad_value += other.bad_value;
+        self.bad_time += other.bad_time;
+        self.wrong_time_unit += other.wrong_time_unit;
+        self.unparsable_line += other.unparsable_line;
+        self.string_field += other.string_field;
+    }
+}
 
 /// Events ready for the shards, each with the index it is reported under.
 #[derive(Debug, Default)]
@@ -13,6 +88,8 @@ pub struct Parsed {
     /// `origin[i]` is the body index of `events[i]`.
     pub origin: Vec<u32>,
     pub rejected: Vec<Rejected>,
+    /// The rejections, counted by reason.
+    pub refusals: Refusals,
 }
 
 impl Parsed {
@@ -32,11 +109,13 @@ impl Parsed {
                 self.events.push(event);
                 self.origin.push(index as u32);
             }
-            Err(e) => self.rejected.push(Rejected {
-                index,
-                reason: e.to_string(),
-            }),
+            Err(e) => self.reject(index, RejectReason::from(&e), e.to_string()),
         }
+    }
+
+    fn reject(&mut self, index: usize, why: RejectReason, reason: String) {
+        self.refusals.count(why);
+        self.rejected.push(Rejected { index, reason });
     }
 }
 
@@ -73,14 +152,15 @@ pub fn json(body: &[u8], now_ms: i64) -> Result<Parsed, String> {
         Precision::Millis,
         now_ms,
     ) {
-        Some(unit) => parsed.rejected.push(Rejected {
-            index: i,
-            reason: format!(
+        Some(unit) => parsed.reject(
+            i,
+            RejectReason::WrongTimeUnit,
+            format!(
                 "event_time {} looks like {} since the epoch; it must be milliseconds",
                 ev.event_time,
                 unit.words()
             ),
-        }),
+        ),
         None => parsed.push(i, ev),
     };
     // Fast path: the whole array is well formed.
@@ -97,10 +177,7 @@ pub fn json(body: &[u8], now_ms: i64) -> Result<Parsed, String> {
     for (i, raw) in items.into_iter().enumerate() {
         match serde_json::from_str::<MetricEvent>(raw.get()) {
             Ok(ev) => take(&mut parsed, i, ev),
-            Err(e) => parsed.rejected.push(Rejected {
-                index: i,
-                reason: e.to_string(),
-            }),
+            Err(e) => parsed.reject(i, RejectReason::NotAnEvent, e.to_string()),
         }
     }
     Ok(parsed)
@@ -230,10 +307,11 @@ pub fn line_protocol(body: &[u8], precision: Precision, now_ms: i64) -> Result<P
         let line = match line {
             Ok(line) => line,
             Err(e) => {
-                parsed.rejected.push(Rejected {
+                parsed.reject(
                     index,
-                    reason: describe(&e, text, index),
-                });
+                    RejectReason::UnparsableLine,
+                    describe(&e, text, index),
+                );
                 continue;
             }
         };
@@ -247,16 +325,17 @@ pub fn line_protocol(body: &[u8], precision: Precision, now_ms: i64) -> Result<P
         if let Some(t) = line.timestamp
             && let Some(unit) = likely_unit(t, precision, now_ms)
         {
-            parsed.rejected.push(Rejected {
+            parsed.reject(
                 index,
-                reason: format!(
+                RejectReason::WrongTimeUnit,
+                format!(
                     "the timestamp {t} looks like {}, but the precision is {}: pass \
                      ?precision={}",
                     unit.words(),
                     precision.words(),
                     unit.spelling()
                 ),
-            });
+            );
             continue;
         }
         let event_time = line.timestamp.map_or(now_ms, |t| precision.to_ms(t));
@@ -268,13 +347,14 @@ pub fn line_protocol(body: &[u8], precision: Precision, now_ms: i64) -> Result<P
                 FieldValue::U64(v) => *v as f64,
                 FieldValue::Boolean(b) => f64::from(u8::from(*b)),
                 FieldValue::String(_) => {
-                    parsed.rejected.push(Rejected {
+                    parsed.reject(
                         index,
-                        reason: format!(
+                        RejectReason::StringField,
+                        format!(
                             "field {}: string values cannot be aggregated",
                             field.as_str()
                         ),
-                    });
+                    );
                     continue;
                 }
             };
@@ -312,6 +392,7 @@ mod tests {
         assert_eq!(p.events[1].tags.get("h").map(String::as_str), Some("1"));
         let idx: Vec<usize> = p.rejected.iter().map(|r| r.index).collect();
         assert_eq!(idx, vec![1, 2]);
+        assert_eq!((p.refusals.not_an_event, p.refusals.bad_name), (1, 1));
     }
 
     #[test]
@@ -338,6 +419,10 @@ mod tests {
         assert_eq!(p.origin, vec![0, 0, 1, 1]);
         let idx: Vec<usize> = p.rejected.iter().map(|r| r.index).collect();
         assert_eq!(idx, vec![1, 2]);
+        assert_eq!(
+            (p.refusals.string_field, p.refusals.unparsable_line),
+            (1, 1)
+        );
     }
 
     #[test]
@@ -396,6 +481,7 @@ mod tests {
             "{:?}",
             p.rejected
         );
+        assert_eq!(p.refusals.wrong_time_unit, 2);
         // A time merely old (a week) is left to the windows to judge.
         let week_ago = NOW - 7 * 24 * 3_600_000;
         assert!(likely_unit(week_ago, Precision::Millis, NOW).is_none());

@@ -173,6 +173,21 @@ fn line_protocol_ingest() {
     assert_eq!(idx, [4, 5]);
     assert_eq!(snapshot(&mut c, &d, 0)["value"], json!(1.5));
     assert_eq!(snapshot(&mut c, &d, 1)["value"], json!(9.0));
+    // The refused lines are counted by reason in /stats.
+    let stats = c.get("/stats").json();
+    let refused = |reason: &str| -> u64 {
+        stats["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["refused"][reason].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (refused("string_field"), refused("unparsable_line")),
+        (1, 1),
+        "{stats}"
+    );
     let r = c.send("POST", "/ingest?precision=d", "text/plain", body.as_bytes());
     assert_eq!(r.status, 400);
     assert!(r.error().contains("precision"));

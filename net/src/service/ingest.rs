@@ -14,7 +14,7 @@ use super::Services;
 use super::calls::ApplyEvents;
 use super::mesh::{CallError, ShardCall};
 use crate::clock::now_ms;
-use crate::parse::Parsed;
+use crate::parse::{Parsed, Refusals};
 
 /// Every this-many-th ingested event is sampled for the recent metric names.
 const RECENT_SAMPLE: usize = 8;
@@ -28,6 +28,8 @@ pub struct IngestCounters {
     pub apply_ns: Cell<u64>,
     /// Events handed to the engine (accepted or refused by time).
     pub events: Cell<u64>,
+    /// Events the parsers of this shard refused, by reason.
+    pub refusals: Cell<Refusals>,
     /// Metric names seen recently (sampled), with when: suggestions for the UI.
     recent: RefCell<HashMap<String, i64>>,
 }
@@ -101,6 +103,9 @@ impl ShardCall for ApplyEvents {
 /// other owner, all at once. A shard that does not answer makes the whole batch an error
 /// (the other owners' parts are applied).
 pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply, CallError> {
+    let mut refusals = svc.ingest.refusals.get();
+    refusals.add(&parsed.refusals);
+    svc.ingest.refusals.set(refusals);
     let mut reply = IngestReply {
         accepted: 0,
         unmatched: 0,

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::Services;
 use super::calls::{RecentMetrics, Stats};
 use super::mesh::{CallError, ShardCall};
+use crate::parse::Refusals;
 
 /// Counters of one shard.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -18,6 +19,8 @@ pub struct ShardStats {
     pub unmatched: u64,
     pub rejected_too_old: u64,
     pub rejected_too_far_ahead: u64,
+    /// Events the parsers of this shard refused before they reached a window, by reason.
+    pub refused: Refusals,
     pub widgets: usize,
     pub queries: usize,
     pub window_bytes: usize,
@@ -57,6 +60,7 @@ impl ShardCall for Stats {
             unmatched: st.unmatched,
             rejected_too_old: st.rejected_too_old,
             rejected_too_far_ahead: st.rejected_too_far_ahead,
+            refused: svc.ingest.refusals.get(),
             widgets: engine.widget_count(),
             queries: engine.query_count(),
             window_bytes: engine.window_heap_bytes(),
