@@ -22,6 +22,34 @@ pub enum RejectReason {
     StringField,
 }
 
+impl RejectReason {
+    /// Every reason, in the order `/stats` lists them.
+    pub const ALL: [RejectReason; 8] = [
+        Self::NotAnEvent,
+        Self::BadName,
+        Self::BadTags,
+        Self::BadValue,
+        Self::BadTime,
+        Self::WrongTimeUnit,
+        Self::UnparsableLine,
+        Self::StringField,
+    ];
+
+    /// The name `/stats` counts it under.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NotAnEvent => "not_an_event",
+            Self::BadName => "bad_name",
+            Self::BadTags => "bad_tags",
+            Self::BadValue => "bad_value",
+            Self::BadTime => "bad_time",
+            Self::WrongTimeUnit => "wrong_time_unit",
+            Self::UnparsableLine => "unparsable_line",
+            Self::StringField => "string_field",
+        }
+    }
+}
+
 impl From<&ValidationError> for RejectReason {
     fn from(e: &ValidationError) -> Self {
         match e {
@@ -40,44 +68,31 @@ impl From<&ValidationError> for RejectReason {
     }
 }
 
-/// Refused events by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Refusals {
-    pub not_an_event: u64,
-    pub bad_name: u64,
-    pub bad_tags: u64,
-    pub bad_value: u64,
-    pub bad_time: u64,
-    pub wrong_time_unit: u64,
-    pub unparsable_line: u64,
-    pub string_field: u64,
-}
+/// Refused events by reason; shown in `/stats` as an object keyed by reason name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals([u64; RejectReason::ALL.len()]);
 
 impl Refusals {
     fn count(&mut self, why: RejectReason) {
-        let slot = match why {
-            RejectReason::NotAnEvent => &mut self.not_an_event,
-            RejectReason::BadName => &mut self.bad_name,
-            RejectReason::BadTags => &mut self.bad_tags,
-            RejectReason::BadValue => &mut self.bad_value,
-            RejectReason::BadTime => &mut self.bad_time,
-            RejectReason::WrongTimeUnit => &mut self.wrong_time_unit,
-            RejectReason::UnparsableLine => &mut self.unparsable_line,
-            RejectReason::StringField => &mut self.string_field,
-        };
-        *slot += 1;
+        self.0[why as usize] += 1;
+    }
+
+    /// Events refused for `why`.
+    pub fn get(&self, why: RejectReason) -> u64 {
+        self.0[why as usize]
     }
 
     /// Adds `other`'s counts to these.
     pub fn add(&mut self, other: &Refusals) {
-        self.not_an_event += other.not_an_event;
-        self.bad_name += other.bad_name;
-        self.bad_tags += other.bad_tags;
-        self.bad_value += other.bad_value;
-        self.bad_time += other.bad_time;
-        self.wrong_time_unit += other.wrong_time_unit;
-        self.unparsable_line += other.unparsable_line;
-        self.string_field += other.string_field;
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine += theirs;
+        }
+    }
+}
+
+impl Serialize for Refusals {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(RejectReason::ALL.iter().map(|r| (r.name(), self.get(*r))))
     }
 }
 
@@ -392,7 +407,13 @@ mod tests {
         assert_eq!(p.events[1].tags.get("h").map(String::as_str), Some("1"));
         let idx: Vec<usize> = p.rejected.iter().map(|r| r.index).collect();
         assert_eq!(idx, vec![1, 2]);
-        assert_eq!((p.refusals.not_an_event, p.refusals.bad_name), (1, 1));
+        assert_eq!(
+            (
+                p.refusals.get(RejectReason::NotAnEvent),
+                p.refusals.get(RejectReason::BadName)
+            ),
+            (1, 1)
+        );
     }
 
     #[test]
@@ -420,7 +441,10 @@ mod tests {
         let idx: Vec<usize> = p.rejected.iter().map(|r| r.index).collect();
         assert_eq!(idx, vec![1, 2]);
         assert_eq!(
-            (p.refusals.string_field, p.refusals.unparsable_line),
+            (
+                p.refusals.get(RejectReason::StringField),
+                p.refusals.get(RejectReason::UnparsableLine)
+            ),
             (1, 1)
         );
     }
@@ -447,6 +471,24 @@ mod tests {
 
     /// A node clock for the tests: 2023-11-14.
     const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn refusals_count_and_show_by_reason_name() {
+        // `ALL` lists the reasons in declaration order: a reason's counter is its position.
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        let mut a = Refusals::default();
+        a.count(RejectReason::BadTime);
+        let mut b = Refusals::default();
+        b.count(RejectReason::BadTime);
+        b.count(RejectReason::StringField);
+        a.add(&b);
+        let shown = serde_json::to_value(a).unwrap();
+        assert_eq!(shown["bad_time"], 2);
+        assert_eq!(shown["string_field"], 1);
+        assert_eq!(shown.as_object().unwrap().len(), RejectReason::ALL.len());
+    }
 
     #[test]
     fn timestamps_in_the_wrong_unit_get_a_hint() {
@@ -481,7 +523,7 @@ mod tests {
             "{:?}",
             p.rejected
         );
-        assert_eq!(p.refusals.wrong_time_unit, 2);
+        assert_eq!(p.refusals.get(RejectReason::WrongTimeUnit), 2);
         // A time merely old (a week) is left to the windows to judge.
         let week_ago = NOW - 7 * 24 * 3_600_000;
         assert!(likely_unit(week_ago, Precision::Millis, NOW).is_none());
