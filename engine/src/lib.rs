@@ -18,7 +18,7 @@ pub use model::{
     Tags, Widget, WidgetPatch, WidgetReading, WidgetSpec,
 };
 pub use query::{QueryId, QueryIndex, QueryKey};
-pub use routing::{Routing, partition_for, shard_for};
+pub use routing::{Placement, partition_for, shard_for};
 pub use shard::{
     ApplyOutcome, HistoryPoint, IngestStats, Rejection, Shard, ShardConfig, WidgetValue,
 };

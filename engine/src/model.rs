@@ -199,9 +199,10 @@ pub struct RejectedEvent {
 pub struct IngestReply {
     /// Events applied to the windows of their shards.
     pub accepted: usize,
-    /// Of the accepted events, those no widget watches: counted, not kept.
-    #[serde(default)]
-    pub unmatched: usize,
+    /// Of the accepted events, those no widget watches: counted, not kept. Left out in
+    /// cluster mode, where events are written to Kafka before any window sees them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmatched: Option<usize>,
     /// Every refused event, by index in the body.
     pub rejected: Vec<RejectedEvent>,
 }

@@ -1,6 +1,6 @@
-//! Which shard owns a metric. Everything routes through `Routing::shard_for`: in standalone
-//! mode a metric's Kafka-compatible partition maps to a shard; in cluster mode the map
-//! follows partition ownership, so the same metric always lands where its windows live.
+//! Which shard owns a metric. Everything routes through `Placement`: a metric's
+//! Kafka-compatible partition (murmur2 of its name), and partition p on shard p mod shards,
+//! so the same metric always lands where its windows live, over HTTP or Kafka.
 
 /// Kafka's default partition of a record keyed by `metric` (murmur2, positive, modulo).
 pub fn partition_for(metric: &str, partitions: u32) -> u32 {
@@ -13,50 +13,45 @@ pub fn shard_for(metric: &str, shards: usize) -> usize {
     partition_for(metric, shards.max(1) as u32) as usize
 }
 
-/// Partition-to-shard ownership.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routing {
-    /// `owners[p]` is the shard that owns partition `p`.
-    owners: Vec<usize>,
+/// Where a metric's windows live: its Kafka-compatible partition among `partitions`, and
+/// partition p on shard p mod `shards`. Standalone, there are as many partitions as shards
+/// (so partition p is shard p); in cluster mode the partitions are the topic's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub partitions: u32,
+    pub shards: usize,
 }
 
-impl Routing {
-    /// One partition per shard, partition `i` on shard `i`.
+impl Placement {
+    /// One partition per shard.
     pub fn standalone(shards: usize) -> Self {
         Self {
-            owners: (0..shards.max(1)).collect(),
+            partitions: shards.max(1) as u32,
+            shards: shards.max(1),
         }
     }
 
-    /// Explicit ownership, e.g. from a Kafka consumer-group assignment. An empty list
-    /// means one partition, owned by shard 0.
-    pub fn with_owners(owners: Vec<usize>) -> Self {
-        if owners.is_empty() {
-            return Self::standalone(1);
-        }
-        Self { owners }
-    }
-
-    /// Number of partitions.
-    pub fn partitions(&self) -> u32 {
-        self.owners.len() as u32
-    }
-
-    /// Moves partition `partition` to `shard`.
-    pub fn set_owner(&mut self, partition: u32, shard: usize) {
-        if let Some(o) = self.owners.get_mut(partition as usize) {
-            *o = shard;
+    /// The topic's partitions spread over `shards` shards.
+    pub fn cluster(partitions: u32, shards: usize) -> Self {
+        Self {
+            partitions: partitions.max(1),
+            shards: shards.max(1),
         }
     }
 
     /// The partition of `metric`.
-    pub fn partition_for(&self, metric: &str) -> u32 {
-        partition_for(metric, self.partitions())
+    pub fn partition(&self, metric: &str) -> u32 {
+        partition_for(metric, self.partitions)
+    }
+
+    /// The shard of partition `partition`.
+    pub fn shard_of(&self, partition: u32) -> usize {
+        partition as usize % self.shards
     }
 
     /// The shard that owns `metric`'s windows.
-    pub fn shard_for(&self, metric: &str) -> usize {
-        self.owners[self.partition_for(metric) as usize]
+    pub fn shard(&self, metric: &str) -> usize {
+        self.shard_of(self.partition(metric))
     }
 }
 
@@ -85,18 +80,18 @@ mod tests {
 
     #[test]
     fn routing_is_stable_and_spread() {
-        let r = Routing::standalone(4);
+        let standalone = Placement::standalone(4);
+        let cluster = Placement::cluster(12, 4);
         let mut per_shard = [0usize; 4];
         for i in 0..4000 {
             let m = format!("svc{i}.latency");
-            let s = r.shard_for(&m);
+            let s = standalone.shard(&m);
             assert_eq!(s, shard_for(&m, 4));
             per_shard[s] += 1;
+            let p = cluster.partition(&m);
+            assert_eq!(p, partition_for(&m, 12));
+            assert_eq!(cluster.shard(&m), p as usize % 4);
         }
         assert!(per_shard.iter().all(|&n| n > 800), "{per_shard:?}");
-        let mut r = Routing::with_owners(vec![0; 8]);
-        let p = r.partition_for("m");
-        r.set_owner(p, 1);
-        assert_eq!(r.shard_for("m"), 1);
     }
 }

@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod client;
 pub mod ingest;
+pub mod kafka;
 pub mod report;
 pub mod sockets;
 pub mod stats;

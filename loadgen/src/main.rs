@@ -15,7 +15,7 @@ use livedash_loadgen::client::{Client, target_addr};
 use livedash_loadgen::ingest::{Format, Plan};
 use livedash_loadgen::report::{Report, sample_process};
 use livedash_loadgen::stats::Stats;
-use livedash_loadgen::{baseline, ingest, report, sockets};
+use livedash_loadgen::{baseline, ingest, kafka, report, sockets};
 
 /// Load generator for livedash. Every run prints a report; `--json` and `--plot` save it.
 #[derive(Debug, Parser)]
@@ -128,6 +128,14 @@ struct Producers {
     /// Body format.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
+    /// Produce straight to these Kafka brokers (HOST:PORT[,...]) instead of POSTing to
+    /// the node: one JSON-array record per partition per batch, latency to the brokers'
+    /// acknowledgement. The node must run in cluster mode on the same topic.
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
+    /// The topic of --kafka.
+    #[arg(long, default_value = "livedash.events")]
+    topic: String,
 }
 
 #[derive(Debug, Args)]
@@ -242,12 +250,18 @@ fn main() -> anyhow::Result<()> {
             format: p.format,
             token: common.token.clone(),
         };
-        ingest::run(
-            plan,
-            Arc::clone(&stats),
-            Instant::now() + run_for,
-            Arc::clone(&stop),
-        )
+        let until = Instant::now() + run_for;
+        match &p.kafka {
+            Some(brokers) => kafka::run(
+                plan,
+                brokers.clone(),
+                p.topic.clone(),
+                Arc::clone(&stats),
+                until,
+                Arc::clone(&stop),
+            ),
+            None => ingest::run(plan, Arc::clone(&stats), until, Arc::clone(&stop)),
+        }
     });
     if producers
         .as_ref()

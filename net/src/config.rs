@@ -144,6 +144,53 @@ pub struct Config {
     /// true/false, 1/0, yes/no or on/off).
     #[arg(long, env = "LIVEDASH_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
     pub demo: bool,
+    /// Kafka brokers, `HOST:PORT[,HOST:PORT]`. Setting them turns on cluster mode: ingest
+    /// writes to the topic and every shard consumes the partitions it owns [default: none,
+    /// standalone].
+    #[arg(long, env = "LIVEDASH_KAFKA_BROKERS", value_name = "HOST:PORT,...")]
+    pub kafka_brokers: Option<String>,
+    /// Kafka topic of the events (cluster mode).
+    #[arg(
+        long,
+        env = "LIVEDASH_KAFKA_TOPIC",
+        value_name = "NAME",
+        default_value = "livedash.events"
+    )]
+    pub kafka_topic: String,
+    /// Kafka consumer group of the nodes (cluster mode).
+    #[arg(
+        long,
+        env = "LIVEDASH_KAFKA_GROUP",
+        value_name = "NAME",
+        default_value = "livedash"
+    )]
+    pub kafka_group: String,
+    /// Partitions of the topic when the node creates it (it does when the topic is
+    /// missing; an existing topic keeps its own).
+    #[arg(
+        long,
+        env = "LIVEDASH_KAFKA_PARTITIONS",
+        value_name = "N",
+        default_value_t = 12
+    )]
+    pub kafka_partitions: u32,
+    /// Replication factor of the topic when the node creates it.
+    #[arg(
+        long,
+        env = "LIVEDASH_KAFKA_REPLICATION",
+        value_name = "N",
+        default_value_t = 1
+    )]
+    pub kafka_replication: u32,
+    /// How long an ingest request waits for the brokers to acknowledge its write, in
+    /// milliseconds; past it the request gets 503 and the write is abandoned.
+    #[arg(
+        long,
+        env = "LIVEDASH_KAFKA_ACK_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 5_000
+    )]
+    pub kafka_ack_timeout_ms: u64,
 }
 
 /// Environment variables read outside `Config` (by the binary's log set-up).
@@ -339,6 +386,7 @@ impl Config {
             ("slow_client_timeout_ms", self.slow_client_timeout_ms),
             ("ws_ping_interval_ms", self.ws_ping_interval_ms),
             ("call_timeout_ms", self.call_timeout_ms),
+            ("kafka_ack_timeout_ms", self.kafka_ack_timeout_ms),
         ] {
             if ms == 0 {
                 return invalid(key, "must be at least 1 ms");
@@ -346,6 +394,22 @@ impl Config {
         }
         if self.max_skew_ms < 0 {
             return invalid("max_skew_ms", "must not be negative");
+        }
+        if self
+            .kafka_brokers
+            .as_deref()
+            .is_some_and(|b| b.trim().is_empty())
+        {
+            return invalid("kafka_brokers", "must name at least one HOST:PORT");
+        }
+        if self.kafka_topic.trim().is_empty() || self.kafka_group.trim().is_empty() {
+            return invalid("kafka_topic", "the topic and the group must not be empty");
+        }
+        if self.kafka_partitions == 0 || self.kafka_replication == 0 {
+            return invalid(
+                "kafka_partitions",
+                "partitions and replication must be at least 1",
+            );
         }
         for (key, token) in [
             ("ingest_token", &self.ingest_token),
@@ -391,6 +455,18 @@ impl Config {
     }
 
     /// Shards to start: the configured number, or one per available core (at most 64).
+    /// The Kafka settings, in cluster mode.
+    pub fn kafka(&self) -> Option<livedash_replication::kafka::KafkaSettings> {
+        Some(livedash_replication::kafka::KafkaSettings {
+            brokers: self.kafka_brokers.clone()?,
+            topic: self.kafka_topic.clone(),
+            group: self.kafka_group.clone(),
+            create_partitions: self.kafka_partitions,
+            create_replication: self.kafka_replication,
+            ack_timeout: std::time::Duration::from_millis(self.kafka_ack_timeout_ms),
+        })
+    }
+
     pub fn shard_count(&self) -> usize {
         match self.shards {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(64)),

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::catalogue::Edit;
 use crate::clock::now_ms;
 use crate::parse::Parsed;
-use crate::service::{Services, catalogue, ingest};
+use crate::service::{Services, catalogue};
 
 const NAME: &str = "livedash demo";
 
@@ -116,7 +116,7 @@ pub async fn run(svc: Rc<Services>) {
                 now,
             ));
         }
-        match ingest::dispatch(&svc, Parsed::from_events(events)).await {
+        match svc.submit(Parsed::from_events(events)).await {
             Ok(reply) if reply.rejected.is_empty() => {}
             Ok(reply) => tracing::warn!("demo events rejected: {:?}", reply.rejected),
             Err(e) => tracing::warn!("demo events were not applied: {e}"),

@@ -38,12 +38,22 @@ pub struct WidgetSnapshot {
     pub history: Vec<HistoryPoint>,
 }
 
+/// A widget of the dashboard this node has no value for, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unavailable {
+    pub widget_id: Uuid,
+    pub reason: String,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Frame<'a> {
     Snapshot {
         dashboard: &'a Dashboard,
         widgets: &'a [WidgetSnapshot],
+        /// Widgets this node cannot show, and why (cluster mode).
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        unavailable: &'a [Unavailable],
     },
     Update {
         seq: u64,

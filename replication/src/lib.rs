@@ -1,32 +1,8 @@
-//! livedash replication: Kafka sources, the Redis state mirror and Pub/Sub fan-out.
-//! Not built yet: standalone mode needs none of it. This crate holds the seams the
-//! cluster mode will fill, so the node can already be written against them.
+//! livedash replication: the clients of the systems outside a node, one folder per system.
+//! `kafka`: the producer HTTP ingest writes through and the consumer that feeds each shard
+//! its partitions. Nothing here runs on a shard's thread except `Inbox` reads.
 
-use livedash_engine::Routing;
+pub mod inbox;
+pub mod kafka;
 
-/// Where a shard's events come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// Events arrive over HTTP and are routed between shards in memory.
-    Standalone { shards: usize },
-}
-
-impl Source {
-    /// The partition ownership this source implies.
-    pub fn routing(&self) -> Routing {
-        match self {
-            Self::Standalone { shards } => Routing::standalone(*shards),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn standalone_routing_covers_every_shard() {
-        let r = Source::Standalone { shards: 3 }.routing();
-        assert_eq!(r.partitions(), 3);
-    }
-}
+pub use inbox::{Doorbell, Inbox};

@@ -15,7 +15,7 @@ use super::ApiError;
 use crate::clock::now_ms;
 use crate::http::{Request, Response};
 use crate::parse::{self, Parsed, Precision};
-use crate::service::{Services, ingest};
+use crate::service::Services;
 
 /// The body as sent, or decompressed (`Content-Encoding: gzip`), at most `max` bytes.
 fn body(req: &Request, max: usize) -> Result<Cow<'_, [u8]>, ApiError> {
@@ -71,7 +71,7 @@ pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiEr
         }
     }
     .map_err(|reason| ApiError::new(400, reason))?;
-    let reply = ingest::dispatch(svc, parsed).await?;
+    let reply = svc.submit(parsed).await?;
     Ok(Response::json(200, &reply))
 }
 
@@ -83,7 +83,7 @@ pub async fn influx(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiEr
     let body = body(req, svc.config.max_body_bytes)?;
     let parsed: Parsed = parse::line_protocol(&body, precision(req)?, now_ms())
         .map_err(|reason| ApiError::new(400, reason))?;
-    let reply = ingest::dispatch(svc, parsed).await?;
+    let reply = svc.submit(parsed).await?;
     if reply.rejected.is_empty() {
         return Ok(Response::empty(204));
     }

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::access::{self, Access, Denied};
 use crate::http::{Request, Response};
 use crate::service::Services;
+use crate::service::calls::IngestError;
 use crate::service::catalogue::CatalogueError;
 use crate::service::mesh::{CallError, Failure};
 
@@ -79,8 +80,20 @@ impl From<CatalogueError> for ApiError {
             CatalogueError::NotReady | CatalogueError::ShuttingDown | CatalogueError::Shard(_) => {
                 503
             }
+            CatalogueError::NotOwned(_) => 421,
         };
         Self::new(status, e.to_string())
+    }
+}
+
+/// A batch a shard did not take (see `CallError`), or one the Kafka brokers did not
+/// acknowledge: 503, with how much of it was written.
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Call(e) => e.into(),
+            IngestError::Produce(e) => Self::new(503, e.to_string()),
+        }
     }
 }
 

@@ -15,13 +15,20 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use livedash_engine::shard::ShardConfig;
-use livedash_engine::{Dashboard, Shard, Widget, shard_for};
+use livedash_engine::{Dashboard, Placement, Shard, Widget};
+use livedash_replication::kafka::sink::MAX_IN_FLIGHT;
+use livedash_replication::kafka::source::ShardInput;
+use livedash_replication::kafka::{
+    Delivered, KafkaSettings, PartitionState, Partitions, Sink, Source, SourceHandle, prepare_topic,
+};
+use livedash_replication::{Doorbell, Inbox};
 
 use crate::catalogue::Catalogue;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::service::catalogue::CatalogueHost;
 use crate::service::mesh::Mesh;
+use crate::service::topic::KafkaLink;
 use crate::service::{CATALOGUE_SHARD, Services};
 use crate::store::DashboardStore;
 
@@ -44,6 +51,8 @@ pub struct NodeHandle {
     pub addr: SocketAddr,
     shutdown: Arc<AtomicBool>,
     progress: Arc<Progress>,
+    /// The consumer group member, in cluster mode.
+    kafka: Option<SourceHandle>,
     /// Kept so the shard threads are not detached by accident; never joined (see `join`).
     _threads: PoolThreadHandles<()>,
 }
@@ -71,6 +80,13 @@ impl NodeHandle {
     /// process. Tearing executors down while sockets and io_uring operations are still
     /// registered gains nothing at exit and has been seen to trip the allocator's checks.
     pub fn join(self) -> anyhow::Result<()> {
+        if let Some(source) = self.kafka {
+            // Leave the consumer group while the shards still confirm revocations.
+            while !self.shutdown.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            source.stop();
+        }
         while self.progress.done.load(Ordering::Acquire) < self.progress.shards {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -116,13 +132,85 @@ impl Rendezvous {
 }
 
 /// Widgets of `dashboards` whose metric `shard` owns.
-fn owned_widgets(dashboards: &[Dashboard], shard: usize, shards: usize) -> Vec<Widget> {
+fn owned_widgets(dashboards: &[Dashboard], shard: usize, placement: Placement) -> Vec<Widget> {
     dashboards
         .iter()
         .flat_map(|d| &d.widgets)
-        .filter(|w| shard_for(&w.spec.metric_name, shards) == shard)
+        .filter(|w| placement.shard(&w.spec.metric_name) == shard)
         .cloned()
         .collect()
+}
+
+/// Records batches a shard may have waiting before its partitions are paused.
+const INPUT_BATCHES: usize = 64;
+
+/// The topic's clients, made before the shards start: the producer, every shard's
+/// inboxes and doorbell, and the consumer (started once the shards run).
+struct KafkaParts {
+    partitions: Partitions,
+    inputs: Vec<Arc<Inbox<ShardInput>>>,
+    deliveries: Vec<Arc<Inbox<Delivered>>>,
+    /// Each shard's doorbell and producer, taken by the shard.
+    own: Mutex<Vec<Option<(Doorbell, Sink)>>>,
+    settings: KafkaSettings,
+}
+
+impl KafkaParts {
+    fn connect(settings: KafkaSettings, shards: usize) -> anyhow::Result<Self> {
+        let count = prepare_topic(&settings).map_err(|e| anyhow!(e))?;
+        tracing::info!(
+            topic = settings.topic,
+            partitions = count,
+            "cluster mode: kafka at {}",
+            settings.brokers
+        );
+        let partitions: Partitions = (0..count).map(|_| PartitionState::default()).collect();
+        let mut inputs = Vec::with_capacity(shards);
+        let mut deliveries = Vec::with_capacity(shards);
+        let mut own = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (door, bell) = Doorbell::new();
+            let outbox = Arc::new(Inbox::new(MAX_IN_FLIGHT, bell.clone()));
+            let sink = Sink::new(&settings, Arc::clone(&outbox)).map_err(|e| anyhow!(e))?;
+            inputs.push(Arc::new(Inbox::new(INPUT_BATCHES, bell)));
+            deliveries.push(outbox);
+            own.push(Some((door, sink)));
+        }
+        Ok(Self {
+            partitions,
+            inputs,
+            deliveries,
+            own: Mutex::new(own),
+            settings,
+        })
+    }
+
+    fn placement(&self, shards: usize) -> Placement {
+        Placement::cluster(self.partitions.len() as u32, shards)
+    }
+
+    /// Shard `id`'s link to the topic.
+    fn link(&self, id: usize) -> Option<KafkaLink> {
+        let (door, sink) = self.own.lock().ok()?.get_mut(id)?.take()?;
+        Some(KafkaLink::new(
+            self.settings.clone(),
+            sink,
+            Arc::clone(&self.inputs[id]),
+            Arc::clone(&self.deliveries[id]),
+            door,
+            Arc::clone(&self.partitions),
+        ))
+    }
+
+    fn start_source(&self) -> anyhow::Result<SourceHandle> {
+        Source {
+            settings: self.settings.clone(),
+            partitions: Arc::clone(&self.partitions),
+            inboxes: self.inputs.clone(),
+        }
+        .start()
+        .map_err(|e| anyhow!(e))
+    }
 }
 
 /// How long a listener found on the port may take to go away before the port counts as
@@ -163,6 +251,13 @@ fn probe_port(addr: SocketAddr) -> anyhow::Result<()> {
 pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<NodeHandle> {
     probe_port(config.listen)?;
     let shards = config.shard_count();
+    let kafka = match config.kafka() {
+        Some(settings) => Some(Arc::new(KafkaParts::connect(settings, shards)?)),
+        None => None,
+    };
+    let owners = kafka
+        .as_ref()
+        .map_or(Placement::standalone(shards), |k| k.placement(shards));
     let dashboards = store.load_all().context("loading dashboards")?;
     let catalogue = Catalogue::new(dashboards.clone());
     let horizon_ms = catalogue.horizon_ms();
@@ -182,6 +277,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
     let parts = Arc::new(Mutex::new(Some((catalogue, store))));
     let dashboards = Arc::new(dashboards);
     let threads = {
+        let kafka = kafka.clone();
         let rendezvous = Arc::clone(&rendezvous);
         let progress = Arc::clone(&progress);
         let shutdown = Arc::clone(&shutdown);
@@ -197,6 +293,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                 let progress = Arc::clone(&progress);
                 let parts = Arc::clone(&parts);
                 let dashboards = Arc::clone(&dashboards);
+                let kafka = kafka.clone();
                 async move {
                     let (senders, receivers) = match mesh.join().await {
                         Ok(pair) => pair,
@@ -242,7 +339,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                         min_horizon_ms: horizon_ms,
                     });
                     let now = now_ms();
-                    for widget in owned_widgets(&dashboards, id, senders.nr_consumers()) {
+                    for widget in owned_widgets(&dashboards, id, owners) {
                         if let Err(e) = engine.upsert_widget(widget, now) {
                             tracing::warn!(shard = id, "stored widget refused: {e}");
                         }
@@ -261,17 +358,23 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                     };
                     let deadline = Duration::from_millis(config.call_timeout_ms);
                     let mesh = Mesh::new(senders, deadline);
-                    let svc = Rc::new(Services::new(config, mesh, engine, host));
+                    let link = kafka.as_ref().and_then(|k| k.link(id));
+                    let svc = Rc::new(Services::new(config, mesh, engine, host, link));
                     shard::run(svc, listener, receivers, shutdown, &progress).await;
                 }
             })
             .map_err(|e| anyhow!("starting shards: {e}"))?
     };
     let addr = rendezvous.wait().map_err(|e| anyhow!(e))?;
+    let kafka = match kafka {
+        Some(parts) => Some(parts.start_source()?),
+        None => None,
+    };
     Ok(NodeHandle {
         addr,
         shutdown,
         progress,
+        kafka,
         _threads: threads,
     })
 }

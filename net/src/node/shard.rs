@@ -52,6 +52,9 @@ pub(super) async fn run(
     }
     spawn_local(refresh_loop(Rc::clone(&svc))).detach();
     spawn_local(sweep_loop(Rc::clone(&svc))).detach();
+    if svc.kafka.is_some() {
+        spawn_local(crate::kafka::run(Rc::clone(&svc))).detach();
+    }
     if svc.id == 0 && svc.config.demo {
         spawn_local(crate::demo::run(Rc::clone(&svc))).detach();
     }

@@ -27,6 +27,17 @@ pub struct InstallWidgets {
 #[derive(Debug)]
 pub struct ReadValue(pub Uuid);
 
+/// A widget's value as its owner shard sees it.
+#[derive(Debug)]
+pub enum Reading {
+    /// The value, and whether its refreshes run late.
+    Value(WidgetValue, bool),
+    /// Not installed yet.
+    Missing,
+    /// Cluster mode: the partition of its metric is another node's now.
+    NotOwned(u32),
+}
+
 /// The states of widgets the receiver owns (those installed; others are left out).
 #[derive(Debug)]
 pub struct ReadStates(pub Vec<Uuid>);
@@ -125,10 +136,37 @@ pub enum CatalogueError {
     Install(String),
     #[error("the widget is still being installed")]
     NotReady,
+    /// Cluster mode: another node owns the partition of the widget's metric.
+    #[error(
+        "the widget's metric is in Kafka partition {0}, which another node owns: read it \
+         from that node (GET /stats lists each node's partitions)"
+    )]
+    NotOwned(u32),
     #[error("the node is shutting down")]
     ShuttingDown,
     #[error("this shard has no catalogue")]
     NoCatalogue,
     #[error(transparent)]
     Shard(#[from] CallError),
+}
+
+/// A write to Kafka the broker did not acknowledge (cluster mode).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the Kafka brokers did not acknowledge the write ({reason}); {written} events of the \
+     batch were written and the others were not: resend the batch once the brokers are back"
+)]
+pub struct ProduceError {
+    pub reason: String,
+    /// Events of the batch that were written all the same.
+    pub written: usize,
+}
+
+/// Why an ingest batch was not applied or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 pub use super::calls::CatalogueError;
 use super::calls::{
     DashboardChanged, EditDashboards, GetDashboard, InstallWidgets, ListDashboards, LocateWidget,
-    ReadValue,
+    ReadValue, Reading,
 };
 use super::mesh::ShardCall;
 use super::{CATALOGUE_SHARD, Services};
@@ -203,12 +203,12 @@ pub async fn reading(
     let metric = svc
         .call(CATALOGUE_SHARD, LocateWidget { dashboard, widget })
         .await??;
-    let (value, stale) = svc
-        .call(svc.owner(&metric), ReadValue(widget))
-        .await?
-        .ok_or(CatalogueError::NotReady)?;
-    Ok(WidgetReading {
-        current: value,
-        stale,
-    })
+    match svc.call(svc.owner(&metric), ReadValue(widget)).await? {
+        Reading::Value(value, stale) => Ok(WidgetReading {
+            current: value,
+            stale,
+        }),
+        Reading::Missing => Err(CatalogueError::NotReady),
+        Reading::NotOwned(partition) => Err(CatalogueError::NotOwned(partition)),
+    }
 }

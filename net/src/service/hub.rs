@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::sync::Semaphore;
-use livedash_engine::{Dashboard, WidgetValue};
+use livedash_engine::{Dashboard, Placement, WidgetValue};
 use tungstenite::Bytes;
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ use super::outbox::Outbox;
 use super::rooms::{Changed, Delivery, InterestDelta, Joined, Rooms, by_owner};
 use super::{CATALOGUE_SHARD, Services};
 use crate::clock::now_ms;
-use crate::frames::{Frame, WidgetSnapshot, WidgetUpdate};
+use crate::frames::{Frame, Unavailable, WidgetSnapshot, WidgetUpdate};
 
 /// How long the hub waits to gather the pushes of one tick from every owner shard, so a
 /// connection gets one frame per tick.
@@ -57,14 +57,14 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(shards: usize) -> Self {
+    pub fn new(placement: Placement) -> Self {
         Self {
             frames_queued: Cell::new(0),
             frames_written: Cell::new(0),
             frames_unencodable: Cell::new(0),
             write_lag_ms_sum: Cell::new(0),
             write_lag_ms_max: Cell::new(0),
-            rooms: RefCell::new(Rooms::new(shards)),
+            rooms: RefCell::new(Rooms::new(placement)),
             pending: RefCell::new(Vec::new()),
             gathering: Cell::new(false),
             delivering: Semaphore::new(1),
@@ -226,24 +226,35 @@ async fn change_interest(
 /// The `snapshot` frame of a stream: every widget's value now and its history, from the
 /// owners, in the dashboard's order.
 pub async fn snapshot(svc: &Rc<Services>, dashboard: &Dashboard) -> Result<Bytes, StreamError> {
-    let per_owner = by_owner(dashboard, svc.shards);
+    let per_owner = by_owner(dashboard, svc.placement);
     let mut widgets: Vec<WidgetSnapshot> = Vec::with_capacity(dashboard.widgets.len());
+    let mut unavailable = Vec::new();
     for (owner, ids) in per_owner.into_iter().enumerate() {
         if ids.is_empty() {
             continue;
         }
-        for state in svc.call(owner, ReadStates(ids)).await? {
+        let read = svc.call(owner, ReadStates(ids)).await?;
+        for state in read.states {
             widgets.push(WidgetSnapshot {
                 current: WidgetUpdate::of(&state.value, state.stale),
                 history: state.history,
             });
         }
+        unavailable.extend(read.not_owned.into_iter().map(|(widget_id, partition)| {
+            Unavailable {
+                widget_id,
+                reason: format!(
+                    "the widget's metric is in Kafka partition {partition}, which another node owns"
+                ),
+            }
+        }));
     }
     let order = |id: &Uuid| dashboard.widgets.iter().position(|w| &w.widget_id == id);
     widgets.sort_by_key(|w| order(&w.current.widget_id));
     Ok(Frame::Snapshot {
         dashboard,
         widgets: &widgets,
+        unavailable: &unavailable,
     }
     .encode()?)
 }

@@ -1,4 +1,4 @@
-//! Ingest: events from any source (HTTP, the demo, later Kafka) are split by owner shard,
+//! Ingest: events from any source (HTTP, the demo, Kafka) are split by owner shard,
 //! applied in place for this shard and with one `ApplyEvents` call per other owner, and the
 //! answers merged into one reply with every rejection by its index in the source.
 
@@ -55,6 +55,13 @@ impl IngestCounters {
         }
     }
 
+    /// Counts the parser refusals of a batch.
+    pub fn count_refusals(&self, refusals: &Refusals) {
+        let mut all = self.refusals.get();
+        all.add(refusals);
+        self.refusals.set(all);
+    }
+
     /// The metric names seen recently.
     pub fn recent_names(&self) -> Vec<String> {
         self.recent.borrow().keys().cloned().collect()
@@ -103,12 +110,11 @@ impl ShardCall for ApplyEvents {
 /// other owner, all at once. A shard that does not answer makes the whole batch an error
 /// (the other owners' parts are applied).
 pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply, CallError> {
-    let mut refusals = svc.ingest.refusals.get();
-    refusals.add(&parsed.refusals);
-    svc.ingest.refusals.set(refusals);
+    svc.ingest.count_refusals(&parsed.refusals);
+    let mut unmatched = 0;
     let mut reply = IngestReply {
         accepted: 0,
-        unmatched: 0,
+        unmatched: None,
         rejected: parsed.rejected,
     };
     // Split by owner, remembering each event's index in the source.
@@ -135,7 +141,7 @@ pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply,
     let mut merge =
         |applied: Applied, origins: &[u32]| {
             reply.accepted += applied.accepted;
-            reply.unmatched += applied.unmatched;
+            unmatched += applied.unmatched;
             reply
                 .rejected
                 .extend(applied.rejected.into_iter().map(|(i, r)| {
@@ -159,5 +165,6 @@ pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply,
         return Err(e);
     }
     reply.rejected.sort_by_key(|r| r.index);
+    reply.unmatched = Some(unmatched);
     Ok(reply)
 }

@@ -1,4 +1,4 @@
-//! The shard's services: what a front end (HTTP, WebSocket, the demo, later Kafka) asks of
+//! The shard's services: what a front end (HTTP, WebSocket, the demo, Kafka) asks of
 //! the node, and the typed calls shards make of each other. A service never knows which
 //! front end called it. `Services` holds one shard's state, one field per concern.
 
@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod refresh;
 pub mod rooms;
 pub mod stats;
+pub mod topic;
 pub mod widgets;
 
 use std::cell::{Cell, RefCell};
@@ -19,21 +20,26 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use livedash_engine::Shard;
+use livedash_engine::{IngestReply, Placement, Shard};
 
 use crate::config::Config;
+use crate::parse::Parsed;
 use crate::stop::Stop;
+use calls::IngestError;
 use catalogue::CatalogueHost;
 use fanout::Interest;
 use hub::Hub;
 use ingest::IngestCounters;
 use mesh::{CallError, Mesh, Routed};
+use topic::KafkaLink;
 
 /// One shard's run-time state. Everything here is used from the shard's own thread.
 #[derive(Debug)]
 pub struct Services {
     pub id: usize,
     pub shards: usize,
+    /// Which shard owns which metric: by partition of the topic in cluster mode.
+    pub placement: Placement,
     pub config: Config,
     pub stop: Stop,
     pub mesh: Mesh,
@@ -48,6 +54,8 @@ pub struct Services {
     pub hub: Hub,
     /// Open HTTP connections and streams, for draining at shutdown.
     pub connections: Cell<usize>,
+    /// The topic, in cluster mode.
+    pub kafka: Option<KafkaLink>,
 }
 
 /// The shard that keeps the dashboard catalogue.
@@ -59,11 +67,17 @@ impl Services {
         mesh: Mesh,
         engine: Shard,
         catalogue: Option<CatalogueHost>,
+        kafka: Option<KafkaLink>,
     ) -> Self {
         let shards = mesh.shards();
+        let placement = match &kafka {
+            Some(link) => Placement::cluster(link.partition_count(), shards),
+            None => Placement::standalone(shards),
+        };
         Self {
             id: mesh.id(),
             shards,
+            placement,
             config,
             stop: Stop::default(),
             mesh,
@@ -71,8 +85,9 @@ impl Services {
             ingest: IngestCounters::default(),
             catalogue,
             interest: RefCell::new(Interest::default()),
-            hub: Hub::new(shards),
+            hub: Hub::new(placement),
             connections: Cell::new(0),
+            kafka,
         }
     }
 
@@ -97,6 +112,27 @@ impl Services {
 
     /// The shard that owns `metric`'s windows.
     pub fn owner(&self, metric: &str) -> usize {
-        livedash_engine::shard_for(metric, self.shards)
+        self.placement.shard(metric)
+    }
+
+    /// In cluster mode, the partition of `metric` when this node does not own it now.
+    pub fn not_owned(&self, metric: &str) -> Option<u32> {
+        let link = self.kafka.as_ref()?;
+        let partition = self.placement.partition(metric);
+        let owned = link
+            .partitions
+            .get(partition as usize)
+            .is_some_and(|p| p.owned());
+        (!owned).then_some(partition)
+    }
+
+    /// Takes a parsed batch: applied on the owner shards standalone, written to the topic
+    /// in cluster mode (the consumers apply it).
+    pub async fn submit(self: &Rc<Self>, parsed: Parsed) -> Result<IngestReply, IngestError> {
+        if self.kafka.is_some() {
+            Ok(topic::produce(self, parsed).await?)
+        } else {
+            Ok(ingest::dispatch(self, parsed).await?)
+        }
     }
 }

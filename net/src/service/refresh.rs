@@ -13,10 +13,19 @@ use super::hub::Hub;
 /// Runs the refreshes due at `now` and pushes the values that changed; returns when the
 /// next refresh is due.
 pub fn run(svc: &Rc<Services>, now: i64) -> Option<i64> {
-    let (changed, next) = {
+    let (mut changed, next) = {
         let mut engine = svc.engine.borrow_mut();
         (engine.tick(now), engine.next_due())
     };
+    if svc.kafka.is_some() {
+        // Cluster mode: a widget whose partition another node owns has no value here.
+        let engine = svc.engine.borrow();
+        changed.retain(|v| {
+            engine
+                .widget(&v.widget_id)
+                .is_some_and(|w| svc.not_owned(&w.spec.metric_name).is_none())
+        });
+    }
     if !changed.is_empty() {
         push(svc, changed);
     }

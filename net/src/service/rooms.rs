@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use hashbrown::HashMap;
-use livedash_engine::{Dashboard, WidgetValue, shard_for};
+use livedash_engine::{Dashboard, Placement, WidgetValue};
 use tungstenite::Bytes;
 use uuid::Uuid;
 
@@ -51,9 +51,9 @@ impl InterestDelta {
     }
 
     /// Every widget of `dashboard`, by owner, to add (`add`) or remove.
-    fn whole(dashboard: &Dashboard, shards: usize, add: bool) -> Self {
-        let by_owner = by_owner(dashboard, shards);
-        let none = vec![Vec::new(); shards];
+    fn whole(dashboard: &Dashboard, placement: Placement, add: bool) -> Self {
+        let by_owner = by_owner(dashboard, placement);
+        let none = vec![Vec::new(); placement.shards];
         if add {
             Self {
                 add: by_owner,
@@ -79,10 +79,10 @@ impl InterestDelta {
 }
 
 /// The widget ids of `dashboard`, grouped by the shard that owns each one's metric.
-pub fn by_owner(dashboard: &Dashboard, shards: usize) -> Vec<Vec<Uuid>> {
-    let mut out = vec![Vec::new(); shards];
+pub fn by_owner(dashboard: &Dashboard, placement: Placement) -> Vec<Vec<Uuid>> {
+    let mut out = vec![Vec::new(); placement.shards];
     for w in &dashboard.widgets {
-        out[shard_for(&w.spec.metric_name, shards)].push(w.widget_id);
+        out[placement.shard(&w.spec.metric_name)].push(w.widget_id);
     }
     out
 }
@@ -124,15 +124,15 @@ pub struct Delivery {
 /// Every room of the shard.
 #[derive(Debug)]
 pub struct Rooms {
-    shards: usize,
+    placement: Placement,
     rooms: HashMap<Uuid, Room>,
     joining: HashMap<Uuid, Joining>,
 }
 
 impl Rooms {
-    pub fn new(shards: usize) -> Self {
+    pub fn new(placement: Placement) -> Self {
         Self {
-            shards,
+            placement,
             rooms: HashMap::new(),
             joining: HashMap::new(),
         }
@@ -180,7 +180,7 @@ impl Rooms {
         let Some(dashboard) = newest.dashboard else {
             return Joined::Missing;
         };
-        let delta = InterestDelta::whole(&dashboard, self.shards, true);
+        let delta = InterestDelta::whole(&dashboard, self.placement, true);
         self.rooms.insert(
             id,
             Room {
@@ -202,7 +202,7 @@ impl Rooms {
             return None;
         }
         let room = self.rooms.remove(&id)?;
-        Some(InterestDelta::whole(&room.dashboard, self.shards, false))
+        Some(InterestDelta::whole(&room.dashboard, self.placement, false))
     }
 
     /// Dashboard `id` changed (or was deleted) as of `news.version`.
@@ -225,10 +225,10 @@ impl Rooms {
             let Some(room) = self.rooms.remove(&id) else {
                 return Changed::Ignored;
             };
-            let delta = InterestDelta::whole(&room.dashboard, self.shards, false);
+            let delta = InterestDelta::whole(&room.dashboard, self.placement, false);
             return Changed::Deleted(room.outboxes, delta);
         };
-        let owner = |w: &livedash_engine::Widget| shard_for(&w.spec.metric_name, self.shards);
+        let owner = |w: &livedash_engine::Widget| self.placement.shard(&w.spec.metric_name);
         let old: HashMap<Uuid, usize> = room
             .dashboard
             .widgets
@@ -240,7 +240,7 @@ impl Rooms {
             .iter()
             .map(|w| (w.widget_id, owner(w)))
             .collect();
-        let mut delta = InterestDelta::new(self.shards);
+        let mut delta = InterestDelta::new(self.placement.shards);
         for (w, o) in &now {
             if old.get(w) != Some(o) {
                 delta.add[*o].push(*w);
@@ -362,7 +362,7 @@ mod tests {
     fn metric_on(shard: usize) -> String {
         (0..)
             .map(|i| format!("m{i}"))
-            .find(|m| shard_for(m, SHARDS) == shard)
+            .find(|m| livedash_engine::shard_for(m, SHARDS) == shard)
             .unwrap()
     }
 
@@ -415,7 +415,7 @@ mod tests {
     fn first_join_adds_interest_and_last_leave_drops_it() {
         let (a, b) = (metric_on(0), metric_on(1));
         let d = dashboard(vec![widget(10, &a), widget(11, &b)]);
-        let mut rooms = Rooms::new(SHARDS);
+        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
         let (o1, o2) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
         let delta = opened(&mut rooms, d.clone(), &o1);
         assert_eq!(
@@ -437,7 +437,7 @@ mod tests {
     #[test]
     fn an_edit_moves_interest_between_owners() {
         let (a, b) = (metric_on(0), metric_on(1));
-        let mut rooms = Rooms::new(SHARDS);
+        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
         let o = Rc::new(Outbox::default());
         opened(
             &mut rooms,
@@ -471,7 +471,7 @@ mod tests {
     #[test]
     fn a_dashboard_deleted_while_a_stream_joins_it() {
         let d = dashboard(vec![widget(10, &metric_on(0))]);
-        let mut rooms = Rooms::new(SHARDS);
+        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
         let o = Rc::new(Outbox::default());
         rooms.begin_join(ID);
         // The deletion (version 2) arrives before the fetched dashboard (version 1).
@@ -492,7 +492,7 @@ mod tests {
     #[test]
     fn a_deletion_closes_the_room_and_drops_its_interest() {
         let d = dashboard(vec![widget(10, &metric_on(1))]);
-        let mut rooms = Rooms::new(SHARDS);
+        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
         let o = Rc::new(Outbox::default());
         opened(&mut rooms, d, &o);
         let Changed::Deleted(outboxes, delta) = rooms.changed(ID, at(2, None)) else {
@@ -507,7 +507,7 @@ mod tests {
     #[test]
     fn a_change_during_a_join_is_not_lost() {
         let a = metric_on(0);
-        let mut rooms = Rooms::new(SHARDS);
+        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
         let o = Rc::new(Outbox::default());
         rooms.begin_join(ID);
         let newer = dashboard(vec![widget(10, &a), widget(11, &a)]);
@@ -524,7 +524,7 @@ mod tests {
     #[test]
     fn one_frame_per_room_and_only_widgets_still_shown() {
         let a = metric_on(0);
-        let mut rooms = Rooms::new(SHARDS);
+        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
         let (o1, o2) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
         opened(
             &mut rooms,

@@ -9,10 +9,11 @@ use serde::Serialize;
 use super::Services;
 use super::calls::{RecentMetrics, Stats};
 use super::mesh::{CallError, ShardCall};
+use super::topic::{self, KafkaCounters, PartitionLag};
 use crate::parse::Refusals;
 
 /// Counters of one shard.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ShardStats {
     pub shard: usize,
     pub accepted: u64,
@@ -44,6 +45,18 @@ pub struct ShardStats {
     /// Replies that came after their caller gave up, and replies that could not be sent.
     pub late_replies: u64,
     pub unsent_replies: u64,
+    /// Cluster mode: what this shard wrote to and read from the topic, and how far
+    /// behind each partition it owns is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<Box<KafkaStats>>,
+}
+
+/// A shard's side of the topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct KafkaStats {
+    #[serde(flatten)]
+    pub counters: KafkaCounters,
+    pub partitions: Vec<PartitionLag>,
 }
 
 impl ShardCall for Stats {
@@ -76,6 +89,12 @@ impl ShardCall for Stats {
             failed_calls: mesh.failed_calls.get(),
             late_replies: mesh.late_replies.get(),
             unsent_replies: mesh.unsent_replies.get(),
+            kafka: svc.kafka.as_ref().map(|link| {
+                Box::new(KafkaStats {
+                    counters: link.counters.get(),
+                    partitions: topic::lag(svc),
+                })
+            }),
         }
     }
 }

@@ -4,9 +4,10 @@
 use std::rc::Rc;
 
 use livedash_engine::{HistoryPoint, WidgetValue};
+use uuid::Uuid;
 
 use super::Services;
-use super::calls::{InstallWidgets, ReadStates, ReadValue};
+use super::calls::{InstallWidgets, ReadStates, ReadValue, Reading};
 use super::mesh::ShardCall;
 use crate::clock::now_ms;
 
@@ -32,15 +33,24 @@ impl ShardCall for InstallWidgets {
 }
 
 impl ShardCall for ReadValue {
-    /// `None` while the widget is not installed.
-    type Reply = Option<(WidgetValue, bool)>;
+    type Reply = Reading;
 
-    async fn run(self, svc: &Rc<Services>) -> Self::Reply {
+    async fn run(self, svc: &Rc<Services>) -> Reading {
         let now = now_ms();
         let mut engine = svc.engine.borrow_mut();
-        let value = engine.value(&self.0, now)?;
-        let stale = engine.is_behind(&self.0, now).unwrap_or(true);
-        Some((value, stale))
+        let Some(metric) = engine.widget(&self.0).map(|w| w.spec.metric_name.clone()) else {
+            return Reading::Missing;
+        };
+        if let Some(partition) = svc.not_owned(&metric) {
+            return Reading::NotOwned(partition);
+        }
+        match engine.value(&self.0, now) {
+            Some(value) => {
+                let stale = engine.is_behind(&self.0, now).unwrap_or(true);
+                Reading::Value(value, stale)
+            }
+            None => Reading::Missing,
+        }
     }
 }
 
@@ -52,18 +62,36 @@ pub struct WidgetState {
     pub history: Vec<HistoryPoint>,
 }
 
-impl ShardCall for ReadStates {
-    type Reply = Vec<WidgetState>;
+/// The states of widgets an owner shard read, and the widgets whose partition another
+/// node owns (cluster mode), with that partition.
+#[derive(Debug, Default)]
+pub struct States {
+    pub states: Vec<WidgetState>,
+    pub not_owned: Vec<(Uuid, u32)>,
+}
 
-    async fn run(self, svc: &Rc<Services>) -> Self::Reply {
+impl ShardCall for ReadStates {
+    type Reply = States;
+
+    async fn run(self, svc: &Rc<Services>) -> States {
         let now = now_ms();
         let mut engine = svc.engine.borrow_mut();
-        let mut out = Vec::with_capacity(self.0.len());
+        let mut out = States {
+            states: Vec::with_capacity(self.0.len()),
+            not_owned: Vec::new(),
+        };
         for id in self.0 {
+            let unowned = engine
+                .widget(&id)
+                .and_then(|w| svc.not_owned(&w.spec.metric_name));
+            if let Some(partition) = unowned {
+                out.not_owned.push((id, partition));
+                continue;
+            }
             let Some(value) = engine.value(&id, now) else {
                 continue;
             };
-            out.push(WidgetState {
+            out.states.push(WidgetState {
                 value,
                 stale: engine.is_behind(&id, now).unwrap_or(false),
                 history: engine

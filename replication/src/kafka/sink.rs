@@ -1,0 +1,127 @@
+//! The producer a shard's HTTP ingest writes through: idempotent, acks=all, one record per
+//! partition per batch. Each shard has its own, so replacing it (after a failed write, see
+//! `KafkaLink`) concerns that shard alone. Delivery reports arrive on librdkafka's thread
+//! and go to the shard through its inbox, tagged with the shard's ticket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use super::{FORMAT_HEADER, KafkaSettings, client_config};
+use crate::inbox::Inbox;
+
+/// The broker's verdict on one record.
+#[derive(Debug)]
+pub struct Delivered {
+    pub ticket: u64,
+    /// The reason in words when the record was not written.
+    pub result: Result<(), String>,
+}
+
+/// Records a producer may have in flight; each shard's delivery inbox holds this many.
+pub const MAX_IN_FLIGHT: usize = 32 * 1024;
+
+struct SinkContext {
+    outbox: Arc<Inbox<Delivered>>,
+    warnings: super::Warnings,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.warnings.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.warnings
+            .warn(format_args!("producer: {error}: {reason}"));
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<u64>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Box<u64>) {
+        let delivered = Delivered {
+            ticket: *ticket,
+            result: result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()),
+        };
+        // The inbox holds every record that can be in flight, so this waits only if the
+        // shard is stalled; a report it never takes leaves its request to time out (503).
+        if self
+            .outbox
+            .push_waiting(delivered, Duration::from_secs(1))
+            .is_err()
+        {
+            tracing::warn!("a delivery report was dropped");
+        }
+    }
+}
+
+/// One shard's writer to the topic.
+pub struct Sink {
+    producer: ThreadedProducer<SinkContext>,
+    topic: String,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").field("topic", &self.topic).finish()
+    }
+}
+
+impl Sink {
+    /// A producer for `settings.topic` whose delivery reports go to `outbox`.
+    pub fn new(settings: &KafkaSettings, outbox: Arc<Inbox<Delivered>>) -> Result<Self, String> {
+        let timeout_ms = settings.ack_timeout.as_millis().max(1).to_string();
+        let producer = client_config(settings)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", &timeout_ms)
+            .set("linger.ms", "1")
+            .set("queue.buffering.max.messages", MAX_IN_FLIGHT.to_string())
+            .create_with_context(SinkContext {
+                outbox,
+                warnings: super::Warnings::default(),
+            })
+            .map_err(|e| format!("kafka producer for {}: {e}", settings.brokers))?;
+        Ok(Self {
+            producer,
+            topic: settings.topic.clone(),
+        })
+    }
+
+    /// Queues one record for `partition`; its report comes back with `ticket`. Fails at
+    /// once when the producer's queue is full.
+    pub fn send(
+        &self,
+        ticket: u64,
+        partition: u32,
+        key: &str,
+        value: &[u8],
+        format: Option<&str>,
+    ) -> Result<(), String> {
+        let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(ticket))
+            .partition(partition as i32)
+            .key(key)
+            .payload(value);
+        if let Some(format) = format {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: FORMAT_HEADER,
+                value: Some(format),
+            }));
+        }
+        self.producer.send(record).map_err(|(e, _)| e.to_string())
+    }
+
+    /// Waits up to `timeout` for every queued record to be delivered (at shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!("flushing the kafka producer: {e}");
+        }
+    }
+}
