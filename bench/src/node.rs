@@ -13,6 +13,15 @@ impl Node {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// Stops the node with SIGTERM (its store flushed) and keeps its data directory.
+    pub fn stop_keeping_data(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+        self.1 = std::path::PathBuf::new();
+    }
 }
 
 impl Drop for Node {
@@ -26,6 +35,12 @@ impl Drop for Node {
 /// Starts `target/release/livedash` (next to this benchmark's executable) on a free
 /// port with `args`.
 pub fn start_node(args: &[&str]) -> Result<(Node, SocketAddr), String> {
+    let dir = std::env::temp_dir().join(format!("livedash-http-ingest-{}", std::process::id()));
+    start_node_in(&dir, args)
+}
+
+/// Starts the node on data directory `dir` (removed when the node is dropped).
+pub fn start_node_in(dir: &std::path::Path, args: &[&str]) -> Result<(Node, SocketAddr), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bin = exe.with_file_name("livedash");
     if !bin.exists() {
@@ -34,10 +49,9 @@ pub fn start_node(args: &[&str]) -> Result<(Node, SocketAddr), String> {
             bin.display()
         ));
     }
-    let dir = std::env::temp_dir().join(format!("livedash-http-ingest-{}", std::process::id()));
     let mut child = Command::new(&bin)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
+        .arg(dir)
         .args(args)
         .env(
             "LIVEDASH_LOG",
@@ -52,5 +66,5 @@ pub fn start_node(args: &[&str]) -> Result<(Node, SocketAddr), String> {
     }
     let addr = livedash_loadgen::client::banner_addr(&line)
         .ok_or_else(|| format!("no address in {line:?}"))?;
-    Ok((Node(child, dir), addr))
+    Ok((Node(child, dir.to_path_buf()), addr))
 }

@@ -2,6 +2,7 @@
 //! Pure computation: no I/O, no clocks (time is always passed in), no async runtime.
 //! Every other crate builds on these types; this crate depends on none of them.
 
+pub mod batch;
 pub mod limits;
 pub mod model;
 pub mod query;

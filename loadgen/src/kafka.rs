@@ -1,8 +1,8 @@
 //! Open-loop producers straight to the topic (`--kafka`): the same schedule and events as
-//! the HTTP producers, each batch written as one JSON-array record per partition (keyed by
-//! a metric of it, on the partition Kafka's default partitioner gives the metric). A
-//! batch's latency runs from its intended send time to the broker's acknowledgement of its
-//! last record.
+//! the HTTP producers, each batch written as livedash's own producer writes it, one record
+//! per partition in the compact `batch-v1` form (keyed by a metric of it, on the partition
+//! Kafka's default partitioner gives the metric). A batch's latency runs from its intended
+//! send time to the broker's acknowledgement of its last record.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use livedash_engine::{MetricEvent, batch};
 
 use crate::ingest::{Plan, Rng, metric_name};
 use crate::stats::Stats;
@@ -123,10 +125,10 @@ pub fn run(
                     partition_of.clone(),
                 );
                 std::thread::spawn(move || {
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15
-                        ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
-                    let mut groups: Vec<Vec<u8>> = vec![Vec::new(); count as usize];
-                    let mut keys: Vec<usize> = vec![0; count as usize];
+                    let mut rng =
+                        Rng(0x9e37_79b9_7f4a_7c15
+                            ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+                    let mut groups: Vec<Vec<MetricEvent>> = vec![Vec::new(); count as usize];
                     loop {
                         let k = slot.fetch_add(1, Ordering::Relaxed);
                         let intended = start + interval.mul_f64(k as f64);
@@ -142,17 +144,12 @@ pub fn run(
                         }
                         for _ in 0..plan.batch {
                             let (metric, host, value) = rng.event(plan.metrics, plan.tags);
-                            let p = partition_of[metric] as usize;
-                            let g = &mut groups[p];
-                            g.push(if g.is_empty() { b'[' } else { b',' });
-                            g.extend_from_slice(
-                                format!(
-                                    r#"{{"metric_name":"{}","value":{value},"tags":{{"host":"h{host}"}},"event_time":{t}}}"#,
-                                    metric_name(metric)
-                                )
-                                .as_bytes(),
-                            );
-                            keys[p] = metric;
+                            groups[partition_of[metric] as usize].push(MetricEvent {
+                                metric_name: metric_name(metric),
+                                value,
+                                tags: [("host".to_string(), format!("h{host}"))].into(),
+                                event_time: t,
+                            });
                         }
                         let records = groups.iter().filter(|g| !g.is_empty()).count();
                         let measured = stats.measuring();
@@ -166,23 +163,21 @@ pub fn run(
                             left: AtomicUsize::new(records),
                             failed: AtomicBool::new(false),
                         });
-                        for (p, g) in groups.iter_mut().enumerate() {
-                            if g.is_empty() {
+                        for (p, g) in groups.iter().enumerate() {
+                            let Some(first) = g.first() else {
                                 continue;
-                            }
-                            g.push(b']');
-                            let key = metric_name(keys[p]);
+                            };
+                            let value = batch::encode(g);
                             let record = BaseRecord::with_opaque_to(&topic, Arc::clone(&batch))
                                 .partition(p as i32)
-                                .key(&key)
-                                .payload(&g[..]);
+                                .key(&first.metric_name)
+                                .payload(&value);
                             if let Err((e, record)) = producer.send(record) {
                                 eprintln!("kafka: {e}");
                                 // Counts the record as failed so the batch still ends.
                                 let batch = record.delivery_opaque;
                                 batch.failed.store(true, Ordering::Release);
-                                if batch.left.fetch_sub(1, Ordering::AcqRel) == 1
-                                    && batch.measured
+                                if batch.left.fetch_sub(1, Ordering::AcqRel) == 1 && batch.measured
                                 {
                                     Stats::count(&stats.errors, 1);
                                 }

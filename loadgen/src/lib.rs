@@ -2,6 +2,7 @@
 //! drive a node the same way.
 
 pub mod baseline;
+pub mod broker;
 pub mod client;
 pub mod ingest;
 pub mod kafka;

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use livedash_engine::{MetricEvent, Widget};
+use livedash_engine::{MetricEvent, Widget, batch};
 use livedash_replication::kafka::FORMAT_HEADER;
 use livedash_replication::kafka::source::{Record, ShardInput};
 
@@ -190,11 +190,16 @@ async fn apply(svc: &Rc<Services>, records: Vec<Record>, warnings: &Warnings) {
     });
 }
 
-/// A record's events: the `livedash-format` header names the format when present;
-/// otherwise a value starting with `[` is a JSON array of events, one starting with `{`
-/// one JSON event, anything else InfluxDB line protocol with nanosecond timestamps.
+/// A record's events: a value that starts with `batch::MAGIC` is in livedash's compact
+/// form; the `livedash-format` header, when present, names the format (`json`, `influx`,
+/// `batch-v1`); otherwise a value starting with `[` is a JSON array of events, one
+/// starting with `{` one JSON event, anything else InfluxDB line protocol with nanosecond
+/// timestamps. Events are checked as HTTP ingest checks them.
 fn decode(record: &Record, now: i64) -> Result<Parsed, String> {
     let value = &record.value;
+    if batch::is_batch(value) || record.format.as_deref() == Some(batch::FORMAT) {
+        return batch::decode(value).map(Parsed::from_events);
+    }
     let first = value.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match (record.format.as_deref(), first) {
         (Some("json") | None, Some(b'[')) => parse::json(value, now),
@@ -209,7 +214,8 @@ fn decode(record: &Record, now: i64) -> Result<Parsed, String> {
         (Some("influx") | None, Some(_)) => parse::line_protocol(value, Precision::Nanos, now),
         (_, None) => Err("the value is empty".into()),
         (Some(other), _) => Err(format!(
-            "{FORMAT_HEADER} {other:?} is not a known format (json, influx)"
+            "{FORMAT_HEADER} {other:?} is not a known format ({}, json, influx)",
+            batch::FORMAT
         )),
     }
 }

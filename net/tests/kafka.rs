@@ -9,9 +9,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::broker::Broker;
 use common::{Client, ReplyExt, Server, create_dashboard, now_ms};
 use livedash_engine::partition_for;
+use livedash_loadgen::broker::Broker;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -326,7 +326,11 @@ fn broker_down_is_503_and_ingest_resumes_with_nothing_lost_or_doubled() {
         if r.status == 200 {
             break;
         }
-        assert!(Instant::now() < give_up, "ingest did not resume: {}", r.error());
+        assert!(
+            Instant::now() < give_up,
+            "ingest did not resume: {}",
+            r.error()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     add(&mut truth, &second_sums);

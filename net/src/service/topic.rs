@@ -1,6 +1,6 @@
 //! The topic (cluster mode): HTTP batches are written to Kafka, grouped by partition (one
-//! record per partition, keyed by a metric name of it), and acknowledged once the broker
-//! acknowledged every record. The shard's consumer loop (`crate::kafka`) brings the
+//! record per partition in the compact `batch-v1` form, keyed by a metric name of it), and
+//! acknowledged once the broker acknowledged every record. The shard's consumer loop (`crate::kafka`) brings the
 //! broker's delivery reports back here.
 
 use std::cell::{Cell, RefCell};
@@ -12,7 +12,7 @@ use futures_lite::FutureExt;
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::timer::sleep;
 use hashbrown::HashMap;
-use livedash_engine::{IngestReply, MetricEvent};
+use livedash_engine::{IngestReply, MetricEvent, batch};
 use livedash_replication::kafka::source::ShardInput;
 use livedash_replication::kafka::{Delivered, KafkaSettings, Partitions, Sink};
 use livedash_replication::{Doorbell, Inbox};
@@ -169,17 +169,11 @@ pub async fn produce(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply, 
     let mut waits = Vec::with_capacity(per_partition.len());
     let mut failure = None;
     for (partition, events) in &per_partition {
-        let value = match serde_json::to_vec(events) {
-            Ok(v) => v,
-            Err(e) => {
-                failure = Some(format!("cannot encode events: {e}"));
-                break;
-            }
-        };
+        let value = batch::encode(events.iter().copied());
         let (tx, rx) = local_channel::new_bounded(1);
         let ticket = link.ticket(tx);
         let key = events.first().map_or("", |e| e.metric_name.as_str());
-        match sink.send(ticket, *partition, key, &value, None) {
+        match sink.send(ticket, *partition, key, &value) {
             Ok(()) => waits.push((ticket, events.len(), rx)),
             Err(e) => {
                 link.forget(ticket);

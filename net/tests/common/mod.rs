@@ -13,8 +13,6 @@ use livedash_engine::NewDashboard;
 use serde_json::Value;
 use uuid::Uuid;
 
-pub mod broker;
-
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,

@@ -9,10 +9,9 @@ use std::time::Duration;
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use super::{FORMAT_HEADER, KafkaSettings, client_config};
+use super::{KafkaSettings, client_config};
 use crate::inbox::Inbox;
 
 /// The broker's verdict on one record.
@@ -103,18 +102,11 @@ impl Sink {
         partition: u32,
         key: &str,
         value: &[u8],
-        format: Option<&str>,
     ) -> Result<(), String> {
-        let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(ticket))
+        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(ticket))
             .partition(partition as i32)
             .key(key)
             .payload(value);
-        if let Some(format) = format {
-            record = record.headers(OwnedHeaders::new().insert(Header {
-                key: FORMAT_HEADER,
-                value: Some(format),
-            }));
-        }
         self.producer.send(record).map_err(|(e, _)| e.to_string())
     }
 

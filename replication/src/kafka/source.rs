@@ -315,7 +315,6 @@ impl Source {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", "10000")
             .set("statistics.interval.ms", "1000")
-            .set("queued.max.messages.kbytes", "16384")
             .create_with_context(context)
             .map_err(|e| format!("kafka consumer for {}: {e}", self.settings.brokers))?;
         consumer

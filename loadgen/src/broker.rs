@@ -1,6 +1,6 @@
-//! A private Kafka-compatible broker for a test: tansu with sqlite storage in a scratch
-//! directory, on a free loopback port, stopped (and its directory removed) on drop, also
-//! when the test fails.
+//! A private Kafka-compatible broker for tests and benchmarks: tansu with sqlite storage in
+//! a scratch directory, on a free loopback port, stopped (and its directory removed) on
+//! drop, also when the test fails.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 const INSTALL: &str = "cargo install tansu --version 0.6.0 --locked --features libsql";
 
+#[derive(Debug)]
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
@@ -42,6 +43,7 @@ fn tansu() -> PathBuf {
         })
 }
 
+#[allow(clippy::expect_used)]
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -50,8 +52,13 @@ fn free_port() -> u16 {
 }
 
 impl Broker {
+    /// Starts a broker; panics with the install command when tansu is missing.
+    #[allow(clippy::expect_used)]
     pub fn start() -> Self {
-        let dir = super::fresh_dir().with_extension("tansu");
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("livedash-tansu-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("broker directory");
         let mut broker = Self {
             child: None,
@@ -72,6 +79,7 @@ impl Broker {
         format!("tcp://127.0.0.1:{}", self.port)
     }
 
+    #[allow(clippy::expect_used, clippy::unwrap_used)]
     fn run(&mut self) {
         let url = self.url();
         let child = Command::new(&self.binary)
@@ -92,6 +100,7 @@ impl Broker {
     }
 
     /// Creates a topic with `partitions` partitions.
+    #[allow(clippy::expect_used)]
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let status = Command::new(&self.binary)
             .args([
