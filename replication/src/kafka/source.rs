@@ -315,6 +315,9 @@ impl Source {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", "10000")
             .set("statistics.interval.ms", "1000")
+            // A fetch with nothing new waits at most this long: it bounds how late a
+            // quiet partition's next record is seen.
+            .set("fetch.wait.max.ms", "50")
             .create_with_context(context)
             .map_err(|e| format!("kafka consumer for {}: {e}", self.settings.brokers))?;
         consumer
