@@ -96,13 +96,7 @@ impl Sink {
 
     /// Queues one record for `partition`; its report comes back with `ticket`. Fails at
     /// once when the producer's queue is full.
-    pub fn send(
-        &self,
-        ticket: u64,
-        partition: u32,
-        key: &str,
-        value: &[u8],
-    ) -> Result<(), String> {
+    pub fn send(&self, ticket: u64, partition: u32, key: &str, value: &[u8]) -> Result<(), String> {
         let record = BaseRecord::with_opaque_to(&self.topic, Box::new(ticket))
             .partition(partition as i32)
             .key(key)
