@@ -60,6 +60,8 @@ impl Bell {
 pub struct Inbox<T> {
     queue: ArrayQueue<T>,
     bell: Bell,
+    /// Times the sender found the queue full and held back (paused its source).
+    pauses: std::sync::atomic::AtomicU64,
 }
 
 impl<T> Inbox<T> {
@@ -67,7 +69,18 @@ impl<T> Inbox<T> {
         Self {
             queue: ArrayQueue::new(capacity.max(1)),
             bell,
+            pauses: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Counts a pause of the sender (the queue was full).
+    pub fn count_pause(&self) {
+        self.pauses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How often the sender paused because the queue was full.
+    pub fn pauses(&self) -> u64 {
+        self.pauses.load(Ordering::Relaxed)
     }
 
     /// Queues `item` and rings; gives it back when the queue is full.

@@ -56,6 +56,8 @@ pub struct ShardStats {
 pub struct KafkaStats {
     #[serde(flatten)]
     pub counters: KafkaCounters,
+    /// Times the consumer paused this shard's partitions because the shard fell behind.
+    pub pauses: u64,
     pub partitions: Vec<PartitionLag>,
 }
 
@@ -92,6 +94,7 @@ impl ShardCall for Stats {
             kafka: svc.kafka.as_ref().map(|link| {
                 Box::new(KafkaStats {
                     counters: link.counters.get(),
+                    pauses: link.inputs.pauses(),
                     partitions: topic::lag(svc),
                 })
             }),

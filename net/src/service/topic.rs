@@ -29,9 +29,11 @@ pub struct KafkaLink {
     settings: KafkaSettings,
     /// This shard's producer; replaced after a failed write (see `produce`).
     sink: RefCell<Arc<Sink>>,
-    /// A write failed since the producer was made, and when it was made.
+    /// A write of the current producer failed; when it was made, and how many were made
+    /// before it (reports of an older producer do not make a new one).
     renew: Cell<bool>,
     made: Cell<Instant>,
+    generation: Cell<u64>,
     /// Records of this shard's partitions, assignments and revocations.
     pub inputs: Arc<Inbox<ShardInput>>,
     /// The broker's reports on records this shard wrote.
@@ -41,9 +43,13 @@ pub struct KafkaLink {
     /// Every partition of the topic (shared with the consumer thread).
     pub partitions: Partitions,
     pub counters: Cell<KafkaCounters>,
-    waiting: RefCell<HashMap<u64, LocalSender<Result<(), String>>>>,
+    /// Per ticket: the request waiting for its report, and the producer generation.
+    waiting: RefCell<HashMap<u64, (Report, u64)>>,
     next_ticket: Cell<u64>,
 }
+
+/// Where a record's delivery report goes: the request that wrote it.
+type Report = LocalSender<Result<(), String>>;
 
 /// What this shard counts of the topic.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -77,6 +83,7 @@ impl KafkaLink {
             sink: RefCell::new(Arc::new(sink)),
             renew: Cell::new(false),
             made: Cell::new(Instant::now()),
+            generation: Cell::new(0),
             inputs,
             deliveries,
             doorbell: RefCell::new(Some(doorbell)),
@@ -94,13 +101,14 @@ impl KafkaLink {
 
     /// Hands a delivery report to the request waiting for it.
     pub fn delivered(&self, delivered: Delivered) {
-        if delivered.result.is_err() {
+        let Some((tx, generation)) = self.waiting.borrow_mut().remove(&delivered.ticket) else {
+            return;
+        };
+        if delivered.result.is_err() && generation == self.generation.get() {
             self.renew.set(true);
         }
-        if let Some(tx) = self.waiting.borrow_mut().remove(&delivered.ticket) {
-            // The request may have given up already; then nobody needs the answer.
-            tx.try_send(delivered.result).ok();
-        }
+        // The request may have given up already; then nobody needs the answer.
+        tx.try_send(delivered.result).ok();
     }
 
     /// Updates this shard's counters.
@@ -111,10 +119,12 @@ impl KafkaLink {
     }
 
     /// A ticket for a record whose report `tx` waits for.
-    fn ticket(&self, tx: LocalSender<Result<(), String>>) -> u64 {
+    fn ticket(&self, tx: Report) -> u64 {
         let id = self.next_ticket.get();
         self.next_ticket.set(id + 1);
-        self.waiting.borrow_mut().insert(id, tx);
+        self.waiting
+            .borrow_mut()
+            .insert(id, (tx, self.generation.get()));
         id
     }
 
@@ -133,6 +143,7 @@ impl KafkaLink {
                     let old = self.sink.replace(Arc::new(fresh));
                     self.renew.set(false);
                     self.made.set(Instant::now());
+                    self.generation.set(self.generation.get() + 1);
                     glommio::spawn_local(async move {
                         glommio::executor().spawn_blocking(move || drop(old)).await;
                     })
