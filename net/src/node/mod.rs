@@ -281,10 +281,16 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
         let rendezvous = Arc::clone(&rendezvous);
         let progress = Arc::clone(&progress);
         let shutdown = Arc::clone(&shutdown);
-        LocalExecutorPoolBuilder::new(placement)
+        let mut builder = LocalExecutorPoolBuilder::new(placement)
             .name("livedash-shard")
             .io_memory(IO_MEMORY)
-            .ring_depth(RING_DEPTH)
+            .ring_depth(RING_DEPTH);
+        if kafka.is_some() {
+            // Each shard's consumer loop waits for its doorbell on a blocking thread; a
+            // second one keeps dashboard writes from queueing behind that wait.
+            builder = builder.blocking_thread_pool_placement(PoolPlacement::Unbound(2));
+        }
+        builder
             .on_all_shards(move || {
                 let config = config.clone();
                 let mesh = mesh.clone();
