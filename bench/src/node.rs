@@ -1,8 +1,15 @@
-//! Running a release `livedash` node for a benchmark (driven with loadgen's client).
+//! Running a release `livedash` node for a benchmark, and driving it with loadgen's
+//! client: widgets to compute, closed-loop HTTP ingest clients.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use livedash_engine::NewDashboard;
+use livedash_loadgen::client::Client;
+use serde_json::Value;
 
 /// A node started by a benchmark; killed (and its data removed) on drop.
 #[derive(Debug)]
@@ -67,4 +74,96 @@ pub fn start_node_in(dir: &std::path::Path, args: &[&str]) -> Result<(Node, Sock
     let addr = livedash_loadgen::client::banner_addr(&line)
         .ok_or_else(|| format!("no address in {line:?}"))?;
     Ok((Node(child, dir.to_path_buf()), addr))
+}
+
+/// Creates dashboards of at most 200 widgets each from `specs` (widget specs as JSON).
+pub fn create_widgets(admin: &mut Client, specs: &[Value]) -> Result<(), String> {
+    for (i, chunk) in specs.chunks(200).enumerate() {
+        let new = NewDashboard {
+            name: format!("bench {i}"),
+            layout: Value::Null,
+            widgets: serde_json::from_value(Value::Array(chunk.to_vec()))
+                .map_err(|e| e.to_string())?,
+        };
+        admin
+            .create_dashboard(&new)
+            .map_err(|e| format!("creating a dashboard: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Closed-loop HTTP clients: each keeps one keep-alive connection and POSTs the JSON
+/// `bodies` in turn until stopped, counting accepted events and requests while measuring.
+#[derive(Debug)]
+pub struct IngestClients {
+    measuring: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    events: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl IngestClients {
+    pub fn start(addr: SocketAddr, bodies: Arc<Vec<Vec<u8>>>, connections: usize) -> Self {
+        let measuring = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let events = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let threads = (0..connections)
+            .map(|t| {
+                let (bodies, measuring, done, events, requests) = (
+                    Arc::clone(&bodies),
+                    Arc::clone(&measuring),
+                    Arc::clone(&done),
+                    Arc::clone(&events),
+                    Arc::clone(&requests),
+                );
+                std::thread::spawn(move || -> Result<(), String> {
+                    let mut conn = Client::connect(addr).map_err(|e| e.to_string())?;
+                    let mut i = t;
+                    while !done.load(Ordering::Relaxed) {
+                        let reply = conn
+                            .ingest_body("application/json", "", &bodies[i % bodies.len()])
+                            .map_err(|e| format!("ingest: {e}"))?;
+                        i += 1;
+                        if measuring.load(Ordering::Relaxed) {
+                            events.fetch_add(reply.accepted as u64, Ordering::Relaxed);
+                            requests.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        Self {
+            measuring,
+            done,
+            events,
+            requests,
+            threads,
+        }
+    }
+
+    /// Starts or stops counting.
+    pub fn measure(&self, on: bool) {
+        self.measuring.store(on, Ordering::Relaxed);
+    }
+
+    /// Events accepted and requests answered while measuring.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.events.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Stops the clients; the first error any of them met.
+    pub fn stop(self) -> Result<(), String> {
+        self.done.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join()
+                .map_err(|_| "a client thread panicked".to_string())??;
+        }
+        Ok(())
+    }
 }

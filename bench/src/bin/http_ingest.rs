@@ -8,12 +8,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use livedash_bench::node::start_node;
-use livedash_engine::{MetricEvent, NewDashboard};
+use livedash_bench::node::{IngestClients, create_widgets, start_node};
+use livedash_engine::MetricEvent;
 use livedash_loadgen::client::{Client, now_ms};
 use serde_json::{Value, json};
 
@@ -99,67 +98,24 @@ fn main() -> Result<(), String> {
             w
         })
         .collect();
-    for (i, chunk) in specs.chunks(200).enumerate() {
-        let new = NewDashboard {
-            name: format!("bench {i}"),
-            layout: Value::Null,
-            widgets: serde_json::from_value(Value::Array(chunk.to_vec()))
-                .map_err(|e| e.to_string())?,
-        };
-        admin
-            .create_dashboard(&new)
-            .map_err(|e| format!("creating a dashboard: {e}"))?;
-    }
-
-    let measuring = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicBool::new(false));
-    let events = Arc::new(AtomicU64::new(0));
-    let requests = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..args.connections)
-        .map(|t| {
-            let (bodies, measuring, done, events, requests) = (
-                Arc::clone(&bodies),
-                Arc::clone(&measuring),
-                Arc::clone(&done),
-                Arc::clone(&events),
-                Arc::clone(&requests),
-            );
-            std::thread::spawn(move || -> Result<(), String> {
-                let mut conn = Client::connect(addr).map_err(|e| e.to_string())?;
-                let mut i = t;
-                while !done.load(Ordering::Relaxed) {
-                    let reply = conn
-                        .ingest_body("application/json", "", &bodies[i % bodies.len()])
-                        .map_err(|e| format!("ingest: {e}"))?;
-                    i += 1;
-                    if measuring.load(Ordering::Relaxed) {
-                        events.fetch_add(reply.accepted as u64, Ordering::Relaxed);
-                        requests.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(())
-            })
-        })
-        .collect();
+    create_widgets(&mut admin, &specs)?;
+    let clients = IngestClients::start(addr, Arc::clone(&bodies), args.connections);
     std::thread::sleep(Duration::from_secs(1));
     let before = admin
         .send("GET", "/stats", "application/json", b"")
         .map_err(|e| e.to_string())?
         .body;
-    measuring.store(true, Ordering::Relaxed);
+    clients.measure(true);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(args.seconds));
-    measuring.store(false, Ordering::Relaxed);
+    clients.measure(false);
     let elapsed = started.elapsed().as_secs_f64();
     let after = admin
         .send("GET", "/stats", "application/json", b"")
         .map_err(|e| e.to_string())?
         .body;
-    done.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join()
-            .map_err(|_| "client thread panicked".to_string())??;
-    }
+    let (events, requests) = clients.counts();
+    clients.stop()?;
     let engine = |stats: &[u8]| -> (f64, f64) {
         let v: Value = serde_json::from_slice(stats).unwrap_or_default();
         let shards = v["shards"].as_array().cloned().unwrap_or_default();
@@ -172,7 +128,7 @@ fn main() -> Result<(), String> {
         (sum("engine_apply_ns"), sum("engine_events"))
     };
     let ((ns0, ev0), (ns1, ev1)) = (engine(&before), engine(&after));
-    let rate = events.load(Ordering::Relaxed) as f64 / elapsed;
+    let rate = events as f64 / elapsed;
     println!(
         "baseline  parse only, 1 thread:   {:>12.0} events/s",
         parse_rate
@@ -182,7 +138,7 @@ fn main() -> Result<(), String> {
         args.connections,
         args.batch,
         rate,
-        requests.load(Ordering::Relaxed) as f64 / elapsed,
+        requests as f64 / elapsed,
         rate / parse_rate
     );
     if ev1 > ev0 {

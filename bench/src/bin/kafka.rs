@@ -16,12 +16,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use livedash_bench::node::{start_node, start_node_in};
-use livedash_engine::{MetricEvent, NewDashboard, batch, partition_for};
+use livedash_bench::node::{IngestClients, create_widgets, start_node, start_node_in};
+use livedash_engine::{MetricEvent, batch, partition_for};
 use livedash_loadgen::broker::Broker;
 use livedash_loadgen::client::{Client, now_ms};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -236,23 +236,12 @@ fn bare_consume(broker: &Broker, partitions: u32, records: u64) -> Result<Durati
 }
 
 /// Dashboards with a 5-minute sum widget per metric, on the node at `addr`.
-fn create_widgets(addr: SocketAddr, metrics: usize) -> Result<(), String> {
+fn create_sum_widgets(addr: SocketAddr, metrics: usize) -> Result<(), String> {
     let mut admin = Client::connect(addr).map_err(|e| e.to_string())?;
     let specs: Vec<Value> = (0..metrics)
         .map(|m| json!({"metric_name": metric(m), "aggregation": "sum", "window_seconds": 300, "refresh_interval_seconds": 1}))
         .collect();
-    for (i, chunk) in specs.chunks(200).enumerate() {
-        let new = NewDashboard {
-            name: format!("bench {i}"),
-            layout: Value::Null,
-            widgets: serde_json::from_value(Value::Array(chunk.to_vec()))
-                .map_err(|e| e.to_string())?,
-        };
-        admin
-            .create_dashboard(&new)
-            .map_err(|e| format!("creating a dashboard: {e}"))?;
-    }
-    Ok(())
+    create_widgets(&mut admin, &specs)
 }
 
 /// A Kafka counter summed over the node's shards.
@@ -295,7 +284,7 @@ fn consume(args: &Args, total: usize) -> Result<(), String> {
     // The node: widgets made while standalone, then started on the topic.
     let dir = std::env::temp_dir().join(format!("livedash-bench-kafka-{}", std::process::id()));
     let (setup, addr) = start_node_in(&dir, &["--shards", "2"])?;
-    create_widgets(addr, args.metrics)?;
+    create_sum_widgets(addr, args.metrics)?;
     setup.stop_keeping_data();
     let brokers = broker.addr();
     let (_node, addr) = start_node_in(
@@ -355,7 +344,7 @@ fn ingest(args: &Args, connections: usize, seconds: u64) -> Result<(), String> {
         "--kafka-topic",
         TOPIC,
     ])?;
-    create_widgets(addr, args.metrics)?;
+    create_sum_widgets(addr, args.metrics)?;
     // HTTP bodies: each batch as one JSON array.
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         all.iter()
@@ -374,43 +363,14 @@ fn ingest(args: &Args, connections: usize, seconds: u64) -> Result<(), String> {
             })
             .collect(),
     );
-    let measuring = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..connections)
-        .map(|t| {
-            let (bodies, measuring, done, acked) = (
-                Arc::clone(&bodies),
-                Arc::clone(&measuring),
-                Arc::clone(&done),
-                Arc::clone(&acked),
-            );
-            std::thread::spawn(move || -> Result<(), String> {
-                let mut conn = Client::connect(addr).map_err(|e| e.to_string())?;
-                let mut i = t;
-                while !done.load(Ordering::Relaxed) {
-                    let reply = conn
-                        .ingest_body("application/json", "", &bodies[i % bodies.len()])
-                        .map_err(|e| format!("ingest: {e}"))?;
-                    i += 1;
-                    if measuring.load(Ordering::Relaxed) {
-                        acked.fetch_add(reply.accepted as u64, Ordering::Relaxed);
-                    }
-                }
-                Ok(())
-            })
-        })
-        .collect();
+    let clients = IngestClients::start(addr, bodies, connections);
     std::thread::sleep(Duration::from_secs(1));
-    measuring.store(true, Ordering::Relaxed);
+    clients.measure(true);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
-    measuring.store(false, Ordering::Relaxed);
-    let node_rate = acked.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    done.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().map_err(|_| "a client panicked".to_string())??;
-    }
+    clients.measure(false);
+    let node_rate = clients.counts().0 as f64 / started.elapsed().as_secs_f64();
+    clients.stop()?;
     println!(
         "kafka ingest: node {node_rate:.0} events/s acknowledged, bare producer {bare_rate:.0} events/s, node/bare {:.2}",
         node_rate / bare_rate
