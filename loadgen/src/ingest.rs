@@ -89,6 +89,48 @@ fn body(plan: &Plan, rng: &mut Rng, out: &mut String) {
     }
 }
 
+/// The open-loop schedule the producers of a run share: batch k is due at start + k times
+/// the interval the target rate gives, whatever the server does.
+#[derive(Debug)]
+pub struct Schedule {
+    start: Instant,
+    interval: Duration,
+    until: Instant,
+    next: AtomicU64,
+}
+
+impl Schedule {
+    pub fn new(plan: &Plan, until: Instant) -> Self {
+        Self {
+            start: Instant::now(),
+            interval: Duration::from_secs_f64(plan.batch as f64 / plan.rate.max(1) as f64),
+            until,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes the next batch, waits for its intended send time and returns it; `None` once
+    /// the run is over or stopped.
+    pub fn next(&self, stop: &AtomicBool) -> Option<Instant> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let intended = self.start + self.interval.mul_f64(k as f64);
+        if intended >= self.until || stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        Some(intended)
+    }
+}
+
+impl Rng {
+    /// The generator of producer `c`: each producer sends its own stream.
+    pub fn for_producer(c: usize) -> Self {
+        Self(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d))
+    }
+}
+
 /// Runs the producers until `until`; returns when every thread has stopped.
 pub fn run(
     plan: Plan,
@@ -97,9 +139,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let interval = Duration::from_secs_f64(plan.batch as f64 / plan.rate.max(1) as f64);
-        let start = Instant::now();
-        let slot = Arc::new(AtomicU64::new(0));
+        let schedule = Arc::new(Schedule::new(&plan, until));
         let query = if plan.format == Format::Line {
             "?precision=ms"
         } else {
@@ -114,32 +154,22 @@ pub fn run(
         };
         let threads: Vec<_> = (0..plan.connections.max(1))
             .map(|c| {
-                let (plan, stats, slot, stop) = (
+                let (plan, stats, schedule, stop) = (
                     plan.clone(),
                     Arc::clone(&stats),
-                    Arc::clone(&slot),
+                    Arc::clone(&schedule),
                     Arc::clone(&stop),
                 );
                 std::thread::spawn(move || {
                     // Connected on first use, and again after an I/O error.
                     let mut client: Option<Client> = None;
-                    let mut rng =
-                        Rng(0x9e37_79b9_7f4a_7c15
-                            ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+                    let mut rng = Rng::for_producer(c);
                     let mut text = String::with_capacity(plan.batch * 100);
                     let content_type = match plan.format {
                         Format::Json => "application/json",
                         Format::Line => "text/plain; charset=utf-8",
                     };
-                    loop {
-                        let k = slot.fetch_add(1, Ordering::Relaxed);
-                        let intended = start + interval.mul_f64(k as f64);
-                        if intended >= until || stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        if let Some(wait) = intended.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
+                    while let Some(intended) = schedule.next(&stop) {
                         body(&plan, &mut rng, &mut text);
                         let result = match &mut client {
                             Some(c) => c.ingest_body(content_type, query, text.as_bytes()),

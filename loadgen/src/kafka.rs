@@ -5,7 +5,7 @@
 //! send time to the broker's acknowledgement of its last record.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -14,7 +14,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 
 use livedash_engine::{MetricEvent, batch};
 
-use crate::ingest::{Plan, Rng, metric_name};
+use crate::ingest::{Plan, Rng, Schedule, metric_name};
 use crate::stats::Stats;
 
 /// A batch in flight: its records left to acknowledge, and whether any failed.
@@ -110,34 +110,22 @@ pub fn run(
             .map(|m| livedash_engine::partition_for(&metric_name(m), count))
             .collect();
         let producer = Arc::new(producer);
-        let slot = Arc::new(AtomicU64::new(0));
-        let interval = Duration::from_secs_f64(plan.batch as f64 / plan.rate.max(1) as f64);
-        let start = Instant::now();
+        let schedule = Arc::new(Schedule::new(&plan, until));
         let threads: Vec<_> = (0..plan.connections.max(1))
             .map(|c| {
-                let (plan, stats, slot, stop, producer, topic, partition_of) = (
+                let (plan, stats, schedule, stop, producer, topic, partition_of) = (
                     plan.clone(),
                     Arc::clone(&stats),
-                    Arc::clone(&slot),
+                    Arc::clone(&schedule),
                     Arc::clone(&stop),
                     Arc::clone(&producer),
                     topic.clone(),
                     partition_of.clone(),
                 );
                 std::thread::spawn(move || {
-                    let mut rng =
-                        Rng(0x9e37_79b9_7f4a_7c15
-                            ^ (c as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+                    let mut rng = Rng::for_producer(c);
                     let mut groups: Vec<Vec<MetricEvent>> = vec![Vec::new(); count as usize];
-                    loop {
-                        let k = slot.fetch_add(1, Ordering::Relaxed);
-                        let intended = start + interval.mul_f64(k as f64);
-                        if intended >= until || stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        if let Some(wait) = intended.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
+                    while let Some(intended) = schedule.next(&stop) {
                         let t = crate::now_ms();
                         for g in &mut groups {
                             g.clear();
