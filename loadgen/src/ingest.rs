@@ -36,7 +36,8 @@ pub struct Plan {
 pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn bits(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -46,7 +47,7 @@ impl Rng {
     /// One synthetic event's metric number, host tag number and value: the stream both
     /// the producers and the Redis baseline send.
     pub fn event(&mut self, metrics: usize, tags: usize) -> (usize, u64, f64) {
-        let r = self.next();
+        let r = self.bits();
         let metric = (r % metrics.max(1) as u64) as usize;
         let host = (r >> 20) % tags.max(1) as u64;
         let value = ((r >> 32) % 100_000) as f64 / 100.0;

@@ -14,6 +14,7 @@ use clap::Parser;
 use livedash_bench::node::{IngestClients, create_widgets, start_node};
 use livedash_engine::MetricEvent;
 use livedash_loadgen::client::{Client, now_ms};
+use livedash_loadgen::ingest::Rng;
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -38,18 +39,12 @@ struct Args {
 /// Request bodies: every (metric, host) series appears, event times within the last second.
 fn bodies(args: &Args, count: usize) -> Vec<Vec<u8>> {
     let now = now_ms();
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     (0..count)
         .map(|_| {
             let events: Vec<Value> = (0..args.batch)
                 .map(|_| {
-                    let r = next();
+                    let r = rng.bits();
                     json!({
                         "metric_name": format!("bench.metric.{}", r as usize % args.metrics),
                         "value": (r >> 32) as f64 / 1e6,

@@ -24,6 +24,7 @@ use livedash_bench::node::{IngestClients, create_widgets, start_node, start_node
 use livedash_engine::{MetricEvent, batch, partition_for};
 use livedash_loadgen::broker::Broker;
 use livedash_loadgen::client::{Client, now_ms};
+use livedash_loadgen::ingest::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
@@ -75,18 +76,12 @@ type Batch = Vec<(u32, Vec<u8>, u64)>;
 /// Batches of events, each split into one record per partition.
 fn batches(args: &Args, count: usize) -> Vec<Batch> {
     let now = now_ms();
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     (0..count)
         .map(|_| {
             let mut groups: HashMap<u32, Vec<MetricEvent>> = HashMap::new();
             for _ in 0..args.batch {
-                let r = next();
+                let r = rng.bits();
                 let name = metric(r as usize % args.metrics);
                 groups
                     .entry(partition_for(&name, args.partitions))
@@ -111,6 +106,18 @@ fn batches(args: &Args, count: usize) -> Vec<Batch> {
                 .collect()
         })
         .collect()
+}
+
+/// A 2-shard node in cluster mode on the bench topic.
+fn cluster_args(brokers: &str) -> [&str; 6] {
+    [
+        "--shards",
+        "2",
+        "--kafka-brokers",
+        brokers,
+        "--kafka-topic",
+        TOPIC,
+    ]
 }
 
 fn metric(i: usize) -> String {
@@ -287,17 +294,7 @@ fn consume(args: &Args, total: usize) -> Result<(), String> {
     create_sum_widgets(addr, args.metrics)?;
     setup.stop_keeping_data();
     let brokers = broker.addr();
-    let (_node, addr) = start_node_in(
-        &dir,
-        &[
-            "--shards",
-            "2",
-            "--kafka-brokers",
-            &brokers,
-            "--kafka-topic",
-            TOPIC,
-        ],
-    )?;
+    let (_node, addr) = start_node_in(&dir, &cluster_args(&brokers))?;
     let mut c = Client::connect(addr).map_err(|e| e.to_string())?;
     let (mut first, mut last) = (None, None);
     let give_up = Instant::now() + Duration::from_secs(600);
@@ -336,14 +333,7 @@ fn ingest(args: &Args, connections: usize, seconds: u64) -> Result<(), String> {
     let bare_rate = bare_events as f64 / took.as_secs_f64();
 
     let brokers = broker.addr();
-    let (_node, addr) = start_node(&[
-        "--shards",
-        "2",
-        "--kafka-brokers",
-        &brokers,
-        "--kafka-topic",
-        TOPIC,
-    ])?;
+    let (_node, addr) = start_node(&cluster_args(&brokers))?;
     create_sum_widgets(addr, args.metrics)?;
     // HTTP bodies: each batch as one JSON array.
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
