@@ -11,7 +11,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use livedash_engine::shard::ShardConfig;
@@ -27,7 +26,7 @@ use crate::catalogue::Catalogue;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::service::catalogue::CatalogueHost;
-use crate::service::mesh::Mesh;
+use crate::service::mesh::{Mesh, MeshSeats};
 use crate::service::topic::KafkaLink;
 use crate::service::{CATALOGUE_SHARD, Services};
 use crate::store::DashboardStore;
@@ -273,7 +272,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
         shards,
         ..Progress::default()
     });
-    let mesh = MeshBuilder::full(shards, MESH_CAPACITY);
+    let seats = MeshSeats::new(shards, MESH_CAPACITY);
     let parts = Arc::new(Mutex::new(Some((catalogue, store))));
     let dashboards = Arc::new(dashboards);
     let threads = {
@@ -293,7 +292,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
         builder
             .on_all_shards(move || {
                 let config = config.clone();
-                let mesh = mesh.clone();
+                let seat = seats.take();
                 let rendezvous = Arc::clone(&rendezvous);
                 let shutdown = Arc::clone(&shutdown);
                 let progress = Arc::clone(&progress);
@@ -301,7 +300,11 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                 let dashboards = Arc::clone(&dashboards);
                 let kafka = kafka.clone();
                 async move {
-                    let (senders, receivers) = match mesh.join().await {
+                    let joined = match seat {
+                        Some(builder) => builder.join().await.map_err(|e| e.to_string()),
+                        None => Err("more shards than mesh seats".to_owned()),
+                    };
+                    let (senders, receivers) = match joined {
                         Ok(pair) => pair,
                         Err(e) => {
                             rendezvous.publish(Err(format!("joining the shard mesh: {e}")));

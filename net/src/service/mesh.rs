@@ -4,10 +4,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_lite::FutureExt;
-use glommio::channels::channel_mesh::Senders;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::timer::sleep;
 use hashbrown::HashMap;
@@ -18,6 +19,32 @@ use super::calls::{
     LocateWidget, Push, ReadStates, ReadValue, RecentMetrics, Stats, Watch,
 };
 pub use super::calls::{CallError, Failure};
+
+/// One mesh builder per shard, every one cloned here before any shard starts.
+///
+/// glommio's `MeshBuilder` is `Send` but counts its clones with a non-atomic `Rc`, and
+/// `join` drops the clone it is given. Clones made or dropped on several executor threads
+/// at once corrupt that count, and a shard then frees the builder while another still
+/// reads it (heap corruption at start-up, about one node in a hundred). So all clones are
+/// made on the starting thread, each shard takes its own out by move, and one clone is
+/// never dropped: the shards' concurrent drops can then at worst lose a decrement (a few
+/// bytes kept), never free the builder under another shard.
+#[derive(Debug)]
+pub struct MeshSeats(Mutex<Vec<MeshBuilder<Msg, Full>>>);
+
+impl MeshSeats {
+    pub fn new(shards: usize, capacity: usize) -> Arc<Self> {
+        let builder = MeshBuilder::full(shards, capacity);
+        let seats = (0..shards).map(|_| builder.clone()).collect();
+        std::mem::forget(builder);
+        Arc::new(Self(Mutex::new(seats)))
+    }
+
+    /// This shard's builder, to `join`. Each shard takes one.
+    pub fn take(&self) -> Option<MeshBuilder<Msg, Full>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+}
 
 /// A request one shard makes of another, answered with `Reply`.
 ///
@@ -210,7 +237,6 @@ impl Mesh {
 
 #[cfg(test)]
 mod tests {
-    use glommio::channels::channel_mesh::MeshBuilder;
     use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
     use super::*;
@@ -221,12 +247,12 @@ mod tests {
     /// its deadline, is counted, and the reply that comes too late is counted too.
     #[test]
     fn a_call_nobody_answers_fails_at_its_deadline() {
-        let builder = MeshBuilder::<Msg, _>::full(2, 8);
+        let seats = MeshSeats::new(2, 8);
         let (tx, rx) = std::sync::mpsc::channel();
         let pool = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(2))
             .io_memory(128 * 1024)
             .on_all_shards(move || {
-                let (builder, tx) = (builder.clone(), tx.clone());
+                let (builder, tx) = (seats.take().unwrap(), tx.clone());
                 async move {
                     let (senders, mut receivers) = builder.join().await.unwrap();
                     let mesh = Mesh::new(senders, Duration::from_millis(50));
