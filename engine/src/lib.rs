@@ -21,7 +21,8 @@ pub use model::{
 pub use query::{QueryId, QueryIndex, QueryKey};
 pub use routing::{Placement, partition_for, shard_for};
 pub use shard::{
-    ApplyOutcome, HistoryPoint, IngestStats, Rejection, Shard, ShardConfig, WidgetValue,
+    ApplyOutcome, HistoryPoint, IngestStats, QueryChanges, Rejection, Shard, ShardConfig,
+    WidgetValue,
 };
 pub use validate::ValidationError;
-pub use window::{SlidingWindow, WindowSpec};
+pub use window::{PaneChanges, PaneState, SlidingWindow, WindowSpec};

@@ -32,6 +32,13 @@ impl QueryKey {
         }
     }
 
+    /// A name for this query that every node derives alike, to store its state under:
+    /// `[metric, window seconds, [[tag, value], ...]]` in JSON.
+    pub fn stable_id(&self) -> String {
+        serde_json::to_string(&(&self.metric, self.window_seconds, &self.filter))
+            .unwrap_or_default()
+    }
+
     /// True when `tags` carries every filter entry.
     #[inline]
     pub fn matches(&self, tags: &Tags) -> bool {
@@ -246,6 +253,17 @@ impl QueryIndex {
 
     pub fn get_mut(&mut self, id: QueryId) -> Option<&mut Query> {
         self.slots.get_mut(id.0 as usize)?.as_mut()
+    }
+
+    /// The live query for `key`.
+    pub fn find_mut(&mut self, key: &QueryKey) -> Option<&mut Query> {
+        let id = *self.by_key.get(key)?;
+        self.get_mut(id)
+    }
+
+    /// Every live query.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Query> {
+        self.slots.iter_mut().flatten()
     }
 
     /// The queries fed by `metric`, or `None` when no query watches it.

@@ -13,6 +13,9 @@ use crate::model::{Aggregation, MetricEvent, Widget};
 use crate::query::{QueryId, QueryIndex, QueryKey, Route};
 use crate::validate::{self, ValidationError};
 
+mod mirror;
+pub use mirror::QueryChanges;
+
 /// Tunables of a shard.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardConfig {

@@ -48,6 +48,15 @@ impl CompensatedSum {
     pub(crate) fn value(&self) -> f64 {
         self.sum + self.compensation
     }
+
+    /// The running sum and its compensation, as stored by the state mirror.
+    pub(crate) fn parts(&self) -> (f64, f64) {
+        (self.sum, self.compensation)
+    }
+
+    pub(crate) fn from_parts(sum: f64, compensation: f64) -> Self {
+        Self { sum, compensation }
+    }
 }
 
 #[cfg(test)]

@@ -325,6 +325,8 @@ pub struct Histogram {
 // Recording a positive value reads the first line only.
 const _: () = assert!(std::mem::offset_of!(Histogram, zeros) <= 64);
 
+mod mirror;
+
 impl Histogram {
     /// An empty histogram for a ring of `slots` panes.
     pub fn new(slots: usize) -> Self {

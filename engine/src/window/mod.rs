@@ -9,5 +9,5 @@ mod sliding;
 mod spec;
 
 pub use histogram::{BUCKET_RELATIVE_ERROR, Histogram};
-pub use sliding::{InsertOutcome, SlidingWindow};
+pub use sliding::{InsertOutcome, PaneChanges, PaneState, SlidingWindow};
 pub use spec::WindowSpec;

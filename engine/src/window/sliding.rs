@@ -149,7 +149,16 @@ pub struct SlidingWindow {
     /// Min and max per block of `1 << block_shift` ring slots, so a refold
     /// recomputes only the blocks that changed and then folds at most 64 summaries.
     blocks: Box<[Fold]>,
+    /// Blocks changed since the state mirror last read them, beyond those still in
+    /// `dirty` (a refold clears `dirty`, and hands its bits over here first).
+    mirror_dirty: u64,
+    /// (pane index, count) of every slot as the mirror last read it; `None` until the
+    /// first read, or after `forget_mirror`, so the next read sends every live pane.
+    mirrored: Option<Box<[(i64, u64)]>>,
 }
+
+mod mirror;
+pub use mirror::{PaneChanges, PaneState};
 
 impl SlidingWindow {
     /// Bytes, from the start, that an insert reads.
@@ -183,6 +192,8 @@ impl SlidingWindow {
             dirty: 0,
             evictions_since_refold: 0,
             blocks: vec![Fold::EMPTY; (cap as usize).div_ceil(1 << block_shift)].into_boxed_slice(),
+            mirror_dirty: 0,
+            mirrored: None,
         };
         window.set_histogram(with_histogram);
         window
@@ -449,6 +460,7 @@ impl SlidingWindow {
         if self.fold_valid {
             return self.fold;
         }
+        self.mirror_dirty |= self.dirty;
         while self.dirty != 0 {
             let block = self.dirty.trailing_zeros() as usize;
             self.dirty &= self.dirty - 1;
@@ -499,6 +511,10 @@ impl SlidingWindow {
     pub fn heap_bytes(&self) -> usize {
         self.panes.len() * size_of::<Pane>()
             + self.blocks.len() * size_of::<Fold>()
+            + self
+                .mirrored
+                .as_ref()
+                .map_or(0, |m| m.len() * size_of::<(i64, u64)>())
             + self
                 .histogram
                 .as_ref()

@@ -1,0 +1,181 @@
+//! The shard's side of the state mirror: the changed panes of the queries a caller picks
+//! (by partition, in cluster mode), and the restore of a query from stored panes.
+
+use super::Shard;
+use crate::query::QueryKey;
+use crate::window::{PaneChanges, PaneState, SlidingWindow};
+
+/// One query's changes since the mirror last read it.
+#[derive(Debug, Clone)]
+pub struct QueryChanges {
+    pub key: QueryKey,
+    /// Milliseconds the window spans: what is stored for it can expire after that.
+    pub span_ms: i64,
+    /// Newest event time in the window.
+    pub latest: Option<i64>,
+    pub panes: PaneChanges,
+}
+
+impl Shard {
+    /// The changed panes of every query `wanted` picks, with each window's clock moved to
+    /// `now_ms` first (so panes that slid out are reported deleted).
+    pub fn mirror_changes(
+        &mut self,
+        now_ms: i64,
+        mut wanted: impl FnMut(&QueryKey) -> bool,
+    ) -> Vec<QueryChanges> {
+        let now = self.now(now_ms);
+        let mut out = Vec::new();
+        for q in self.queries.iter_mut() {
+            if !wanted(&q.key) {
+                continue;
+            }
+            q.window.advance(now);
+            let panes = q.window.take_changes();
+            if panes.is_empty() {
+                continue;
+            }
+            out.push(QueryChanges {
+                key: q.key.clone(),
+                span_ms: q.window.spec().span_ms(),
+                latest: q.window.latest(),
+                panes,
+            });
+        }
+        out
+    }
+
+    /// Makes the next `mirror_changes` of the queries `wanted` picks send every live pane.
+    pub fn forget_mirror(&mut self, mut wanted: impl FnMut(&QueryKey) -> bool) {
+        for q in self.queries.iter_mut().filter(|q| wanted(&q.key)) {
+            q.window.forget_mirror();
+        }
+    }
+
+    /// The keys of every live query.
+    pub fn query_keys(&mut self) -> Vec<QueryKey> {
+        self.queries.iter_mut().map(|q| q.key.clone()).collect()
+    }
+
+    /// Replaces the window of query `key` with one loaded from `panes` (those still in
+    /// the window at the shard's clock). Returns the panes loaded, or `None` when no
+    /// widget uses that query here.
+    pub fn restore_query(
+        &mut self,
+        key: &QueryKey,
+        latest: Option<i64>,
+        panes: &[PaneState],
+        now_ms: i64,
+    ) -> Option<usize> {
+        let now = self.now(now_ms);
+        let q = self.queries.find_mut(key)?;
+        let mut window = SlidingWindow::new(q.window.spec(), now, q.window.has_histogram());
+        let loaded = window.restore(latest, panes);
+        q.window = window;
+        Some(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::model::{Aggregation, MetricEvent, Tags, Widget, WidgetSpec};
+    use crate::shard::ShardConfig;
+
+    fn widgets() -> Vec<Widget> {
+        let mut out = Vec::new();
+        for (i, agg) in Aggregation::ALL.into_iter().enumerate() {
+            for (j, metric) in ["a", "b"].into_iter().enumerate() {
+                out.push(Widget::new(
+                    Uuid::from_u128((i * 2 + j + 1) as u128),
+                    Uuid::nil(),
+                    WidgetSpec {
+                        metric_name: metric.into(),
+                        aggregation: agg,
+                        window_seconds: 30,
+                        refresh_interval_seconds: 1.0,
+                        filter: Tags::new(),
+                        display_config: Default::default(),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    fn shard(now: i64) -> Shard {
+        let mut s = Shard::new(ShardConfig::default());
+        for w in widgets() {
+            s.upsert_widget(w, now).unwrap();
+        }
+        s
+    }
+
+    /// A second shard restored from the first one's changes (of metric `a` only) reads
+    /// the same values for `a`'s widgets after both go on with the same events.
+    #[test]
+    fn a_restored_shard_goes_on_with_the_same_values() {
+        let start = 2_000_000_000;
+        let mut first = shard(start);
+        let mut stored: Vec<(QueryKey, Option<i64>, Vec<Option<PaneState>>)> = Vec::new();
+        let events = |t: i64| -> Vec<MetricEvent> {
+            (0..20)
+                .map(|i| MetricEvent {
+                    metric_name: if i % 3 == 0 { "b" } else { "a" }.into(),
+                    value: ((t / 100 + i) % 37) as f64 * 0.5 - 3.0,
+                    tags: Tags::new(),
+                    event_time: t - (i * 700) % 9_000,
+                })
+                .collect()
+        };
+        let mut now = start;
+        for _ in 0..120 {
+            now += 400;
+            first.apply(&events(now), now);
+            first.tick(now);
+            for ch in first.mirror_changes(now, |k| &*k.metric == "a") {
+                let slot = match stored.iter().position(|(k, _, _)| *k == ch.key) {
+                    Some(i) => i,
+                    None => {
+                        stored.push((ch.key.clone(), None, vec![None; 64]));
+                        stored.len() - 1
+                    }
+                };
+                let entry = &mut stored[slot];
+                entry.1 = ch.latest;
+                if ch.panes.full {
+                    entry.2.iter_mut().for_each(|p| *p = None);
+                }
+                for (s, p) in ch.panes.set {
+                    entry.2[s as usize] = Some(p);
+                }
+                for s in ch.panes.deleted {
+                    entry.2[s as usize] = None;
+                }
+            }
+        }
+        let mut second = shard(now);
+        for (key, latest, panes) in &stored {
+            let panes: Vec<PaneState> = panes.iter().flatten().cloned().collect();
+            assert!(second.restore_query(key, *latest, &panes, now).is_some());
+        }
+        for _ in 0..10 {
+            now += 400;
+            first.apply(&events(now), now);
+            second.apply(&events(now), now);
+        }
+        now += 1_000;
+        let mut a: Vec<_> = first.tick(now);
+        let mut b: Vec<_> = second.tick(now);
+        a.retain(|v| first.widget(&v.widget_id).unwrap().spec.metric_name == "a");
+        b.retain(|v| second.widget(&v.widget_id).unwrap().spec.metric_name == "a");
+        a.sort_by_key(|v| v.widget_id);
+        b.sort_by_key(|v| v.widget_id);
+        assert_eq!(a.len(), Aggregation::ALL.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.value, y.value, "{:?}", first.widget(&x.widget_id));
+        }
+    }
+}
