@@ -6,6 +6,7 @@ pub mod broker;
 pub mod client;
 pub mod ingest;
 pub mod kafka;
+pub mod redis;
 pub mod report;
 pub mod sockets;
 pub mod stats;

@@ -4,6 +4,7 @@
 //! the writes waiting for them, and watches how far behind its partitions are.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,12 +12,14 @@ use std::time::{Duration, Instant};
 use livedash_engine::{MetricEvent, Widget, batch};
 use livedash_replication::kafka::FORMAT_HEADER;
 use livedash_replication::kafka::source::{Record, ShardInput};
+use livedash_replication::kafka::takeover::{Resume, Taken};
+use livedash_replication::redis::StoredQuery;
 
 use crate::clock::now_ms;
 use crate::parse::{self, Parsed, Precision};
 use crate::service::calls::ApplyEvents;
 use crate::service::mesh::ShardCall;
-use crate::service::{Services, topic};
+use crate::service::{Services, mirror, topic};
 
 /// Longest wait for the doorbell, so shutdown and lag checks are not held up.
 const WAIT: Duration = Duration::from_millis(100);
@@ -40,10 +43,24 @@ pub async fn run(svc: Rc<Services>) {
         while let Some(delivered) = link.deliveries.pop() {
             link.delivered(delivered);
         }
+        if let Some(m) = &link.mirror {
+            while let Some(flushed) = m.flushed.pop() {
+                mirror::take_outcome(&svc, flushed);
+            }
+        }
         let mut busy = false;
         if let Some(input) = link.inputs.pop() {
             busy = true;
             take(&svc, input, &warnings).await;
+        }
+        // Between two batches, so the windows and the applied offsets agree.
+        mirror::maybe_flush(&svc);
+        {
+            let engine = svc.engine.borrow();
+            let replay_ms = engine.horizon_ms() + engine.config().max_skew_ms;
+            link.takeovers
+                .replay_ms
+                .fetch_max(replay_ms, Ordering::AcqRel);
         }
         if lag_checked.elapsed() >= LAG_CHECK_EVERY {
             lag_checked = Instant::now();
@@ -83,28 +100,81 @@ impl Warnings {
 async fn take(svc: &Rc<Services>, input: ShardInput, warnings: &Warnings) {
     match input {
         ShardInput::Records(records) => apply(svc, records, warnings).await,
-        ShardInput::Assigned { partitions, kept } => {
-            let fresh: Vec<u32> = partitions
-                .iter()
-                .copied()
-                .filter(|p| !kept.contains(p))
-                .collect();
-            reset(svc, &fresh);
-            tracing::info!(shard = svc.id, ?partitions, resumed = ?kept, "took kafka partitions");
-        }
+        ShardInput::Assigned(taken) => assigned(svc, taken),
         ShardInput::Revoked { partitions, done } => {
             // The consumer thread bumped their generation: no record of theirs applies
             // any more, queued or not. Their windows stay, unread, in case the
             // partitions come back with nobody having moved them.
+            if let Some(link) = &svc.kafka
+                && let Some(m) = &link.mirror
+            {
+                partitions.iter().for_each(|&p| m.disown(p));
+            }
             done.store(true, Ordering::Release);
             tracing::info!(shard = svc.id, ?partitions, "gave up kafka partitions");
         }
     }
 }
 
-/// Empties the windows of the widgets whose metric is in one of `partitions`: they start
-/// over from what the partition brings from the group's committed offset (taking a
-/// partition over with its window state is the state mirror's job).
+/// Takes partitions over: kept ones as they are, the others emptied, then loaded from
+/// the mirror's state where there is one (replayed ones are rebuilt by their records).
+fn assigned(svc: &Rc<Services>, taken: Vec<Taken>) {
+    let Some(link) = &svc.kafka else {
+        return;
+    };
+    let fresh: Vec<u32> = taken
+        .iter()
+        .filter(|t| !matches!(t.resume, Resume::Kept))
+        .map(|t| t.partition)
+        .collect();
+    reset(svc, &fresh);
+    for t in taken {
+        let how = match &t.resume {
+            Resume::Kept => "kept",
+            Resume::Restore(_) => "restored",
+            Resume::Replay => "replayed",
+        };
+        if let Resume::Restore(stored) = &t.resume {
+            let queries = restore(svc, t.partition, stored);
+            if let Some(m) = &link.mirror {
+                m.restored(queries);
+            }
+        }
+        if let Some(m) = &link.mirror {
+            m.own(t.partition, t.epoch);
+        }
+        link.takeovers.done();
+        tracing::info!(
+            shard = svc.id,
+            partition = t.partition,
+            start = t.start,
+            epoch = t.epoch,
+            "took a kafka partition ({how})"
+        );
+    }
+}
+
+/// Loads the stored windows of partition `p`'s queries; returns how many were loaded.
+fn restore(svc: &Rc<Services>, partition: u32, stored: &HashMap<String, StoredQuery>) -> usize {
+    let now = now_ms();
+    let mut engine = svc.engine.borrow_mut();
+    let mut loaded = 0;
+    for key in engine.query_keys() {
+        if svc.placement.partition(&key.metric) != partition {
+            continue;
+        }
+        if let Some(q) = stored.get(&key.stable_id())
+            && engine
+                .restore_query(&key, q.latest, &q.panes, now)
+                .is_some()
+        {
+            loaded += 1;
+        }
+    }
+    loaded
+}
+
+/// Empties the windows of the widgets whose metric is in one of `partitions`.
 fn reset(svc: &Rc<Services>, partitions: &[u32]) {
     let now = now_ms();
     let mut engine = svc.engine.borrow_mut();

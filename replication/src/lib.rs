@@ -4,5 +4,6 @@
 
 pub mod inbox;
 pub mod kafka;
+pub mod redis;
 
 pub use inbox::{Doorbell, Inbox};

@@ -104,7 +104,7 @@ pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
     let (access, allowed): (Access, &[&str]) = match segments.as_slice() {
         [""] | ["d", _] | ["assets", _] => (Access::Open, &["GET", "HEAD"]),
         ["metrics"] => (Access::Read, &["GET", "HEAD"]),
-        ["healthz"] => (Access::Open, &["GET", "HEAD"]),
+        ["healthz"] | ["readyz"] => (Access::Open, &["GET", "HEAD"]),
         ["ingest"] | ["api", "v2", "write"] | ["write"] => (Access::Ingest, &["POST"]),
         ["stats"] => (Access::Read, &["GET"]),
         ["stream", _] => {
@@ -141,12 +141,26 @@ pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
             200,
             &json!({ "status": "ok", "shard": svc.id }),
         )),
+        ["readyz"] => Ok(readiness(svc)),
         ["ingest"] => ingest::handle(svc, &req).await,
         ["api", "v2", "write"] | ["write"] => ingest::influx(svc, &req).await,
         ["stats"] => stats::handle(svc).await,
         _ => dashboards::handle(svc, &req, &segments).await,
     };
     answer.unwrap_or_else(Response::from)
+}
+
+/// 200 when the node serves exact values; in cluster mode 503 (with the reason) until
+/// the consumer joined its group, and while partitions are being taken over.
+fn readiness(svc: &Services) -> Response {
+    let reason = svc
+        .kafka
+        .as_ref()
+        .and_then(|link| link.takeovers.not_ready());
+    match reason {
+        None => Response::json(200, &json!({ "ready": true })),
+        Some(reason) => Response::json(503, &json!({ "ready": false, "reason": reason })),
+    }
 }
 
 /// The web UI, embedded in the binary.

@@ -191,6 +191,20 @@ pub struct Config {
         default_value_t = 5_000
     )]
     pub kafka_ack_timeout_ms: u64,
+    /// Redis of the state mirror, `redis://HOST:PORT[/DB]` (cluster mode): each shard
+    /// stores its partitions' windows there with the offset they reflect, so a partition
+    /// that moves to another node, or a node that restarts, goes on with exact values
+    /// [default: none: a partition that moves is rebuilt from the topic].
+    #[arg(long, env = "LIVEDASH_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+    /// How often each shard writes its changed windows to the state mirror, in ms.
+    #[arg(
+        long,
+        env = "LIVEDASH_MIRROR_INTERVAL_MS",
+        value_name = "MS",
+        default_value_t = 100
+    )]
+    pub mirror_interval_ms: u64,
 }
 
 /// Environment variables read outside `Config` (by the binary's log set-up).
@@ -387,6 +401,7 @@ impl Config {
             ("ws_ping_interval_ms", self.ws_ping_interval_ms),
             ("call_timeout_ms", self.call_timeout_ms),
             ("kafka_ack_timeout_ms", self.kafka_ack_timeout_ms),
+            ("mirror_interval_ms", self.mirror_interval_ms),
         ] {
             if ms == 0 {
                 return invalid(key, "must be at least 1 ms");
@@ -401,6 +416,17 @@ impl Config {
             .is_some_and(|b| b.trim().is_empty())
         {
             return invalid("kafka_brokers", "must name at least one HOST:PORT");
+        }
+        if let Some(url) = &self.redis {
+            if !url.starts_with("redis://") {
+                return invalid("redis", "must be a redis://HOST:PORT URL");
+            }
+            if self.kafka_brokers.is_none() {
+                return invalid(
+                    "redis",
+                    "the state mirror keeps the windows of Kafka partitions: set kafka_brokers too (a standalone node keeps its windows in memory)",
+                );
+            }
         }
         if self.kafka_topic.trim().is_empty() || self.kafka_group.trim().is_empty() {
             return invalid("kafka_topic", "the topic and the group must not be empty");
@@ -454,7 +480,6 @@ impl Config {
         .collect()
     }
 
-    /// Shards to start: the configured number, or one per available core (at most 64).
     /// The Kafka settings, in cluster mode.
     pub fn kafka(&self) -> Option<livedash_replication::kafka::KafkaSettings> {
         Some(livedash_replication::kafka::KafkaSettings {
@@ -467,6 +492,15 @@ impl Config {
         })
     }
 
+    /// The state mirror's settings, when there is one.
+    pub fn redis(&self) -> Option<livedash_replication::redis::RedisSettings> {
+        Some(livedash_replication::redis::RedisSettings {
+            url: self.redis.clone()?,
+            interval: std::time::Duration::from_millis(self.mirror_interval_ms),
+        })
+    }
+
+    /// Shards to start: the configured number, or one per available core (at most 64).
     pub fn shard_count(&self) -> usize {
         match self.shards {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(64)),

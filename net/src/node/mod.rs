@@ -2,6 +2,7 @@
 //! address (SO_REUSEPORT), builds its services, and runs them (`shard::run`) until the
 //! node stops.
 
+mod cluster;
 mod shard;
 
 use std::net::SocketAddr;
@@ -15,21 +16,16 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use livedash_engine::shard::ShardConfig;
 use livedash_engine::{Dashboard, Placement, Shard, Widget};
-use livedash_replication::kafka::sink::MAX_IN_FLIGHT;
-use livedash_replication::kafka::source::ShardInput;
-use livedash_replication::kafka::{
-    Delivered, KafkaSettings, PartitionState, Partitions, Sink, Source, SourceHandle, prepare_topic,
-};
-use livedash_replication::{Doorbell, Inbox};
+use livedash_replication::kafka::SourceHandle;
 
 use crate::catalogue::Catalogue;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::service::catalogue::CatalogueHost;
 use crate::service::mesh::{Mesh, MeshSeats};
-use crate::service::topic::KafkaLink;
 use crate::service::{CATALOGUE_SHARD, Services};
 use crate::store::DashboardStore;
+use cluster::KafkaParts;
 
 /// Messages in flight per direction between two shards before a sender waits.
 const MESH_CAPACITY: usize = 1024;
@@ -140,78 +136,6 @@ fn owned_widgets(dashboards: &[Dashboard], shard: usize, placement: Placement) -
         .collect()
 }
 
-/// Records batches a shard may have waiting before its partitions are paused.
-const INPUT_BATCHES: usize = 64;
-
-/// The topic's clients, made before the shards start: the producer, every shard's
-/// inboxes and doorbell, and the consumer (started once the shards run).
-struct KafkaParts {
-    partitions: Partitions,
-    inputs: Vec<Arc<Inbox<ShardInput>>>,
-    deliveries: Vec<Arc<Inbox<Delivered>>>,
-    /// Each shard's doorbell and producer, taken by the shard.
-    own: Mutex<Vec<Option<(Doorbell, Sink)>>>,
-    settings: KafkaSettings,
-}
-
-impl KafkaParts {
-    fn connect(settings: KafkaSettings, shards: usize) -> anyhow::Result<Self> {
-        let count = prepare_topic(&settings).map_err(|e| anyhow!(e))?;
-        tracing::info!(
-            topic = settings.topic,
-            partitions = count,
-            "cluster mode: kafka at {}",
-            settings.brokers
-        );
-        let partitions: Partitions = (0..count).map(|_| PartitionState::default()).collect();
-        let mut inputs = Vec::with_capacity(shards);
-        let mut deliveries = Vec::with_capacity(shards);
-        let mut own = Vec::with_capacity(shards);
-        for _ in 0..shards {
-            let (door, bell) = Doorbell::new();
-            let outbox = Arc::new(Inbox::new(MAX_IN_FLIGHT, bell.clone()));
-            let sink = Sink::new(&settings, Arc::clone(&outbox)).map_err(|e| anyhow!(e))?;
-            inputs.push(Arc::new(Inbox::new(INPUT_BATCHES, bell)));
-            deliveries.push(outbox);
-            own.push(Some((door, sink)));
-        }
-        Ok(Self {
-            partitions,
-            inputs,
-            deliveries,
-            own: Mutex::new(own),
-            settings,
-        })
-    }
-
-    fn placement(&self, shards: usize) -> Placement {
-        Placement::cluster(self.partitions.len() as u32, shards)
-    }
-
-    /// Shard `id`'s link to the topic.
-    fn link(&self, id: usize) -> Option<KafkaLink> {
-        let (door, sink) = self.own.lock().ok()?.get_mut(id)?.take()?;
-        Some(KafkaLink::new(
-            self.settings.clone(),
-            sink,
-            Arc::clone(&self.inputs[id]),
-            Arc::clone(&self.deliveries[id]),
-            door,
-            Arc::clone(&self.partitions),
-        ))
-    }
-
-    fn start_source(&self) -> anyhow::Result<SourceHandle> {
-        Source {
-            settings: self.settings.clone(),
-            partitions: Arc::clone(&self.partitions),
-            inboxes: self.inputs.clone(),
-        }
-        .start()
-        .map_err(|e| anyhow!(e))
-    }
-}
-
 /// How long a listener found on the port may take to go away before the port counts as
 /// taken: a node that was just killed leaves its listening socket to the kernel until its
 /// io_uring is torn down, which takes a moment after the process is gone.
@@ -251,7 +175,11 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
     probe_port(config.listen)?;
     let shards = config.shard_count();
     let kafka = match config.kafka() {
-        Some(settings) => Some(Arc::new(KafkaParts::connect(settings, shards)?)),
+        Some(settings) => Some(Arc::new(KafkaParts::connect(
+            settings,
+            config.redis(),
+            shards,
+        )?)),
         None => None,
     };
     let owners = kafka

@@ -8,6 +8,7 @@ pub mod fanout;
 pub mod hub;
 pub mod ingest;
 pub mod mesh;
+pub mod mirror;
 pub mod outbox;
 pub mod refresh;
 pub mod rooms;

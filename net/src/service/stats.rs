@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::Services;
 use super::calls::{RecentMetrics, Stats};
 use super::mesh::{CallError, ShardCall};
+use super::mirror::MirrorCounters;
 use super::topic::{self, KafkaCounters, PartitionLag};
 use crate::parse::Refusals;
 
@@ -59,6 +60,9 @@ pub struct KafkaStats {
     /// Times the consumer paused this shard's partitions because the shard fell behind.
     pub pauses: u64,
     pub partitions: Vec<PartitionLag>,
+    /// The state mirror's counters, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorCounters>,
 }
 
 impl ShardCall for Stats {
@@ -96,6 +100,7 @@ impl ShardCall for Stats {
                     counters: link.counters.get(),
                     pauses: link.inputs.pauses(),
                     partitions: topic::lag(svc),
+                    mirror: link.mirror.as_ref().map(|m| m.counters.get()),
                 })
             }),
         }

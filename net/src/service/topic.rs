@@ -14,12 +14,14 @@ use glommio::timer::sleep;
 use hashbrown::HashMap;
 use livedash_engine::{IngestReply, MetricEvent, batch};
 use livedash_replication::kafka::source::ShardInput;
+use livedash_replication::kafka::takeover::Takeovers;
 use livedash_replication::kafka::{Delivered, KafkaSettings, Partitions, Sink};
 use livedash_replication::{Doorbell, Inbox};
 use serde::Serialize;
 
 use super::Services;
 use super::calls::ProduceError;
+use super::mirror::MirrorLink;
 use crate::clock::now_ms;
 use crate::parse::Parsed;
 
@@ -42,6 +44,10 @@ pub struct KafkaLink {
     pub doorbell: RefCell<Option<Doorbell>>,
     /// Every partition of the topic (shared with the consumer thread).
     pub partitions: Partitions,
+    /// Partition takeovers in progress, and how far back a replay reads.
+    pub takeovers: Arc<Takeovers>,
+    /// The state mirror, when there is one.
+    pub mirror: Option<MirrorLink>,
     pub counters: Cell<KafkaCounters>,
     /// Per ticket: the request waiting for its report, and the producer generation.
     waiting: RefCell<HashMap<u64, (Report, u64)>>,
@@ -69,15 +75,31 @@ pub struct KafkaCounters {
     pub revoked_records: u64,
 }
 
+/// What a shard's link to the topic is made of (`KafkaLink::new`).
+#[derive(Debug)]
+pub struct LinkParts {
+    pub settings: KafkaSettings,
+    pub sink: Sink,
+    pub inputs: Arc<Inbox<ShardInput>>,
+    pub deliveries: Arc<Inbox<Delivered>>,
+    pub doorbell: Doorbell,
+    pub partitions: Partitions,
+    pub takeovers: Arc<Takeovers>,
+    pub mirror: Option<MirrorLink>,
+}
+
 impl KafkaLink {
-    pub fn new(
-        settings: KafkaSettings,
-        sink: Sink,
-        inputs: Arc<Inbox<ShardInput>>,
-        deliveries: Arc<Inbox<Delivered>>,
-        doorbell: Doorbell,
-        partitions: Partitions,
-    ) -> Self {
+    pub fn new(parts: LinkParts) -> Self {
+        let LinkParts {
+            settings,
+            sink,
+            inputs,
+            deliveries,
+            doorbell,
+            partitions,
+            takeovers,
+            mirror,
+        } = parts;
         Self {
             settings,
             sink: RefCell::new(Arc::new(sink)),
@@ -88,6 +110,8 @@ impl KafkaLink {
             deliveries,
             doorbell: RefCell::new(Some(doorbell)),
             partitions,
+            takeovers,
+            mirror,
             counters: Cell::default(),
             waiting: RefCell::new(HashMap::new()),
             next_ticket: Cell::new(0),

@@ -13,6 +13,8 @@ use livedash_engine::NewDashboard;
 use serde_json::Value;
 use uuid::Uuid;
 
+pub mod cluster;
+
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
@@ -41,7 +43,12 @@ impl Server {
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(args)
-            .env("LIVEDASH_LOG", "warn")
+            // LIVEDASH_TEST_LOG sets the nodes' log filter when a test needs a closer look.
+            .env(
+                "LIVEDASH_LOG",
+                std::env::var("LIVEDASH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .env_remove("LIVEDASH_TEST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

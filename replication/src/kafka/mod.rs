@@ -4,6 +4,7 @@
 
 pub mod sink;
 pub mod source;
+pub mod takeover;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -153,18 +154,20 @@ impl PartitionState {
         (high >= 0 && next >= 0).then(|| (high - next).max(0))
     }
 
-    /// Takes the partition: consumption resumes at `start` (-1: the group's position
-    /// is not known); `kept` when that is right after this node's last applied record.
+    /// Takes the partition: consumption resumes at `start`; `kept` when the shard keeps
+    /// the windows it has.
     fn take(&self, start: i64, kept: bool) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if !kept {
             self.newest_event_ms.store(0, Ordering::Release);
-            self.applied_next.store(start, Ordering::Release);
         }
+        self.applied_next.store(start, Ordering::Release);
         self.owned.store(true, Ordering::Release);
     }
 
-    fn give_up(&self) {
+    /// Stops applying the partition's records (it was revoked, or another node claimed
+    /// it in the state mirror).
+    pub fn give_up(&self) {
         self.owned.store(false, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }

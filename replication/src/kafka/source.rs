@@ -17,6 +17,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::takeover::{self, Resume, Taken, Takeovers};
 use super::{FORMAT_HEADER, KafkaSettings, Partitions, client_config};
 use crate::inbox::Inbox;
 
@@ -37,13 +38,9 @@ pub struct Record {
 #[derive(Debug)]
 pub enum ShardInput {
     Records(Vec<Record>),
-    /// These partitions are now the shard's. Those in `kept` resume right after the last
-    /// record this node applied (nobody moved them since), so their windows stay; the
-    /// others start over.
-    Assigned {
-        partitions: Vec<u32>,
-        kept: Vec<u32>,
-    },
+    /// These partitions are now the shard's, each with where it starts and how its
+    /// windows are picked up (`takeover`). Records of a partition come only after this.
+    Assigned(Vec<Taken>),
     /// These partitions are no longer the shard's: it sets `done` once it will apply
     /// none of their records any more.
     Revoked {
@@ -66,6 +63,9 @@ pub struct Source {
     pub partitions: Partitions,
     /// One per shard.
     pub inboxes: Vec<Arc<Inbox<ShardInput>>>,
+    /// The state mirror's Redis URL, when there is one.
+    pub mirror: Option<String>,
+    pub takeovers: Arc<Takeovers>,
 }
 
 /// The running consumer thread.
@@ -87,11 +87,13 @@ impl SourceHandle {
     }
 }
 
-struct SourceContext {
-    topic: String,
-    partitions: Partitions,
+pub(crate) struct SourceContext {
+    pub(crate) topic: String,
+    pub(crate) partitions: Partitions,
     inboxes: Vec<Arc<Inbox<ShardInput>>>,
     warnings: super::Warnings,
+    pub(crate) mirror: Option<String>,
+    pub(crate) takeovers: Arc<Takeovers>,
 }
 
 impl SourceContext {
@@ -211,35 +213,18 @@ impl SourceContext {
         tracing::info!(partitions = ?revoked, "kafka partitions revoked");
     }
 
-    /// An assignment: a partition this node had and nobody advanced since (its committed
-    /// offset is not past what this node applied) resumes right after this node's last
-    /// record, keeping its windows; the others start from the committed offset.
+    /// An assignment: where each partition starts and how its windows are picked up is
+    /// decided first (`takeover::plan`), then the partitions are taken at those offsets
+    /// and each shard told before any record of theirs reaches it.
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        self.takeovers.joined();
         let assigned = self.ours(tpl);
-        let committed = consumer
-            .committed_offsets(tpl.clone(), FENCE_PATIENCE)
-            .map_err(|e| self.warn_limited(format_args!("reading committed offsets: {e}")))
-            .ok();
-        let mut kept = Vec::new();
-        let mut starts = Vec::with_capacity(assigned.len());
-        for &p in &assigned {
-            let ours = self.partitions[p as usize].applied_next();
-            let theirs = committed
-                .as_ref()
-                .and_then(|c| c.find_partition(&self.topic, p as i32))
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(n) => Some(n),
-                    _ => None,
-                })
-                .unwrap_or(-1);
-            starts.push(theirs);
-            if ours >= 0
-                && theirs <= ours
-                && tpl
-                    .set_partition_offset(&self.topic, p as i32, Offset::Offset(ours))
-                    .is_ok()
+        let taken = takeover::plan(self, consumer, &assigned, FENCE_PATIENCE);
+        for t in &taken {
+            if let Err(e) =
+                tpl.set_partition_offset(&self.topic, t.partition as i32, Offset::Offset(t.start))
             {
-                kept.push(p);
+                tracing::warn!(partition = t.partition, "setting the start offset: {e}");
             }
         }
         let result = match consumer.rebalance_protocol() {
@@ -248,26 +233,34 @@ impl SourceContext {
         };
         if let Err(e) = result {
             tracing::error!("taking the assigned kafka partitions: {e}");
+            taken.iter().for_each(|_| self.takeovers.done());
             return;
         }
-        for (&p, &start) in assigned.iter().zip(&starts) {
-            self.partitions[p as usize].take(start, kept.contains(&p));
+        for t in &taken {
+            self.partitions[t.partition as usize].take(t.start, matches!(t.resume, Resume::Kept));
         }
-        for (shard, partitions) in self.per_shard(&assigned) {
-            let kept = partitions
-                .iter()
-                .copied()
-                .filter(|p| kept.contains(p))
-                .collect();
+        if !taken.is_empty() {
+            tracing::info!(
+                partitions = ?taken.iter().map(|t| (t.partition, t.start)).collect::<Vec<_>>(),
+                "kafka partitions assigned (partition, start offset)"
+            );
+        }
+        let mut by_shard: Vec<Vec<Taken>> = (0..self.inboxes.len()).map(|_| Vec::new()).collect();
+        for t in taken {
+            by_shard[self.shard_of(t.partition)].push(t);
+        }
+        for (shard, taken) in by_shard.into_iter().enumerate() {
+            if taken.is_empty() {
+                continue;
+            }
+            let n = taken.len();
             if self.inboxes[shard]
-                .push_waiting(ShardInput::Assigned { partitions, kept }, FENCE_PATIENCE)
+                .push_waiting(ShardInput::Assigned(taken), FENCE_PATIENCE)
                 .is_err()
             {
                 tracing::error!(shard, "a shard did not take its assignment in time");
+                (0..n).for_each(|_| self.takeovers.done());
             }
-        }
-        if !assigned.is_empty() {
-            tracing::info!(partitions = ?assigned, resumed = ?kept, "kafka partitions assigned");
         }
     }
 }
@@ -307,6 +300,8 @@ impl Source {
             partitions: Arc::clone(&self.partitions),
             inboxes: self.inboxes,
             warnings: super::Warnings::default(),
+            mirror: self.mirror,
+            takeovers: self.takeovers,
         };
         let consumer: BaseConsumer<SourceContext> = client_config(&self.settings)
             .set("group.id", &self.settings.group)
@@ -314,6 +309,8 @@ impl Source {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", "10000")
+            // Also bounds how long a rebalance waits for members that are gone.
+            .set("max.poll.interval.ms", "15000")
             .set("statistics.interval.ms", "1000")
             // A fetch with nothing new waits at most this long: it bounds how late a
             // quiet partition's next record is seen.
@@ -525,6 +522,8 @@ mod tests {
             },
             partitions: Arc::clone(&partitions),
             inboxes: vec![Arc::clone(&inbox)],
+            mirror: None,
+            takeovers: Arc::default(),
         }
         .start()
         .unwrap();
@@ -555,7 +554,7 @@ mod tests {
                             // Slower than the consumer.
                             std::thread::sleep(Duration::from_millis(5));
                         }
-                        ShardInput::Assigned { .. } => {}
+                        ShardInput::Assigned(_) => {}
                         ShardInput::Revoked { done, .. } => done.store(true, Ordering::Release),
                     }
                 }

@@ -159,7 +159,7 @@ mod tests {
     }
 
     /// Replays the changes onto a map of slot to pane, as the mirror's store does.
-    fn store(into: &mut Vec<Option<PaneState>>, changes: PaneChanges) {
+    fn store(into: &mut [Option<PaneState>], changes: PaneChanges) {
         if changes.full {
             into.iter_mut().for_each(|p| *p = None);
         }

@@ -1,0 +1,126 @@
+//! The clients of cluster mode, made before the shards start: the topic's producer, every
+//! shard's inboxes and doorbell, the state mirror's writer, and the consumer (started once
+//! the shards run).
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::anyhow;
+use livedash_engine::Placement;
+use livedash_replication::kafka::sink::MAX_IN_FLIGHT;
+use livedash_replication::kafka::source::ShardInput;
+use livedash_replication::kafka::takeover::Takeovers;
+use livedash_replication::kafka::{
+    Delivered, KafkaSettings, PartitionState, Partitions, Sink, Source, SourceHandle, prepare_topic,
+};
+use livedash_replication::redis::{self, Flushed, RedisSettings, Writer};
+use livedash_replication::{Doorbell, Inbox};
+
+use crate::service::mirror::MirrorLink;
+use crate::service::topic::{KafkaLink, LinkParts};
+
+/// Records batches a shard may have waiting before its partitions are paused.
+const INPUT_BATCHES: usize = 64;
+/// Mirror outcomes a shard may have waiting (it has at most one flush in flight).
+const FLUSH_OUTCOMES: usize = 4;
+
+/// One shard's parts, until the shard takes them.
+type ShardParts = (Doorbell, Sink, Option<Arc<Inbox<Flushed>>>);
+
+pub struct KafkaParts {
+    partitions: Partitions,
+    inputs: Vec<Arc<Inbox<ShardInput>>>,
+    deliveries: Vec<Arc<Inbox<Delivered>>>,
+    own: Mutex<Vec<Option<ShardParts>>>,
+    settings: KafkaSettings,
+    takeovers: Arc<Takeovers>,
+    redis: Option<RedisSettings>,
+    /// The state mirror's writer: it lives as long as the process.
+    writer: Option<Writer>,
+}
+
+impl KafkaParts {
+    pub fn connect(
+        settings: KafkaSettings,
+        redis: Option<RedisSettings>,
+        shards: usize,
+    ) -> anyhow::Result<Self> {
+        let count = prepare_topic(&settings).map_err(|e| anyhow!(e))?;
+        tracing::info!(
+            topic = settings.topic,
+            partitions = count,
+            "cluster mode: kafka at {}",
+            settings.brokers
+        );
+        if let Some(r) = &redis {
+            redis::check(&r.url).map_err(|e| anyhow!(e))?;
+            tracing::info!("state mirror: redis at {}", r.url);
+        }
+        let partitions: Partitions = (0..count).map(|_| PartitionState::default()).collect();
+        let mut inputs = Vec::with_capacity(shards);
+        let mut deliveries = Vec::with_capacity(shards);
+        let mut outcomes = Vec::with_capacity(shards);
+        let mut own = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (door, bell) = Doorbell::new();
+            let outbox = Arc::new(Inbox::new(MAX_IN_FLIGHT, bell.clone()));
+            let sink = Sink::new(&settings, Arc::clone(&outbox)).map_err(|e| anyhow!(e))?;
+            let flushed = redis
+                .as_ref()
+                .map(|_| Arc::new(Inbox::new(FLUSH_OUTCOMES, bell.clone())));
+            if let Some(f) = &flushed {
+                outcomes.push(Arc::clone(f));
+            }
+            inputs.push(Arc::new(Inbox::new(INPUT_BATCHES, bell)));
+            deliveries.push(outbox);
+            own.push(Some((door, sink, flushed)));
+        }
+        let writer = redis.as_ref().map(|r| Writer::start(r.clone(), outcomes));
+        Ok(Self {
+            partitions,
+            inputs,
+            deliveries,
+            own: Mutex::new(own),
+            settings,
+            takeovers: Arc::default(),
+            redis,
+            writer,
+        })
+    }
+
+    pub fn placement(&self, shards: usize) -> Placement {
+        Placement::cluster(self.partitions.len() as u32, shards)
+    }
+
+    /// Shard `id`'s link to the topic (and the mirror).
+    pub fn link(&self, id: usize) -> Option<KafkaLink> {
+        let (doorbell, sink, flushed) = self.own.lock().ok()?.get_mut(id)?.take()?;
+        let mirror = match (&self.writer, &self.redis, flushed) {
+            (Some(writer), Some(r), Some(flushed)) => {
+                Some(MirrorLink::new(writer.sender(), flushed, r.interval))
+            }
+            _ => None,
+        };
+        Some(KafkaLink::new(LinkParts {
+            settings: self.settings.clone(),
+            sink,
+            inputs: Arc::clone(&self.inputs[id]),
+            deliveries: Arc::clone(&self.deliveries[id]),
+            doorbell,
+            partitions: Arc::clone(&self.partitions),
+            takeovers: Arc::clone(&self.takeovers),
+            mirror,
+        }))
+    }
+
+    pub fn start_source(&self) -> anyhow::Result<SourceHandle> {
+        Source {
+            settings: self.settings.clone(),
+            partitions: Arc::clone(&self.partitions),
+            inboxes: self.inputs.clone(),
+            mirror: self.redis.as_ref().map(|r| r.url.clone()),
+            takeovers: Arc::clone(&self.takeovers),
+        }
+        .start()
+        .map_err(|e| anyhow!(e))
+    }
+}

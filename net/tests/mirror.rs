@@ -1,0 +1,397 @@
+//! The state mirror against a real Redis and a real Kafka-compatible broker (both started
+//! per test): a node killed with SIGKILL and restarted, or a survivor taking a dead
+//! node's partitions over, serves exactly the values of every event acknowledged; with an
+//! empty Redis the windows are rebuilt from the topic; a stale owner's write is refused;
+//! Redis going away and coming back under load loses nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::cluster::{PARTITIONS, TOPIC, eventually, owned, stats};
+use common::{Client, ReplyExt, Server, create_dashboard, now_ms};
+use livedash_loadgen::broker::Broker;
+use livedash_loadgen::redis::RedisServer;
+use livedash_replication::redis::{
+    Flush, FlushResult, PartitionFlush, RedisSettings, Writer, claim, connect,
+};
+use livedash_replication::{Doorbell, Inbox};
+use serde_json::{Value, json};
+
+const AGGREGATIONS: [&str; 4] = ["sum", "count", "min", "max"];
+
+fn node_args(broker: &Broker, redis: &RedisServer, group: &str) -> Vec<String> {
+    [
+        "--shards",
+        "2",
+        "--kafka-brokers",
+        &broker.addr(),
+        "--kafka-topic",
+        TOPIC,
+        "--kafka-group",
+        group,
+        "--redis",
+        &redis.url(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn start(dir: Option<std::path::PathBuf>, args: &[String]) -> Server {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match dir {
+        Some(dir) => Server::start_in(dir, &args),
+        None => Server::start(&args),
+    }
+}
+
+/// Per metric: sum, count, min and max of every event sent.
+#[derive(Debug, Default)]
+struct Truth(BTreeMap<String, [f64; 4]>);
+
+impl Truth {
+    fn add(&mut self, metric: &str, v: f64) {
+        let e =
+            self.0
+                .entry(metric.to_owned())
+                .or_insert([0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY]);
+        e[0] += v;
+        e[1] += 1.0;
+        e[2] = e[2].min(v);
+        e[3] = e[3].max(v);
+    }
+
+    fn of(&self, metric: &str, aggregation: usize) -> Option<f64> {
+        self.0.get(metric).map(|e| e[aggregation])
+    }
+}
+
+fn metrics() -> Vec<String> {
+    (0..8).map(|i| format!("mirror.{i}")).collect()
+}
+
+/// One widget per metric and aggregation, 5-minute windows.
+fn dashboard(c: &mut Client) -> Value {
+    let specs: Vec<Value> = metrics()
+        .iter()
+        .flat_map(|m| {
+            AGGREGATIONS.map(|a| {
+                json!({"metric_name": m, "aggregation": a, "window_seconds": 300,
+                       "refresh_interval_seconds": 0.2})
+            })
+        })
+        .collect();
+    create_dashboard(c, "mirror", Value::Array(specs))
+}
+
+/// Sends `n` events with integer values; each is added to `truth` once acknowledged.
+fn ingest(c: &mut Client, truth: &mut Truth, n: usize, seed: usize) {
+    let metrics = metrics();
+    let now = now_ms();
+    let events: Vec<(String, f64)> = (0..n)
+        .map(|i| {
+            let m = metrics[(i * 5 + seed) % metrics.len()].clone();
+            (m, ((i * 37 + seed * 11) % 1000) as f64 - 300.0)
+        })
+        .collect();
+    let body: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (m, v))| json!({"metric_name": m, "value": v, "event_time": now - (i as i64 % 2000)}))
+        .collect();
+    let r = c.json("POST", "/ingest", &Value::Array(body));
+    assert_eq!(r.status, 200, "{}", r.error());
+    for (m, v) in events {
+        truth.add(&m, v);
+    }
+}
+
+/// Widgets whose value differs from the truth, as (widget, got, want).
+fn wrong(
+    c: &mut Client,
+    dashboard: &Value,
+    truth: &Truth,
+) -> Vec<(String, Option<f64>, Option<f64>)> {
+    let id = dashboard["dashboard_id"].as_str().unwrap();
+    let mut out = Vec::new();
+    for (i, w) in dashboard["widgets"].as_array().unwrap().iter().enumerate() {
+        let metric = w["metric_name"].as_str().unwrap();
+        let agg = i % AGGREGATIONS.len();
+        let r = c.get(&format!(
+            "/dashboards/{id}/widgets/{}/snapshot",
+            w["widget_id"].as_str().unwrap()
+        ));
+        let got = if r.status == 200 {
+            r.json()["value"].as_f64()
+        } else {
+            None
+        };
+        let want = truth.of(metric, agg);
+        if got != want {
+            let why = if r.status == 200 {
+                String::new()
+            } else {
+                format!(" ({}: {})", r.status, r.error())
+            };
+            out.push((format!("{metric} {}{why}", AGGREGATIONS[agg]), got, want));
+        }
+    }
+    out
+}
+
+fn ready(c: &mut Client) -> bool {
+    c.get("/readyz").status == 200
+}
+
+/// A mirror counter summed over the node's shards.
+fn mirror_counter(c: &mut Client, name: &str) -> u64 {
+    stats(c)["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kafka"]["mirror"][name].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn exact(c: &mut Client, dashboard: &Value, truth: &Truth, secs: u64, what: &str) {
+    let mut last = Vec::new();
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually(secs, what, || {
+            last = wrong(c, dashboard, truth);
+            (last.is_empty() && ready(c)).then_some(())
+        })
+    }));
+    assert!(done.is_ok(), "{what}: still wrong: {last:?}");
+}
+
+#[test]
+fn killed_and_restarted_node_restores_exact_values() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, PARTITIONS);
+    let redis = RedisServer::start();
+    let args = node_args(&broker, &redis, "restart");
+    let a = start(None, &args);
+    let mut c = a.client();
+    eventually(30, "the node to own every partition", || {
+        (owned(&mut c).len() == PARTITIONS as usize).then_some(())
+    });
+    let dash = dashboard(&mut c);
+    let mut truth = Truth::default();
+    for round in 0..3 {
+        ingest(&mut c, &mut truth, 500, round);
+    }
+    exact(&mut c, &dash, &truth, 20, "values before the kill");
+    // More events, acknowledged, then SIGKILL at once: some are applied and not yet
+    // stored, some not even consumed.
+    ingest(&mut c, &mut truth, 500, 3);
+    let dir = a.kill9();
+
+    let b = start(Some(dir), &args);
+    let mut c = b.client();
+    exact(&mut c, &dash, &truth, 60, "values after the restart");
+    assert!(
+        mirror_counter(&mut c, "restored_partitions") > 0,
+        "nothing was restored: {}",
+        stats(&mut c)
+    );
+    ingest(&mut c, &mut truth, 500, 4);
+    exact(&mut c, &dash, &truth, 20, "values after more events");
+}
+
+#[test]
+fn a_survivor_takes_a_dead_nodes_partitions_over_exactly() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, PARTITIONS);
+    let redis = RedisServer::start();
+    let args = node_args(&broker, &redis, "survivor");
+    let a = start(None, &args);
+    let b = start(None, &args);
+    let (mut ca, mut cb) = (a.client(), b.client());
+    eventually(60, "both nodes to share the partitions", || {
+        let (pa, pb) = (owned(&mut ca), owned(&mut cb));
+        (!pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == PARTITIONS as usize)
+            .then_some(())
+    });
+    let _ = dashboard(&mut ca);
+    let db = dashboard(&mut cb);
+    let mut truth = Truth::default();
+    for round in 0..4 {
+        let c = if round % 2 == 0 { &mut ca } else { &mut cb };
+        ingest(c, &mut truth, 500, round);
+    }
+    // Let the owners apply and store what they have, then kill one.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _ = a.kill9();
+    eventually(60, "the survivor to own every partition", || {
+        (owned(&mut cb).len() == PARTITIONS as usize).then_some(())
+    });
+    exact(&mut cb, &db, &truth, 30, "values on the survivor");
+    assert!(mirror_counter(&mut cb, "restored_partitions") > 0);
+    ingest(&mut cb, &mut truth, 500, 9);
+    exact(&mut cb, &db, &truth, 20, "values after more events");
+}
+
+#[test]
+fn with_an_empty_redis_the_windows_are_replayed_from_the_topic() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, PARTITIONS);
+    let mut redis = RedisServer::start();
+    let args = node_args(&broker, &redis, "replay");
+    let a = start(None, &args);
+    let mut c = a.client();
+    eventually(30, "the node to own every partition", || {
+        (owned(&mut c).len() == PARTITIONS as usize).then_some(())
+    });
+    let dash = dashboard(&mut c);
+    let mut truth = Truth::default();
+    for round in 0..3 {
+        ingest(&mut c, &mut truth, 500, round);
+    }
+    exact(&mut c, &dash, &truth, 20, "values before the kill");
+    let dir = a.kill9();
+    // Redis keeps nothing across a restart: the mirror is empty.
+    redis.restart();
+    let b = start(Some(dir), &args);
+    let mut c = b.client();
+    exact(&mut c, &dash, &truth, 60, "values rebuilt from the topic");
+    assert_eq!(mirror_counter(&mut c, "restored_partitions"), 0);
+}
+
+#[test]
+fn redis_down_under_load_loses_nothing_and_the_mirror_catches_up() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, PARTITIONS);
+    let mut redis = RedisServer::start();
+    let args = node_args(&broker, &redis, "outage");
+    let a = start(None, &args);
+    let mut c = a.client();
+    eventually(30, "the node to own every partition", || {
+        (owned(&mut c).len() == PARTITIONS as usize).then_some(())
+    });
+    let dash = dashboard(&mut c);
+    let mut truth = Truth::default();
+    ingest(&mut c, &mut truth, 500, 0);
+    exact(&mut c, &dash, &truth, 20, "values before the outage");
+
+    redis.stop();
+    for round in 1..4 {
+        ingest(&mut c, &mut truth, 500, round);
+    }
+    exact(
+        &mut c,
+        &dash,
+        &truth,
+        20,
+        "values served from memory while redis is down",
+    );
+    eventually(10, "the failed writes to be counted", || {
+        (mirror_counter(&mut c, "failed_flushes") > 0).then_some(())
+    });
+
+    // Back, empty: the shards write every pane again.
+    redis.restart();
+    eventually(30, "the mirror to catch up", || {
+        (mirror_counter(&mut c, "failing_since_ms") == 0).then_some(())
+    });
+    ingest(&mut c, &mut truth, 500, 4);
+    exact(&mut c, &dash, &truth, 20, "values after the outage");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let dir = a.kill9();
+    let b = start(Some(dir), &args);
+    let mut c = b.client();
+    exact(
+        &mut c,
+        &dash,
+        &truth,
+        60,
+        "values restored from the caught-up mirror",
+    );
+    assert!(mirror_counter(&mut c, "restored_partitions") > 0);
+}
+
+/// A partition's state as one shard holds it: a sum widget of metric `m` with `events`
+/// events of value 1 at `now`, and its changes since the last call.
+fn changes(
+    shard: &mut livedash_engine::Shard,
+    events: usize,
+    now: i64,
+) -> Vec<livedash_engine::QueryChanges> {
+    let evs: Vec<livedash_engine::MetricEvent> = (0..events)
+        .map(|_| livedash_engine::MetricEvent {
+            metric_name: "m".into(),
+            value: 1.0,
+            tags: Default::default(),
+            event_time: now,
+        })
+        .collect();
+    shard.apply(&evs, now);
+    shard.mirror_changes(now, |_| true)
+}
+
+#[test]
+fn a_stale_owners_write_is_refused() {
+    let redis = RedisServer::start();
+    let now = now_ms();
+    let mut shard = livedash_engine::Shard::new(Default::default());
+    let widget: livedash_engine::Widget = serde_json::from_value(json!({
+        "widget_id": "00000000-0000-0000-0000-000000000001",
+        "dashboard_id": "00000000-0000-0000-0000-000000000002",
+        "metric_name": "m", "aggregation": "count", "window_seconds": 60,
+        "refresh_interval_seconds": 1.0
+    }))
+    .unwrap();
+    shard.upsert_widget(widget, now).unwrap();
+    let (door, bell) = Doorbell::new();
+    let outbox = std::sync::Arc::new(Inbox::new(4, bell));
+    let writer = Writer::start(
+        RedisSettings {
+            url: redis.url(),
+            interval: std::time::Duration::from_millis(100),
+        },
+        vec![std::sync::Arc::clone(&outbox)],
+    );
+    let flush = |epoch: u64, next_offset: i64, queries| {
+        writer
+            .sender()
+            .send(Flush {
+                shard: 0,
+                partitions: vec![PartitionFlush {
+                    partition: 0,
+                    epoch: Some(epoch),
+                    next_offset,
+                    queries,
+                }],
+            })
+            .unwrap();
+        loop {
+            if let Some(out) = outbox.pop() {
+                return out.results[0].1;
+            }
+            door.wait(std::time::Duration::from_millis(100));
+        }
+    };
+    let mut conn = connect(&redis.url()).unwrap();
+    let old = claim(&mut conn, 0).unwrap();
+    assert_eq!(
+        flush(old.epoch, 10, changes(&mut shard, 3, now)),
+        FlushResult::Stored { epoch: old.epoch }
+    );
+
+    // Another node claims the partition: the old owner's next write is refused and
+    // what the new owner found stays as it was.
+    let new = claim(&mut conn, 0).unwrap();
+    assert!(new.epoch > old.epoch);
+    assert_eq!(new.offset, Some(10));
+    assert_eq!(
+        flush(old.epoch, 20, changes(&mut shard, 5, now)),
+        FlushResult::Fenced
+    );
+    let after = claim(&mut conn, 0).unwrap();
+    assert_eq!(after.offset, Some(10));
+    assert_eq!(after.queries, new.queries);
+    let stored = after.queries.values().next().unwrap();
+    assert_eq!(stored.panes.iter().map(|p| p.count).sum::<u64>(), 3);
+    writer.stop();
+}
