@@ -53,6 +53,13 @@ pub enum ShardInput {
 const BATCH_RECORDS: usize = 512;
 /// How long a rebalance waits for a shard to take a revocation and confirm it.
 const FENCE_PATIENCE: Duration = Duration::from_secs(5);
+/// How long the group waits for a member that stopped answering.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// A member with no partition this long after joining rejoins (then twice as long, and
+/// so on up to `REJOIN_MAX`): some brokers (tansu 0.6) can settle a rebalance that
+/// follows a member's death with an empty assignment for the member that is left.
+const REJOIN_AFTER: Duration = Duration::from_secs(15);
+const REJOIN_MAX: Duration = Duration::from_secs(300);
 /// How often the applied offsets are committed (for monitoring and restarts).
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
@@ -308,7 +315,10 @@ impl Source {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("session.timeout.ms", "10000")
+            .set(
+                "session.timeout.ms",
+                SESSION_TIMEOUT.as_millis().to_string(),
+            )
             // Also bounds how long a rebalance waits for members that are gone.
             .set("max.poll.interval.ms", "15000")
             .set("statistics.interval.ms", "1000")
@@ -344,7 +354,24 @@ fn consume(consumer: BaseConsumer<SourceContext>, stop: &AtomicBool) {
     let mut paused: Vec<Option<TopicPartitionList>> = (0..shards).map(|_| None).collect();
     let mut last_commit = Instant::now();
     let mut committed: Vec<i64> = vec![-1; ctx.partitions.len()];
+    let mut empty_since = Instant::now();
+    let mut rejoin_after = REJOIN_AFTER;
     while !stop.load(Ordering::Acquire) {
+        if ctx.partitions.iter().any(|p| p.owned()) {
+            empty_since = Instant::now();
+            rejoin_after = REJOIN_AFTER;
+        } else if empty_since.elapsed() >= rejoin_after {
+            tracing::warn!(
+                "no kafka partition from the group for {} s: rejoining it",
+                empty_since.elapsed().as_secs()
+            );
+            consumer.unsubscribe();
+            if let Err(e) = consumer.subscribe(&[&ctx.topic]) {
+                ctx.warn_limited(format_args!("subscribing again: {e}"));
+            }
+            empty_since = Instant::now();
+            rejoin_after = (rejoin_after * 2).min(REJOIN_MAX);
+        }
         let waiting = pending.iter().any(|p| !p.is_empty());
         let timeout = if waiting {
             Duration::from_millis(1)
