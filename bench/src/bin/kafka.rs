@@ -5,6 +5,10 @@
 //!   as livedash's own producer writes them) is read by a bare rdkafka consumer (records
 //!   fetched, nothing parsed), then by a 2-shard node that applies every event to its
 //!   windows (a 5-minute sum widget per metric). Reported: events/s of each, and the ratio.
+//!   With `--redis`, a third run: the same node with the state mirror on (a private
+//!   redis-server), reported beside the node without it, with the mirror's bytes per event.
+//! - `mirror`: a producer writes at a fixed rate while a 2-shard node with the state mirror
+//!   consumes; reported: events/s consumed, mirror bytes/s and bytes per event.
 //! - `ingest`: HTTP clients POST 1,000-event batches to a 2-shard node in cluster mode
 //!   (answered once the broker acknowledged them), after a bare producer wrote the same
 //!   batches, grouped the same way, with the same number of batches in flight. Reported:
@@ -25,6 +29,7 @@ use livedash_engine::{MetricEvent, batch, partition_for};
 use livedash_loadgen::broker::Broker;
 use livedash_loadgen::client::{Client, now_ms};
 use livedash_loadgen::ingest::Rng;
+use livedash_loadgen::redis::RedisServer;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
@@ -56,6 +61,18 @@ enum Run {
         /// Events in the topic.
         #[arg(long, default_value_t = 4_000_000)]
         events: usize,
+        /// Also run the node with the state mirror on.
+        #[arg(long)]
+        redis: bool,
+    },
+    /// The state mirror's traffic at a fixed event rate.
+    Mirror {
+        /// Events per second written to the topic.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// HTTP ingest in cluster mode: bare producer, then the node.
     Ingest {
@@ -149,9 +166,9 @@ impl ProducerContext for Acks {
     }
 }
 
-fn producer(broker: &Broker, acks: Acks) -> Result<ThreadedProducer<Acks>, String> {
+fn producer(brokers: &str, acks: Acks) -> Result<ThreadedProducer<Acks>, String> {
     ClientConfig::new()
-        .set("bootstrap.servers", broker.addr())
+        .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
@@ -166,7 +183,7 @@ fn producer(broker: &Broker, acks: Acks) -> Result<ThreadedProducer<Acks>, Strin
 /// Writes batches (records with their event counts) keeping at most `window` records in
 /// flight, until `stop`; returns events acknowledged.
 fn produce(
-    broker: &Broker,
+    brokers: &str,
     batches: &[Batch],
     window: usize,
     mut stop: impl FnMut(u64) -> bool,
@@ -175,7 +192,7 @@ fn produce(
     let in_flight = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let p = producer(
-        broker,
+        brokers,
         Acks {
             events: Arc::clone(&events),
             in_flight: Arc::clone(&in_flight),
@@ -269,32 +286,57 @@ fn node_counter(c: &mut Client, name: &str) -> Result<u64, String> {
         .unwrap_or(0))
 }
 
-fn consume(args: &Args, total: usize) -> Result<(), String> {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, args.partitions);
-    let count = total.div_ceil(args.batch);
-    let all = batches(args, 64);
-    let records: u64 = (0..count).map(|i| all[i % all.len()].len() as u64).sum();
-    let mut written = 0usize;
-    let (events, took) = produce(&broker, &all, 256, |_| {
-        written += 1;
-        written > count
-    })?;
-    eprintln!(
-        "pre-filled {events} events in {records} records in {:.1} s",
-        took.as_secs_f64()
-    );
+/// A mirror counter summed over the node's shards.
+fn mirror_counter(c: &mut Client, name: &str) -> Result<u64, String> {
+    let stats: Value = c
+        .send("GET", "/stats", "application/json", b"")
+        .map_err(|e| format!("/stats: {e}"))?
+        .decode()
+        .map_err(|e| format!("/stats: {e}"))?;
+    Ok(stats["shards"]
+        .as_array()
+        .map(|shards| {
+            shards
+                .iter()
+                .map(|s| s["kafka"]["mirror"][name].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0))
+}
 
-    let bare = bare_consume(&broker, args.partitions, records)?;
-    let bare_rate = events as f64 / bare.as_secs_f64();
-
-    // The node: widgets made while standalone, then started on the topic.
-    let dir = std::env::temp_dir().join(format!("livedash-bench-kafka-{}", std::process::id()));
+/// A node in cluster mode (group `group`, plus `extra` arguments) with a 5-minute sum
+/// widget per metric: widgets are made while it runs standalone, then it is started on
+/// the topic.
+fn cluster_node(
+    args: &Args,
+    broker: &Broker,
+    group: &str,
+    extra: &[&str],
+) -> Result<(livedash_bench::node::Node, SocketAddr), String> {
+    let dir = std::env::temp_dir().join(format!(
+        "livedash-bench-kafka-{}-{group}",
+        std::process::id()
+    ));
     let (setup, addr) = start_node_in(&dir, &["--shards", "2"])?;
     create_sum_widgets(addr, args.metrics)?;
     setup.stop_keeping_data();
     let brokers = broker.addr();
-    let (_node, addr) = start_node_in(&dir, &cluster_args(&brokers))?;
+    let mut node_args: Vec<&str> = cluster_args(&brokers).to_vec();
+    node_args.extend(["--kafka-group", group]);
+    node_args.extend_from_slice(extra);
+    start_node_in(&dir, &node_args)
+}
+
+/// Starts a node on the pre-filled topic and times its consumption of `events` events;
+/// returns events/s and the mirror's bytes (0 without it).
+fn node_consume(
+    args: &Args,
+    broker: &Broker,
+    events: u64,
+    group: &str,
+    extra: &[&str],
+) -> Result<(f64, u64), String> {
+    let (_node, addr) = cluster_node(args, broker, group, extra)?;
     let mut c = Client::connect(addr).map_err(|e| e.to_string())?;
     let (mut first, mut last) = (None, None);
     let give_up = Instant::now() + Duration::from_secs(600);
@@ -312,10 +354,108 @@ fn consume(args: &Args, total: usize) -> Result<(), String> {
     let (Some((t0, n0)), Some(t1)) = (first, last) else {
         return Err("the node did not consume the topic in time".into());
     };
-    let node_rate = (events - n0) as f64 / (t1 - t0).as_secs_f64();
+    // Let the last flush land before reading the mirror's bytes.
+    std::thread::sleep(Duration::from_millis(500));
+    let bytes = mirror_counter(&mut c, "bytes")?;
+    eprintln!(
+        "  node: {} events in {:.2} s after the first {n0}",
+        events - n0,
+        (t1 - t0).as_secs_f64()
+    );
+    Ok(((events - n0) as f64 / (t1 - t0).as_secs_f64(), bytes))
+}
+
+fn consume(args: &Args, total: usize, with_redis: bool) -> Result<(), String> {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, args.partitions);
+    let count = total.div_ceil(args.batch);
+    let all = batches(args, 64);
+    let records: u64 = (0..count).map(|i| all[i % all.len()].len() as u64).sum();
+    let mut written = 0usize;
+    let (events, took) = produce(&broker.addr(), &all, 256, |_| {
+        written += 1;
+        written > count
+    })?;
+    eprintln!(
+        "pre-filled {events} events in {records} records in {:.1} s",
+        took.as_secs_f64()
+    );
+
+    let bare = bare_consume(&broker, args.partitions, records)?;
+    let bare_rate = events as f64 / bare.as_secs_f64();
+    let (node_rate, _) = node_consume(args, &broker, events, "bench-plain", &[])?;
     println!(
         "kafka consume: node {node_rate:.0} events/s, bare consumer {bare_rate:.0} events/s, node/bare {:.2}",
         node_rate / bare_rate
+    );
+    if with_redis {
+        // Mirror on, then off once more: the ratio is against the mean of the runs
+        // without it, one before and one after.
+        let redis = RedisServer::start();
+        let url = redis.url();
+        let (mirrored, bytes) =
+            node_consume(args, &broker, events, "bench-mirror", &["--redis", &url])?;
+        let (again, _) = node_consume(args, &broker, events, "bench-plain-2", &[])?;
+        let without = (node_rate + again) / 2.0;
+        println!(
+            "kafka consume with the state mirror: {mirrored:.0} events/s, without {without:.0} events/s (mean of {node_rate:.0} before and {again:.0} after), with/without {:.2}; mirror {:.3} bytes/event",
+            mirrored / without,
+            bytes as f64 / events as f64
+        );
+    }
+    Ok(())
+}
+
+/// Writes at `rate` events/s while a node with the state mirror consumes; reports the
+/// mirror's bytes per second and per event over `seconds`.
+fn mirror(args: &Args, rate: u64, seconds: u64) -> Result<(), String> {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, args.partitions);
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (_node, addr) = cluster_node(args, &broker, "bench-mirror", &["--redis", &url])?;
+    let mut c = Client::connect(addr).map_err(|e| e.to_string())?;
+    let all = batches(args, 64);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (stop, batch) = (Arc::clone(&stop), args.batch as f64);
+        let broker_addr = broker.addr();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut sent = 0f64;
+            produce(&broker_addr, &all, 256, |_| {
+                sent += batch;
+                let due = started + Duration::from_secs_f64(sent / rate as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                stop.load(Ordering::Acquire)
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let (e0, b0, t0) = (
+        node_counter(&mut c, "consumed_events")?,
+        mirror_counter(&mut c, "bytes")?,
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (e1, b1, t1) = (
+        node_counter(&mut c, "consumed_events")?,
+        mirror_counter(&mut c, "bytes")?,
+        Instant::now(),
+    );
+    stop.store(true, Ordering::Release);
+    producer
+        .join()
+        .map_err(|_| "the producer panicked".to_string())??;
+    let secs = (t1 - t0).as_secs_f64();
+    let events = e1.saturating_sub(e0);
+    println!(
+        "state mirror at {rate} events/s written: {:.0} events/s consumed, {:.0} bytes/s to redis, {:.3} bytes/event",
+        events as f64 / secs,
+        (b1 - b0) as f64 / secs,
+        (b1 - b0) as f64 / events.max(1) as f64
     );
     Ok(())
 }
@@ -327,9 +467,12 @@ fn ingest(args: &Args, connections: usize, seconds: u64) -> Result<(), String> {
     let records_per_batch = all.iter().map(Vec::len).sum::<usize>() / all.len();
     // Bare producer: the same records, as many batches in flight as HTTP connections.
     let end = Instant::now() + Duration::from_secs(seconds);
-    let (bare_events, took) = produce(&broker, &all, connections * records_per_batch, |_| {
-        Instant::now() >= end
-    })?;
+    let (bare_events, took) = produce(
+        &broker.addr(),
+        &all,
+        connections * records_per_batch,
+        |_| Instant::now() >= end,
+    )?;
     let bare_rate = bare_events as f64 / took.as_secs_f64();
 
     let brokers = broker.addr();
@@ -371,7 +514,8 @@ fn ingest(args: &Args, connections: usize, seconds: u64) -> Result<(), String> {
 fn main() -> Result<(), String> {
     let args = Args::parse();
     match args.run {
-        Run::Consume { events } => consume(&args, events),
+        Run::Consume { events, redis } => consume(&args, events, redis),
+        Run::Mirror { rate, seconds } => mirror(&args, rate, seconds),
         Run::Ingest {
             connections,
             seconds,
