@@ -1,6 +1,7 @@
 //! Shared workloads for the livedash benchmarks, and the baseline they are measured
 //! against: the original design's sorted-set algorithm, done in memory.
 
+pub mod chaos;
 pub mod floor;
 pub mod node;
 pub mod sorted_set;

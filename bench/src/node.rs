@@ -21,6 +21,13 @@ impl Node {
         self.0.id()
     }
 
+    /// Kills the node with SIGKILL and keeps its data directory.
+    pub fn kill_keeping_data(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        self.1 = std::path::PathBuf::new();
+    }
+
     /// Stops the node with SIGTERM (its store flushed) and keeps its data directory.
     pub fn stop_keeping_data(mut self) {
         let _ = Command::new("kill")
@@ -56,7 +63,17 @@ pub fn start_node_in(dir: &std::path::Path, args: &[&str]) -> Result<(Node, Sock
             bin.display()
         ));
     }
-    let mut child = Command::new(&bin)
+    start_binary(&bin, dir, args)
+}
+
+/// Starts the `livedash` binary `bin` on data directory `dir` (removed when the node is
+/// dropped), on a free port with `args`.
+pub fn start_binary(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> Result<(Node, SocketAddr), String> {
+    let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .args(args)
