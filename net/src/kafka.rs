@@ -19,7 +19,7 @@ use crate::clock::now_ms;
 use crate::parse::{self, Parsed, Precision};
 use crate::service::calls::ApplyEvents;
 use crate::service::mesh::ShardCall;
-use crate::service::{Services, mirror, topic};
+use crate::service::{Services, backfill, mirror, topic};
 
 /// Longest wait for the doorbell, so shutdown and lag checks are not held up.
 const WAIT: Duration = Duration::from_millis(100);
@@ -101,6 +101,13 @@ async fn take(svc: &Rc<Services>, input: ShardInput, warnings: &Warnings) {
     match input {
         ShardInput::Records(records) => apply(svc, records, warnings).await,
         ShardInput::Assigned(taken) => assigned(svc, taken),
+        ShardInput::Backfilled {
+            ticket,
+            records,
+            done,
+        } => backfill::take(svc, ticket, records, done, |r, now| {
+            decode(r, now).map(|p| p.events)
+        }),
         ShardInput::Revoked { partitions, done } => {
             // The consumer thread bumped their generation: no record of theirs applies
             // any more, queued or not. Their windows stay, unread, in case the
@@ -135,7 +142,7 @@ fn assigned(svc: &Rc<Services>, taken: Vec<Taken>) {
             Resume::Replay => "replayed",
         };
         if let Resume::Restore(stored) = &t.resume {
-            let queries = restore(svc, t.partition, stored);
+            let queries = restore(svc, t.partition, t.start, stored);
             if let Some(m) = &link.mirror {
                 m.restored(queries);
             }
@@ -154,22 +161,38 @@ fn assigned(svc: &Rc<Services>, taken: Vec<Taken>) {
     }
 }
 
-/// Loads the stored windows of partition `p`'s queries; returns how many were loaded.
-fn restore(svc: &Rc<Services>, partition: u32, stored: &HashMap<String, StoredQuery>) -> usize {
+/// Loads the stored windows of partition `p`'s queries, as of offset `start`; a query
+/// with nothing stored is backfilled up to `start`. Returns how many were loaded.
+fn restore(
+    svc: &Rc<Services>,
+    partition: u32,
+    start: i64,
+    stored: &HashMap<String, StoredQuery>,
+) -> usize {
     let now = now_ms();
-    let mut engine = svc.engine.borrow_mut();
+    let mut missing = Vec::new();
     let mut loaded = 0;
-    for key in engine.query_keys() {
-        if svc.placement.partition(&key.metric) != partition {
-            continue;
+    {
+        let mut engine = svc.engine.borrow_mut();
+        for key in engine.query_keys() {
+            if svc.placement.partition(&key.metric) != partition {
+                continue;
+            }
+            match stored.get(&key.stable_id()) {
+                Some(q) => {
+                    if engine
+                        .restore_query(&key, q.latest, &q.panes, now)
+                        .is_some()
+                    {
+                        loaded += 1;
+                    }
+                }
+                None => missing.push(key),
+            }
         }
-        if let Some(q) = stored.get(&key.stable_id())
-            && engine
-                .restore_query(&key, q.latest, &q.panes, now)
-                .is_some()
-        {
-            loaded += 1;
-        }
+    }
+    for key in missing {
+        backfill::start(svc, key, partition, start);
     }
     loaded
 }

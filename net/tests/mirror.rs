@@ -401,3 +401,45 @@ fn a_stale_owners_write_is_refused() {
     assert_eq!(stored.panes.iter().map(|p| p.count).sum::<u64>(), 3);
     writer.stop();
 }
+
+/// A widget made after its events arrived shows them at once: its query is backfilled
+/// from the topic up to where it started counting live, so nothing counts twice.
+#[test]
+fn a_new_widget_gets_its_whole_window_from_the_topic() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, PARTITIONS);
+    let redis = RedisServer::start();
+    let args = node_args(&broker, &redis, "backfill");
+    let a = start(None, &args);
+    let mut c = a.client();
+    eventually(30, "the node to own every partition", || {
+        (owned(&mut c).len() == PARTITIONS as usize).then_some(())
+    });
+    // Events before any widget watches them.
+    let mut truth = Truth::default();
+    for round in 0..3 {
+        ingest(&mut c, &mut truth, 500, round);
+    }
+    eventually(20, "the events to be consumed", || {
+        let consumed: u64 = stats(&mut c)["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["kafka"]["consumed_events"].as_u64().unwrap_or(0))
+            .sum();
+        (consumed == 1500).then_some(())
+    });
+    let dash = dashboard(&mut c);
+    ingest(&mut c, &mut truth, 500, 3);
+    exact(&mut c, &dash, &truth, 30, "backfilled values");
+    // One backfill per query (the four aggregations of a metric share one).
+    eventually(10, "every backfill to end", || {
+        let finished: u64 = stats(&mut c)["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["kafka"]["backfills"]["finished"].as_u64().unwrap_or(0))
+            .sum();
+        (finished == metrics().len() as u64).then_some(())
+    });
+}

@@ -1,8 +1,11 @@
 //! The shard's side of the state mirror: the changed panes of the queries a caller picks
-//! (by partition, in cluster mode), and the restore of a query from stored panes.
+//! (by partition, in cluster mode), the restore of a query from stored panes, and the
+//! backfill of one query from past events.
 
 use super::Shard;
+use crate::model::MetricEvent;
 use crate::query::QueryKey;
+use crate::window::InsertOutcome;
 use crate::window::{PaneChanges, PaneState, SlidingWindow};
 
 /// One query's changes since the mirror last read it.
@@ -55,6 +58,35 @@ impl Shard {
     /// The keys of every live query.
     pub fn query_keys(&mut self) -> Vec<QueryKey> {
         self.queries.iter_mut().map(|q| q.key.clone()).collect()
+    }
+
+    /// True when a widget uses the query `key` here.
+    pub fn has_query(&mut self, key: &QueryKey) -> bool {
+        self.queries.find_mut(key).is_some()
+    }
+
+    /// Adds past `events` to query `key` alone (those of its metric that its filter
+    /// passes and that fall in its window). Returns the events counted, or `None` when no
+    /// widget uses that query here.
+    pub fn backfill_query(
+        &mut self,
+        key: &QueryKey,
+        events: &[MetricEvent],
+        now_ms: i64,
+    ) -> Option<usize> {
+        let now = self.now(now_ms);
+        let q = self.queries.find_mut(key)?;
+        q.window.advance(now);
+        let mut counted = 0;
+        for ev in events {
+            if *ev.metric_name == *key.metric
+                && key.matches(&ev.tags)
+                && q.window.insert(ev.event_time, ev.value) == InsertOutcome::Counted
+            {
+                counted += 1;
+            }
+        }
+        Some(counted)
     }
 
     /// Replaces the window of query `key` with one loaded from `panes` (those still in

@@ -121,8 +121,9 @@ pub fn maybe_flush(svc: &Services) {
             .is_some_and(|e| e.is_none() || !stored.contains_key(&p))
     });
     let mut by_partition: HashMap<u32, Vec<QueryChanges>> = HashMap::new();
+    // A query being backfilled is not written until its window is whole.
     for changes in engine.mirror_changes(now_ms(), |k| {
-        epochs.contains_key(&placement.partition(&k.metric))
+        epochs.contains_key(&placement.partition(&k.metric)) && !svc.backfills.running(k)
     }) {
         by_partition
             .entry(placement.partition(&changes.key.metric))

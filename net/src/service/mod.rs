@@ -2,6 +2,7 @@
 //! the node, and the typed calls shards make of each other. A service never knows which
 //! front end called it. `Services` holds one shard's state, one field per concern.
 
+pub mod backfill;
 pub mod calls;
 pub mod catalogue;
 pub mod fanout;
@@ -57,6 +58,8 @@ pub struct Services {
     pub connections: Cell<usize>,
     /// The topic, in cluster mode.
     pub kafka: Option<KafkaLink>,
+    /// Backfills of new queries running on this shard (cluster mode).
+    pub backfills: backfill::Backfills,
 }
 
 /// The shard that keeps the dashboard catalogue.
@@ -89,6 +92,7 @@ impl Services {
             hub: Hub::new(placement),
             connections: Cell::new(0),
             kafka,
+            backfills: backfill::Backfills::default(),
         }
     }
 

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use serde::Serialize;
 
 use super::Services;
+use super::backfill::BackfillCounters;
 use super::calls::{RecentMetrics, Stats};
 use super::mesh::{CallError, ShardCall};
 use super::mirror::MirrorCounters;
@@ -63,6 +64,8 @@ pub struct KafkaStats {
     /// The state mirror's counters, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorCounters>,
+    /// Backfills of new queries.
+    pub backfills: BackfillCounters,
 }
 
 impl ShardCall for Stats {
@@ -101,6 +104,7 @@ impl ShardCall for Stats {
                     pauses: link.inputs.pauses(),
                     partitions: topic::lag(svc),
                     mirror: link.mirror.as_ref().map(|m| m.counters.get()),
+                    backfills: svc.backfills.counters.get(),
                 })
             }),
         }

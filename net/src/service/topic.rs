@@ -118,6 +118,10 @@ impl KafkaLink {
         }
     }
 
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
     /// The topic's partition count.
     pub fn partition_count(&self) -> u32 {
         self.partitions.len() as u32

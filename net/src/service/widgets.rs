@@ -7,6 +7,7 @@ use livedash_engine::{HistoryPoint, WidgetValue};
 use uuid::Uuid;
 
 use super::Services;
+use super::backfill;
 use super::calls::{InstallWidgets, ReadStates, ReadValue, Reading};
 use super::mesh::ShardCall;
 use crate::clock::now_ms;
@@ -18,17 +19,25 @@ impl ShardCall for InstallWidgets {
     async fn run(self, svc: &Rc<Services>) -> Self::Reply {
         let now = now_ms();
         let mut engine = svc.engine.borrow_mut();
+        // Cluster mode: queries new here are backfilled from the topic.
+        let before = svc.kafka.as_ref().map(|_| engine.query_keys());
         for id in &self.remove {
             engine.remove_widget(id);
             svc.interest.borrow_mut().forget(id);
         }
+        let mut result = Ok(());
         for widget in self.upsert {
-            engine
-                .upsert_widget(widget, now)
-                .map_err(|e| e.to_string())?;
+            if let Err(e) = engine.upsert_widget(widget, now) {
+                result = Err(e.to_string());
+                break;
+            }
         }
         engine.set_min_horizon_ms(self.horizon_ms);
-        Ok(())
+        drop(engine);
+        if let Some(before) = before {
+            backfill::new_queries(svc, &before);
+        }
+        result
     }
 }
 

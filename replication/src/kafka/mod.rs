@@ -2,6 +2,7 @@
 //! batches and answers once the broker acknowledged them; `source` runs the consumer group
 //! member that hands each shard the records of the partitions it owns (p mod shards).
 
+pub mod backfill;
 pub mod sink;
 pub mod source;
 pub mod takeover;

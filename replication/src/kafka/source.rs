@@ -41,6 +41,13 @@ pub enum ShardInput {
     /// These partitions are now the shard's, each with where it starts and how its
     /// windows are picked up (`takeover`). Records of a partition come only after this.
     Assigned(Vec<Taken>),
+    /// Past records for the backfill `ticket` (`backfill`); `done` ends it, with the
+    /// error that stopped it if one did.
+    Backfilled {
+        ticket: u64,
+        records: Vec<Record>,
+        done: Option<Option<String>>,
+    },
     /// These partitions are no longer the shard's: it sets `done` once it will apply
     /// none of their records any more.
     Revoked {
@@ -581,7 +588,7 @@ mod tests {
                             // Slower than the consumer.
                             std::thread::sleep(Duration::from_millis(5));
                         }
-                        ShardInput::Assigned(_) => {}
+                        ShardInput::Assigned(_) | ShardInput::Backfilled { .. } => {}
                         ShardInput::Revoked { done, .. } => done.store(true, Ordering::Release),
                     }
                 }
