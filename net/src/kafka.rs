@@ -43,7 +43,7 @@ pub async fn run(svc: Rc<Services>) {
         while let Some(delivered) = link.deliveries.pop() {
             link.delivered(delivered);
         }
-        if let Some(m) = &link.mirror {
+        if let Some(m) = &svc.mirror {
             while let Some(flushed) = m.flushed.pop() {
                 mirror::take_outcome(&svc, flushed);
             }
@@ -112,9 +112,7 @@ async fn take(svc: &Rc<Services>, input: ShardInput, warnings: &Warnings) {
             // The consumer thread bumped their generation: no record of theirs applies
             // any more, queued or not. Their windows stay, unread, in case the
             // partitions come back with nobody having moved them.
-            if let Some(link) = &svc.kafka
-                && let Some(m) = &link.mirror
-            {
+            if let Some(m) = &svc.mirror {
                 partitions.iter().for_each(|&p| m.disown(p));
             }
             done.store(true, Ordering::Release);
@@ -143,11 +141,11 @@ fn assigned(svc: &Rc<Services>, taken: Vec<Taken>) {
         };
         if let Resume::Restore(stored) = &t.resume {
             let queries = restore(svc, t.partition, t.start, stored);
-            if let Some(m) = &link.mirror {
+            if let Some(m) = &svc.mirror {
                 m.restored(queries);
             }
         }
-        if let Some(m) = &link.mirror {
+        if let Some(m) = &svc.mirror {
             m.own(t.partition, t.epoch);
         }
         link.takeovers.done();

@@ -15,7 +15,7 @@ use common::{Client, ReplyExt, Server, create_dashboard, now_ms};
 use livedash_loadgen::broker::Broker;
 use livedash_loadgen::redis::RedisServer;
 use livedash_replication::redis::{
-    Flush, FlushResult, PartitionFlush, RedisSettings, Writer, claim, connect,
+    Flush, FlushResult, PartitionFlush, RedisSettings, Scope, Writer, claim, connect,
 };
 use livedash_replication::{Doorbell, Inbox};
 use serde_json::{Value, json};
@@ -151,7 +151,7 @@ fn mirror_counter(c: &mut Client, name: &str) -> u64 {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["kafka"]["mirror"][name].as_u64().unwrap_or(0))
+        .map(|s| s["mirror"][name].as_u64().unwrap_or(0))
         .sum()
 }
 
@@ -355,6 +355,7 @@ fn a_stale_owners_write_is_refused() {
         RedisSettings {
             url: redis.url(),
             interval: std::time::Duration::from_millis(100),
+            scope: Scope::Partition,
         },
         vec![std::sync::Arc::clone(&outbox)],
     );
@@ -379,7 +380,7 @@ fn a_stale_owners_write_is_refused() {
         }
     };
     let mut conn = connect(&redis.url()).unwrap();
-    let old = claim(&mut conn, 0).unwrap();
+    let old = claim(&mut conn, Scope::Partition, 0).unwrap();
     assert_eq!(
         flush(old.epoch, 10, changes(&mut shard, 3, now)),
         FlushResult::Stored { epoch: old.epoch }
@@ -387,14 +388,14 @@ fn a_stale_owners_write_is_refused() {
 
     // Another node claims the partition: the old owner's next write is refused and
     // what the new owner found stays as it was.
-    let new = claim(&mut conn, 0).unwrap();
+    let new = claim(&mut conn, Scope::Partition, 0).unwrap();
     assert!(new.epoch > old.epoch);
     assert_eq!(new.offset, Some(10));
     assert_eq!(
         flush(old.epoch, 20, changes(&mut shard, 5, now)),
         FlushResult::Fenced
     );
-    let after = claim(&mut conn, 0).unwrap();
+    let after = claim(&mut conn, Scope::Partition, 0).unwrap();
     assert_eq!(after.offset, Some(10));
     assert_eq!(after.queries, new.queries);
     let stored = after.queries.values().next().unwrap();
@@ -442,4 +443,66 @@ fn a_new_widget_gets_its_whole_window_from_the_topic() {
             .sum();
         (finished == metrics().len() as u64).then_some(())
     });
+}
+
+/// Standalone with Redis: an acknowledged event survives SIGKILL; while Redis is away
+/// ingest is refused with the reason, and takes events again once it is back.
+#[test]
+fn standalone_with_redis_keeps_every_acknowledged_event() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let args = ["--shards", "2", "--redis", url.as_str()];
+    let a = Server::start(&args);
+    let mut c = a.client();
+    let dash = dashboard(&mut c);
+    let mut truth = Truth::default();
+    for round in 0..3 {
+        ingest(&mut c, &mut truth, 500, round);
+    }
+    exact(&mut c, &dash, &truth, 10, "values before the kill");
+    let dir = a.kill9();
+    let b = Server::start_in(dir, &args);
+    let mut c = b.client();
+    exact(&mut c, &dash, &truth, 10, "values after the restart");
+    assert!(mirror_counter(&mut c, "restored_partitions") > 0);
+
+    redis.stop();
+    // Events no widget watches find out that Redis is gone.
+    let probe = json!([{"metric_name": "probe", "value": 1, "event_time": now_ms()}]);
+    let _ = c.json("POST", "/ingest", &probe);
+    let refused = eventually(20, "ingest to be refused", || {
+        let r = c.json("POST", "/ingest", &probe);
+        (r.status == 503).then(|| r.error())
+    });
+    assert!(refused.contains("redis"), "{refused}");
+
+    redis.restart();
+    let mut round = 3;
+    eventually(30, "ingest to be taken again", || {
+        let metrics = metrics();
+        let body: Vec<Value> = (0..40)
+            .map(|i| json!({"metric_name": metrics[i % metrics.len()], "value": i, "event_time": now_ms()}))
+            .collect();
+        let r = c.json("POST", "/ingest", &Value::Array(body));
+        round += 1;
+        if r.status != 200 {
+            return None;
+        }
+        for i in 0..40 {
+            truth.add(&metrics[i % metrics.len()], i as f64);
+        }
+        Some(())
+    });
+    ingest(&mut c, &mut truth, 500, round);
+    exact(&mut c, &dash, &truth, 10, "values after the outage");
+    let dir = b.kill9();
+    let d = Server::start_in(dir, &args);
+    let mut c = d.client();
+    exact(
+        &mut c,
+        &dash,
+        &truth,
+        10,
+        "values restored after the outage",
+    );
 }

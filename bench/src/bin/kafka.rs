@@ -298,7 +298,7 @@ fn mirror_counter(c: &mut Client, name: &str) -> Result<u64, String> {
         .map(|shards| {
             shards
                 .iter()
-                .map(|s| s["kafka"]["mirror"][name].as_u64().unwrap_or(0))
+                .map(|s| s["mirror"][name].as_u64().unwrap_or(0))
                 .sum()
         })
         .unwrap_or(0))

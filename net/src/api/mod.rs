@@ -93,6 +93,7 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::Call(e) => e.into(),
             IngestError::Produce(e) => Self::new(503, e.to_string()),
+            IngestError::NotDurable(reason) => Self::new(503, reason),
         }
     }
 }

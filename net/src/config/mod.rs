@@ -191,10 +191,11 @@ pub struct Config {
         default_value_t = 5_000
     )]
     pub kafka_ack_timeout_ms: u64,
-    /// Redis of the state mirror, `redis://HOST:PORT[/DB]` (cluster mode): each shard
+    /// Redis of the state mirror, `redis://HOST:PORT[/DB]`. In cluster mode each shard
     /// stores its partitions' windows there with the offset they reflect, so a partition
-    /// that moves to another node, or a node that restarts, goes on with exact values
-    /// [default: none: a partition that moves is rebuilt from the topic].
+    /// that moves to another node, or a node that restarts, goes on with exact values;
+    /// standalone, ingest answers once the events are stored, and a restart loses none
+    /// [default: none: windows live in memory].
     #[arg(long, env = "LIVEDASH_REDIS", value_name = "URL")]
     pub redis: Option<String>,
     /// How often each shard writes its changed windows to the state mirror, in ms.
@@ -417,16 +418,10 @@ impl Config {
         {
             return invalid("kafka_brokers", "must name at least one HOST:PORT");
         }
-        if let Some(url) = &self.redis {
-            if !url.starts_with("redis://") {
-                return invalid("redis", "must be a redis://HOST:PORT URL");
-            }
-            if self.kafka_brokers.is_none() {
-                return invalid(
-                    "redis",
-                    "the state mirror keeps the windows of Kafka partitions: set kafka_brokers too (a standalone node keeps its windows in memory)",
-                );
-            }
+        if let Some(url) = &self.redis
+            && !url.starts_with("redis://")
+        {
+            return invalid("redis", "must be a redis://HOST:PORT URL");
         }
         if self.kafka_topic.trim().is_empty() || self.kafka_group.trim().is_empty() {
             return invalid("kafka_topic", "the topic and the group must not be empty");
@@ -497,6 +492,11 @@ impl Config {
         Some(livedash_replication::redis::RedisSettings {
             url: self.redis.clone()?,
             interval: std::time::Duration::from_millis(self.mirror_interval_ms),
+            scope: if self.kafka_brokers.is_some() {
+                livedash_replication::redis::Scope::Partition
+            } else {
+                livedash_replication::redis::Scope::Shard
+            },
         })
     }
 

@@ -1,6 +1,7 @@
-//! The clients of cluster mode, made before the shards start: the topic's producer, every
-//! shard's inboxes and doorbell, the state mirror's writer, and the consumer (started once
-//! the shards run).
+//! The clients of outside systems, made before the shards start. Cluster mode: the topic's
+//! producer, every shard's inboxes and doorbell, the state mirror's writer, and the
+//! consumer (started once the shards run). Standalone with Redis: the mirror's writer and
+//! each shard's claim on its stored windows.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +13,7 @@ use livedash_replication::kafka::takeover::Takeovers;
 use livedash_replication::kafka::{
     Delivered, KafkaSettings, PartitionState, Partitions, Sink, Source, SourceHandle, prepare_topic,
 };
-use livedash_replication::redis::{self, Flushed, RedisSettings, Writer};
+use livedash_replication::redis::{self, Claim, Flushed, RedisSettings, Scope, Writer};
 use livedash_replication::{Doorbell, Inbox};
 
 use crate::service::mirror::MirrorLink;
@@ -91,16 +92,16 @@ impl KafkaParts {
         Placement::cluster(self.partitions.len() as u32, shards)
     }
 
-    /// Shard `id`'s link to the topic (and the mirror).
-    pub fn link(&self, id: usize) -> Option<KafkaLink> {
+    /// Shard `id`'s link to the topic, and to the mirror.
+    pub fn link(&self, id: usize) -> Option<(KafkaLink, Option<MirrorLink>)> {
         let (doorbell, sink, flushed) = self.own.lock().ok()?.get_mut(id)?.take()?;
         let mirror = match (&self.writer, &self.redis, flushed) {
             (Some(writer), Some(r), Some(flushed)) => {
-                Some(MirrorLink::new(writer.sender(), flushed, r.interval))
+                Some(MirrorLink::new(writer.sender(), flushed, r.interval, false))
             }
             _ => None,
         };
-        Some(KafkaLink::new(LinkParts {
+        let link = KafkaLink::new(LinkParts {
             settings: self.settings.clone(),
             sink,
             inputs: Arc::clone(&self.inputs[id]),
@@ -108,8 +109,8 @@ impl KafkaParts {
             doorbell,
             partitions: Arc::clone(&self.partitions),
             takeovers: Arc::clone(&self.takeovers),
-            mirror,
-        }))
+        });
+        Some((link, mirror))
     }
 
     pub fn start_source(&self) -> anyhow::Result<SourceHandle> {
@@ -122,5 +123,49 @@ impl KafkaParts {
         }
         .start()
         .map_err(|e| anyhow!(e))
+    }
+}
+
+/// Standalone with `--redis`: the mirror's writer, and per shard its outcome inbox and
+/// the claim on its stored windows (made before the shards start, so each restores its
+/// windows before it serves).
+pub struct StandaloneMirror {
+    interval: std::time::Duration,
+    writer: Writer,
+    own: Mutex<Vec<Option<StandaloneParts>>>,
+}
+
+/// A shard's outcome inbox and claim, until the shard takes them.
+type StandaloneParts = (Arc<Inbox<Flushed>>, Claim);
+
+impl StandaloneMirror {
+    pub fn connect(settings: RedisSettings, shards: usize) -> anyhow::Result<Self> {
+        let mut conn = redis::connect(&settings.url).map_err(|e| anyhow!(e))?;
+        let mut own = Vec::with_capacity(shards);
+        let mut outboxes = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            let claim = redis::claim(&mut conn, Scope::Shard, shard as u32)
+                .map_err(|e| anyhow!("state mirror: {e}"))?;
+            // The shard polls its outcomes: nothing waits for this bell.
+            let (_, bell) = Doorbell::new();
+            let outbox = Arc::new(Inbox::new(FLUSH_OUTCOMES, bell));
+            outboxes.push(Arc::clone(&outbox));
+            own.push(Some((outbox, claim)));
+        }
+        tracing::info!("state mirror: redis at {} (standalone)", settings.url);
+        Ok(Self {
+            interval: settings.interval,
+            writer: Writer::start(settings, outboxes),
+            own: Mutex::new(own),
+        })
+    }
+
+    /// Shard `id`'s link to the mirror and its claim.
+    pub fn take(&self, id: usize) -> Option<(MirrorLink, Claim)> {
+        let (outbox, claim) = self.own.lock().ok()?.get_mut(id)?.take()?;
+        Some((
+            MirrorLink::new(self.writer.sender(), outbox, self.interval, true),
+            claim,
+        ))
     }
 }

@@ -25,7 +25,7 @@ use crate::service::catalogue::CatalogueHost;
 use crate::service::mesh::{Mesh, MeshSeats};
 use crate::service::{CATALOGUE_SHARD, Services};
 use crate::store::DashboardStore;
-use cluster::KafkaParts;
+use cluster::{KafkaParts, StandaloneMirror};
 
 /// Messages in flight per direction between two shards before a sender waits.
 const MESH_CAPACITY: usize = 1024;
@@ -182,6 +182,10 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
         )?)),
         None => None,
     };
+    let standalone_mirror = match (&kafka, config.redis()) {
+        (None, Some(settings)) => Some(Arc::new(StandaloneMirror::connect(settings, shards)?)),
+        _ => None,
+    };
     let owners = kafka
         .as_ref()
         .map_or(Placement::standalone(shards), |k| k.placement(shards));
@@ -227,6 +231,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                 let parts = Arc::clone(&parts);
                 let dashboards = Arc::clone(&dashboards);
                 let kafka = kafka.clone();
+                let standalone_mirror = standalone_mirror.clone();
                 async move {
                     let joined = match seat {
                         Some(builder) => builder.join().await.map_err(|e| e.to_string()),
@@ -295,8 +300,19 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                     };
                     let deadline = Duration::from_millis(config.call_timeout_ms);
                     let mesh = Mesh::new(senders, deadline);
-                    let link = kafka.as_ref().and_then(|k| k.link(id));
-                    let svc = Rc::new(Services::new(config, mesh, engine, host, link));
+                    let (link, mut mirror) = match kafka.as_ref().and_then(|k| k.link(id)) {
+                        Some((link, mirror)) => (Some(link), mirror),
+                        None => (None, None),
+                    };
+                    let mut claim = None;
+                    if let Some((m, c)) = standalone_mirror.as_ref().and_then(|s| s.take(id)) {
+                        mirror = Some(m);
+                        claim = Some(c);
+                    }
+                    let svc = Rc::new(Services::new(config, mesh, engine, host, link, mirror));
+                    if let Some(claim) = claim {
+                        crate::service::mirror::restore_standalone(&svc, &claim);
+                    }
                     shard::run(svc, listener, receivers, shutdown, &progress).await;
                 }
             })

@@ -54,6 +54,8 @@ pub(super) async fn run(
     spawn_local(sweep_loop(Rc::clone(&svc))).detach();
     if svc.kafka.is_some() {
         spawn_local(crate::kafka::run(Rc::clone(&svc))).detach();
+    } else if svc.mirror.is_some() {
+        spawn_local(crate::service::mirror::run_standalone(Rc::clone(&svc))).detach();
     }
     if svc.id == 0 && svc.config.demo {
         spawn_local(crate::demo::run(Rc::clone(&svc))).detach();

@@ -169,4 +169,7 @@ pub enum IngestError {
     Call(#[from] CallError),
     #[error(transparent)]
     Produce(#[from] ProduceError),
+    /// Standalone with the state mirror: the events could not be stored.
+    #[error("{0}")]
+    NotDurable(String),
 }

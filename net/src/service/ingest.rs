@@ -11,8 +11,8 @@ use hashbrown::HashMap;
 use livedash_engine::{IngestReply, MetricEvent, Rejection};
 
 use super::Services;
-use super::calls::ApplyEvents;
-use super::mesh::{CallError, ShardCall};
+use super::calls::{ApplyEvents, IngestError};
+use super::mesh::ShardCall;
 use crate::clock::now_ms;
 use crate::parse::{Parsed, Refusals};
 
@@ -76,6 +76,8 @@ pub struct Applied {
     pub unmatched: usize,
     /// Positions in the batch of the refused events, and why.
     pub rejected: Vec<(usize, Rejection)>,
+    /// Standalone with the state mirror: why the events are not stored, if they are not.
+    pub not_stored: Option<String>,
 }
 
 impl ShardCall for ApplyEvents {
@@ -85,11 +87,12 @@ impl ShardCall for ApplyEvents {
         let events = self.0;
         let started = Instant::now();
         let now = now_ms();
-        let mut engine = svc.engine.borrow_mut();
-        let unmatched_before = engine.stats().unmatched;
-        let out = engine.apply(&events, now);
-        let unmatched = (engine.stats().unmatched - unmatched_before) as usize;
-        drop(engine);
+        let (out, unmatched) = {
+            let mut engine = svc.engine.borrow_mut();
+            let unmatched_before = engine.stats().unmatched;
+            let out = engine.apply(&events, now);
+            (out, (engine.stats().unmatched - unmatched_before) as usize)
+        };
         let counters = &svc.ingest;
         counters
             .apply_ns
@@ -98,10 +101,12 @@ impl ShardCall for ApplyEvents {
             .events
             .set(counters.events.get() + events.len() as u64);
         counters.remember(&events, now);
+        let not_stored = super::mirror::applied_durably(svc).await.err();
         Applied {
             accepted: out.accepted,
             unmatched,
             rejected: out.rejected,
+            not_stored,
         }
     }
 }
@@ -109,7 +114,7 @@ impl ShardCall for ApplyEvents {
 /// Applies parsed events on their owner shards: the local part in place, one call per
 /// other owner, all at once. A shard that does not answer makes the whole batch an error
 /// (the other owners' parts are applied).
-pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply, CallError> {
+pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply, IngestError> {
     svc.ingest.count_refusals(&parsed.refusals);
     let mut unmatched = 0;
     let mut reply = IngestReply {
@@ -138,8 +143,12 @@ pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply,
             calls.push((origins, task));
         }
     }
+    let mut not_stored = None;
     let mut merge =
         |applied: Applied, origins: &[u32]| {
+            if applied.not_stored.is_some() {
+                not_stored = applied.not_stored;
+            }
             reply.accepted += applied.accepted;
             unmatched += applied.unmatched;
             reply
@@ -162,7 +171,10 @@ pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply,
         }
     }
     if let Some(e) = failure {
-        return Err(e);
+        return Err(e.into());
+    }
+    if let Some(reason) = not_stored {
+        return Err(IngestError::NotDurable(reason));
     }
     reply.rejected.sort_by_key(|r| r.index);
     reply.unmatched = Some(unmatched);

@@ -1,23 +1,35 @@
-//! The shard's side of the state mirror (cluster mode with `--redis`): every
-//! `mirror_interval_ms`, the panes of its partitions' queries that changed, with each
-//! partition's next offset, go to the mirror's writer in one flush (at most one in flight:
-//! a flush is taken between two record batches, so state and offset always agree). The
-//! outcome comes back through the shard's inbox: a stored partition is marked clean, a
-//! fenced one (another node claimed it) is dropped, a failed one is sent whole next time.
+//! The shard's side of the state mirror (`--redis`): every `mirror_interval_ms`, the
+//! panes that changed, with each stored partition's position, go to the mirror's writer
+//! in one flush (at most one in flight). In cluster mode a stored partition is a Kafka
+//! partition and its position the next offset; the flush is taken between two record
+//! batches, so state and offset always agree. Standalone, each shard is one stored
+//! partition and its position counts the batches applied; an ingest request is answered
+//! once the flush holding its events is stored (group commit).
+//!
+//! The outcome comes back through the shard's inbox: a stored partition is marked
+//! clean, a fenced one (another node claimed it) is dropped, a failed one is sent whole
+//! next time.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
+use futures_lite::FutureExt;
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::timer::sleep;
 use hashbrown::HashMap;
 use livedash_engine::QueryChanges;
 use livedash_replication::Inbox;
-use livedash_replication::redis::{Flush, FlushResult, Flushed, PartitionFlush};
+use livedash_replication::redis::{Claim, Flush, FlushResult, Flushed, PartitionFlush};
 use serde::Serialize;
 
 use super::Services;
 use crate::clock::now_ms;
+
+/// How long an ingest request waits for its events to be stored (standalone).
+pub const DURABLE_WAIT: Duration = Duration::from_secs(3);
 
 /// What a shard keeps of the mirror.
 #[derive(Debug)]
@@ -26,11 +38,17 @@ pub struct MirrorLink {
     /// Outcomes of this shard's flushes.
     pub flushed: Arc<Inbox<Flushed>>,
     interval: Duration,
+    /// Standalone: the shard itself is the one stored partition.
+    standalone: bool,
+    /// Standalone: batches applied so far (the position stored with the state).
+    applied: Cell<i64>,
+    /// Standalone: requests waiting until the position they need is stored.
+    waiters: RefCell<Vec<(i64, LocalSender<()>)>>,
     /// Partitions this shard owns, with its epoch for each (`None`: not claimed yet).
     epochs: RefCell<HashMap<u32, Option<u64>>>,
-    /// Offsets last stored per partition.
+    /// Positions last stored per partition.
     stored: RefCell<HashMap<u32, i64>>,
-    /// The flush in flight: (partition, next offset) of each partition in it.
+    /// The flush in flight: (partition, position) of each partition in it.
     in_flight: RefCell<Option<Vec<(u32, i64)>>>,
     last: Cell<Instant>,
     pub counters: Cell<MirrorCounters>,
@@ -55,11 +73,19 @@ pub struct MirrorCounters {
 }
 
 impl MirrorLink {
-    pub fn new(writer: Sender<Flush>, flushed: Arc<Inbox<Flushed>>, interval: Duration) -> Self {
+    pub fn new(
+        writer: Sender<Flush>,
+        flushed: Arc<Inbox<Flushed>>,
+        interval: Duration,
+        standalone: bool,
+    ) -> Self {
         Self {
             writer,
             flushed,
             interval,
+            standalone,
+            applied: Cell::new(0),
+            waiters: RefCell::default(),
             epochs: RefCell::default(),
             stored: RefCell::default(),
             in_flight: RefCell::default(),
@@ -92,17 +118,126 @@ impl MirrorLink {
             c.restored_queries += queries as u64;
         });
     }
+
+    /// Why nothing can be made durable now, if so (standalone: refuse ingest).
+    pub fn unavailable(&self) -> Option<String> {
+        if !self.standalone {
+            return None;
+        }
+        if self.epochs.borrow().is_empty() {
+            return Some("this node lost its claim on its state in redis to another node".into());
+        }
+        let since = self.counters.get().failing_since_ms;
+        (since != 0).then(|| {
+            format!(
+                "the state mirror (redis) has been unreachable for {} ms: events cannot be stored",
+                now_ms() - since
+            )
+        })
+    }
+}
+
+/// Standalone: restores this shard's windows from its claim and takes its stored
+/// partition (the shard's id) under the claim's epoch.
+pub fn restore_standalone(svc: &Services, claim: &Claim) {
+    let Some(mirror) = &svc.mirror else {
+        return;
+    };
+    let now = now_ms();
+    let mut engine = svc.engine.borrow_mut();
+    let mut loaded = 0;
+    for key in engine.query_keys() {
+        if let Some(q) = claim.queries.get(&key.stable_id())
+            && engine
+                .restore_query(&key, q.latest, &q.panes, now)
+                .is_some()
+        {
+            loaded += 1;
+        }
+    }
+    drop(engine);
+    mirror.applied.set(claim.offset.unwrap_or(0).max(0));
+    mirror.own(svc.id as u32, Some(claim.epoch));
+    if loaded > 0 {
+        mirror.restored(loaded);
+    }
+}
+
+/// Standalone: a batch was applied; waits until it is stored (at most `DURABLE_WAIT`).
+pub async fn applied_durably(svc: &Services) -> Result<(), String> {
+    let Some(mirror) = svc.mirror.as_ref().filter(|m| m.standalone) else {
+        return Ok(());
+    };
+    let position = mirror.applied.get() + 1;
+    mirror.applied.set(position);
+    let (tx, rx) = local_channel::new_bounded(1);
+    mirror.waiters.borrow_mut().push((position, tx));
+    let stored = async { rx.recv().await.is_some() };
+    let timeout = async {
+        sleep(DURABLE_WAIT).await;
+        false
+    };
+    if stored.or(timeout).await {
+        Ok(())
+    } else {
+        Err(mirror.unavailable().unwrap_or_else(|| {
+            format!(
+                "the state mirror (redis) did not store the events within {} ms; they are applied in memory and will be stored once it answers",
+                DURABLE_WAIT.as_millis()
+            )
+        }))
+    }
+}
+
+/// Standalone: takes outcomes and sends flushes, for as long as the shard runs.
+pub async fn run_standalone(svc: Rc<Services>) {
+    let Some(mirror) = svc.mirror.as_ref().filter(|m| m.standalone) else {
+        return;
+    };
+    loop {
+        while let Some(flushed) = mirror.flushed.pop() {
+            take_outcome(&svc, flushed);
+        }
+        maybe_flush(&svc);
+        let pause = if mirror.in_flight.borrow().is_some() {
+            Duration::from_millis(1)
+        } else {
+            (mirror.interval / 4).max(Duration::from_millis(1))
+        };
+        sleep(pause).await;
+    }
+}
+
+/// The position of `partition`: the next offset (cluster mode) or the batches applied.
+fn position(svc: &Services, mirror: &MirrorLink, partition: u32) -> i64 {
+    if mirror.standalone {
+        return mirror.applied.get();
+    }
+    svc.kafka
+        .as_ref()
+        .and_then(|link| link.partitions.get(partition as usize))
+        .map_or(-1, |p| p.applied_next())
+}
+
+/// The stored partition of query `metric`.
+fn partition_of(svc: &Services, mirror: &MirrorLink, metric: &str) -> u32 {
+    if mirror.standalone {
+        svc.id as u32
+    } else {
+        svc.placement.partition(metric)
+    }
 }
 
 /// Sends a flush when one is due and none is in flight.
 pub fn maybe_flush(svc: &Services) {
-    let Some(link) = svc.kafka.as_ref() else {
+    let Some(mirror) = svc.mirror.as_ref() else {
         return;
     };
-    let Some(mirror) = link.mirror.as_ref() else {
-        return;
-    };
-    if mirror.in_flight.borrow().is_some() || mirror.last.get().elapsed() < mirror.interval {
+    // Standalone, a request waiting for its events does not wait for the next interval.
+    let waiting = !mirror.waiters.borrow().is_empty();
+    if mirror.in_flight.borrow().is_some()
+        || (!waiting && mirror.last.get().elapsed() < mirror.interval)
+    {
         return;
     }
     mirror.last.set(Instant::now());
@@ -110,12 +245,11 @@ pub fn maybe_flush(svc: &Services) {
     if epochs.is_empty() {
         return;
     }
-    let placement = svc.placement;
     let mut engine = svc.engine.borrow_mut();
     // A partition without an epoch, or not stored since it was taken: every pane goes.
     let stored = mirror.stored.borrow();
     engine.forget_mirror(|k| {
-        let p = placement.partition(&k.metric);
+        let p = partition_of(svc, mirror, &k.metric);
         epochs
             .get(&p)
             .is_some_and(|e| e.is_none() || !stored.contains_key(&p))
@@ -123,17 +257,17 @@ pub fn maybe_flush(svc: &Services) {
     let mut by_partition: HashMap<u32, Vec<QueryChanges>> = HashMap::new();
     // A query being backfilled is not written until its window is whole.
     for changes in engine.mirror_changes(now_ms(), |k| {
-        epochs.contains_key(&placement.partition(&k.metric)) && !svc.backfills.running(k)
+        epochs.contains_key(&partition_of(svc, mirror, &k.metric)) && !svc.backfills.running(k)
     }) {
         by_partition
-            .entry(placement.partition(&changes.key.metric))
+            .entry(partition_of(svc, mirror, &changes.key.metric))
             .or_default()
             .push(changes);
     }
     drop(engine);
     let mut partitions = Vec::new();
     for (&partition, &epoch) in &epochs {
-        let next_offset = link.partitions[partition as usize].applied_next();
+        let next_offset = position(svc, mirror, partition);
         let queries = by_partition.remove(&partition).unwrap_or_default();
         let clean = epoch.is_some() && stored.get(&partition) == Some(&next_offset);
         if (queries.is_empty() && clean) || next_offset < 0 {
@@ -148,6 +282,7 @@ pub fn maybe_flush(svc: &Services) {
     }
     drop(stored);
     if partitions.is_empty() {
+        resolve_waiters(mirror);
         return;
     }
     let sent: Vec<(u32, i64)> = partitions
@@ -164,12 +299,24 @@ pub fn maybe_flush(svc: &Services) {
     }
 }
 
-/// Takes the outcome of the flush in flight.
-pub fn take_outcome(svc: &Services, flushed: Flushed) {
-    let Some(link) = svc.kafka.as_ref() else {
+/// Standalone: answers the requests whose batches are stored.
+fn resolve_waiters(mirror: &MirrorLink) {
+    let Some(&stored) = mirror.stored.borrow().values().max() else {
         return;
     };
-    let Some(mirror) = link.mirror.as_ref() else {
+    mirror.waiters.borrow_mut().retain(|(position, tx)| {
+        if *position <= stored {
+            tx.try_send(()).ok();
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// Takes the outcome of the flush in flight.
+pub fn take_outcome(svc: &Services, flushed: Flushed) {
+    let Some(mirror) = svc.mirror.as_ref() else {
         return;
     };
     let sent = mirror.in_flight.borrow_mut().take().unwrap_or_default();
@@ -217,14 +364,26 @@ pub fn take_outcome(svc: &Services, flushed: Flushed) {
             FlushResult::Fenced => {
                 epochs.remove(&partition);
                 mirror.stored.borrow_mut().remove(&partition);
-                link.partitions[partition as usize].give_up();
                 mirror.count(|c| c.fenced += 1);
-                tracing::warn!(
-                    shard = svc.id,
-                    partition,
-                    "another node claimed this partition in the state mirror: this shard stops applying it"
-                );
+                if let Some(state) = svc
+                    .kafka
+                    .as_ref()
+                    .and_then(|link| link.partitions.get(partition as usize))
+                {
+                    state.give_up();
+                    tracing::warn!(
+                        shard = svc.id,
+                        partition,
+                        "another node claimed this partition in the state mirror: this shard stops applying it"
+                    );
+                } else {
+                    tracing::error!(
+                        shard = svc.id,
+                        "another node claimed this shard's state in the state mirror (two nodes on one redis?): ingest is refused from now on"
+                    );
+                }
             }
         }
     }
+    resolve_waiters(mirror);
 }

@@ -60,6 +60,8 @@ pub struct Services {
     pub kafka: Option<KafkaLink>,
     /// Backfills of new queries running on this shard (cluster mode).
     pub backfills: backfill::Backfills,
+    /// The state mirror, with `--redis`.
+    pub mirror: Option<mirror::MirrorLink>,
 }
 
 /// The shard that keeps the dashboard catalogue.
@@ -72,6 +74,7 @@ impl Services {
         engine: Shard,
         catalogue: Option<CatalogueHost>,
         kafka: Option<KafkaLink>,
+        mirror: Option<mirror::MirrorLink>,
     ) -> Self {
         let shards = mesh.shards();
         let placement = match &kafka {
@@ -93,6 +96,7 @@ impl Services {
             connections: Cell::new(0),
             kafka,
             backfills: backfill::Backfills::default(),
+            mirror,
         }
     }
 
@@ -135,9 +139,12 @@ impl Services {
     /// in cluster mode (the consumers apply it).
     pub async fn submit(self: &Rc<Self>, parsed: Parsed) -> Result<IngestReply, IngestError> {
         if self.kafka.is_some() {
-            Ok(topic::produce(self, parsed).await?)
-        } else {
-            Ok(ingest::dispatch(self, parsed).await?)
+            return Ok(topic::produce(self, parsed).await?);
         }
+        // With the state mirror, nothing is taken that cannot be stored.
+        if let Some(reason) = self.mirror.as_ref().and_then(|m| m.unavailable()) {
+            return Err(IngestError::NotDurable(reason));
+        }
+        ingest::dispatch(self, parsed).await
     }
 }

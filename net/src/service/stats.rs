@@ -51,6 +51,9 @@ pub struct ShardStats {
     /// behind each partition it owns is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<Box<KafkaStats>>,
+    /// The state mirror's counters, with `--redis`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorCounters>,
 }
 
 /// A shard's side of the topic.
@@ -61,9 +64,6 @@ pub struct KafkaStats {
     /// Times the consumer paused this shard's partitions because the shard fell behind.
     pub pauses: u64,
     pub partitions: Vec<PartitionLag>,
-    /// The state mirror's counters, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<MirrorCounters>,
     /// Backfills of new queries.
     pub backfills: BackfillCounters,
 }
@@ -98,12 +98,12 @@ impl ShardCall for Stats {
             failed_calls: mesh.failed_calls.get(),
             late_replies: mesh.late_replies.get(),
             unsent_replies: mesh.unsent_replies.get(),
+            mirror: svc.mirror.as_ref().map(|m| m.counters.get()),
             kafka: svc.kafka.as_ref().map(|link| {
                 Box::new(KafkaStats {
                     counters: link.counters.get(),
                     pauses: link.inputs.pauses(),
                     partitions: topic::lag(svc),
-                    mirror: link.mirror.as_ref().map(|m| m.counters.get()),
                     backfills: svc.backfills.counters.get(),
                 })
             }),

@@ -21,7 +21,6 @@ use serde::Serialize;
 
 use super::Services;
 use super::calls::ProduceError;
-use super::mirror::MirrorLink;
 use crate::clock::now_ms;
 use crate::parse::Parsed;
 
@@ -46,8 +45,6 @@ pub struct KafkaLink {
     pub partitions: Partitions,
     /// Partition takeovers in progress, and how far back a replay reads.
     pub takeovers: Arc<Takeovers>,
-    /// The state mirror, when there is one.
-    pub mirror: Option<MirrorLink>,
     pub counters: Cell<KafkaCounters>,
     /// Per ticket: the request waiting for its report, and the producer generation.
     waiting: RefCell<HashMap<u64, (Report, u64)>>,
@@ -85,7 +82,6 @@ pub struct LinkParts {
     pub doorbell: Doorbell,
     pub partitions: Partitions,
     pub takeovers: Arc<Takeovers>,
-    pub mirror: Option<MirrorLink>,
 }
 
 impl KafkaLink {
@@ -98,7 +94,6 @@ impl KafkaLink {
             doorbell,
             partitions,
             takeovers,
-            mirror,
         } = parts;
         Self {
             settings,
@@ -111,7 +106,6 @@ impl KafkaLink {
             doorbell: RefCell::new(Some(doorbell)),
             partitions,
             takeovers,
-            mirror,
             counters: Cell::default(),
             waiting: RefCell::new(HashMap::new()),
             next_ticket: Cell::new(0),

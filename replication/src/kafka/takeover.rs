@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::source::SourceContext;
-use crate::redis::{StoredQuery, claim, connect};
+use crate::redis::{Scope, StoredQuery, claim, connect};
 
 /// How a shard picks up a partition.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ pub(crate) fn plan(
     for (&p, floor) in partitions.iter().zip(floors) {
         let ours = ctx.partitions[p as usize].applied_next();
         let claimed = mirror.as_mut().and_then(|conn| {
-            claim(conn, p)
+            claim(conn, Scope::Partition, p)
                 .map_err(|e| tracing::warn!(partition = p, "state mirror: {e}; replaying"))
                 .ok()
         });

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use livedash_engine::PaneState;
 use redis::Connection;
 
-use super::{LATEST_FIELD, epoch_key, index_key, offset_key, query_key};
+use super::{LATEST_FIELD, Scope, epoch_key, index_key, offset_key, query_key};
 
 /// One query's stored window.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -31,16 +31,16 @@ pub struct Claim {
 }
 
 /// Claims `partition`: bumps its epoch and loads what is stored for it.
-pub fn claim(conn: &mut Connection, partition: u32) -> Result<Claim, String> {
+pub fn claim(conn: &mut Connection, scope: Scope, partition: u32) -> Result<Claim, String> {
     let epoch: u64 = redis::cmd("INCR")
-        .arg(epoch_key(partition))
+        .arg(epoch_key(scope, partition))
         .query(conn)
         .map_err(|e| format!("claiming partition {partition}: {e}"))?;
     let (offset, ids): (Option<i64>, Vec<String>) = redis::pipe()
         .cmd("GET")
-        .arg(offset_key(partition))
+        .arg(offset_key(scope, partition))
         .cmd("SMEMBERS")
-        .arg(index_key(partition))
+        .arg(index_key(scope, partition))
         .query(conn)
         .map_err(|e| format!("reading partition {partition}: {e}"))?;
     let mut claim = Claim {
@@ -54,7 +54,7 @@ pub fn claim(conn: &mut Connection, partition: u32) -> Result<Claim, String> {
     }
     let mut pipe = redis::pipe();
     for id in &ids {
-        pipe.cmd("HGETALL").arg(query_key(partition, id));
+        pipe.cmd("HGETALL").arg(query_key(scope, partition, id));
     }
     let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe
         .query(conn)
@@ -84,7 +84,7 @@ pub fn claim(conn: &mut Connection, partition: u32) -> Result<Claim, String> {
     if !gone.is_empty() {
         // Expired windows: forget their ids.
         let _: Result<(), _> = redis::cmd("SREM")
-            .arg(index_key(partition))
+            .arg(index_key(scope, partition))
             .arg(&gone)
             .query(conn);
     }

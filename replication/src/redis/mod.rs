@@ -2,7 +2,9 @@
 //! the offset they reflect, fenced by the partition's epoch; `claim` is what a new owner of
 //! a partition does first: bump the epoch and load the state to restore.
 //!
-//! Keys, per partition `p` (the braces keep a partition's keys in one Redis Cluster slot):
+//! Keys, per partition `p` (the braces keep a partition's keys in one Redis Cluster slot;
+//! a standalone node stores each shard's windows the same way, under
+//! `livedash:standalone:{s}:` for shard `s`):
 //! - `livedash:{p}:epoch`: the owner's epoch, bumped by every new owner;
 //! - `livedash:{p}:offset`: the next offset the stored state has not seen;
 //! - `livedash:{p}:queries`: the ids of the queries stored (`QueryKey::stable_id`);
@@ -25,25 +27,44 @@ pub struct RedisSettings {
     pub url: String,
     /// How often each shard writes what changed.
     pub interval: Duration,
+    pub scope: Scope,
+}
+
+/// What a stored "partition" is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A Kafka partition (cluster mode).
+    Partition,
+    /// A shard of a standalone node.
+    Shard,
+}
+
+impl Scope {
+    fn prefix(self) -> &'static str {
+        match self {
+            Scope::Partition => "livedash:",
+            Scope::Shard => "livedash:standalone:",
+        }
+    }
 }
 
 /// Longest wait for Redis to connect or answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub(crate) fn epoch_key(partition: u32) -> String {
-    format!("livedash:{{{partition}}}:epoch")
+pub(crate) fn epoch_key(scope: Scope, partition: u32) -> String {
+    format!("{}{{{partition}}}:epoch", scope.prefix())
 }
 
-pub(crate) fn offset_key(partition: u32) -> String {
-    format!("livedash:{{{partition}}}:offset")
+pub(crate) fn offset_key(scope: Scope, partition: u32) -> String {
+    format!("{}{{{partition}}}:offset", scope.prefix())
 }
 
-pub(crate) fn index_key(partition: u32) -> String {
-    format!("livedash:{{{partition}}}:queries")
+pub(crate) fn index_key(scope: Scope, partition: u32) -> String {
+    format!("{}{{{partition}}}:queries", scope.prefix())
 }
 
-pub(crate) fn query_key(partition: u32, id: &str) -> String {
-    format!("livedash:{{{partition}}}:q:{id}")
+pub(crate) fn query_key(scope: Scope, partition: u32, id: &str) -> String {
+    format!("{}{{{partition}}}:q:{id}", scope.prefix())
 }
 
 /// The hash field of a query's newest event time.

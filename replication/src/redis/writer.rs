@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use livedash_engine::QueryChanges;
 use redis::{Connection, Script};
 
-use super::{RedisSettings, connect, epoch_key, index_key, offset_key, query_key};
+use super::{RedisSettings, Scope, connect, epoch_key, index_key, offset_key, query_key};
 use crate::inbox::Inbox;
 
 /// Stores one partition's flush if `KEYS[1]` (the epoch) still holds `ARGV[1]`; answers
@@ -195,11 +195,12 @@ impl Worker {
             took: started.elapsed(),
             ..Flushed::default()
         };
+        let scope = self.settings.scope;
         let conn = match self.connection() {
             Ok(conn) => conn,
             Err(e) => return failed(e),
         };
-        match store(conn, &SCRIPT, &flush) {
+        match store(conn, scope, &SCRIPT, &flush) {
             Ok((results, bytes)) => {
                 self.up();
                 Flushed {
@@ -273,6 +274,7 @@ impl Worker {
 /// claim one first.
 fn store(
     conn: &mut Connection,
+    scope: Scope,
     script: &Script,
     flush: &Flush,
 ) -> Result<(Vec<(u32, FlushResult)>, usize), String> {
@@ -281,7 +283,7 @@ fn store(
         let epoch = match p.epoch {
             Some(e) => e,
             None => redis::cmd("INCR")
-                .arg(epoch_key(p.partition))
+                .arg(epoch_key(scope, p.partition))
                 .query(conn)
                 .map_err(|e| format!("claiming partition {}: {e}", p.partition))?,
         };
@@ -292,12 +294,12 @@ fn store(
     for (p, &epoch) in flush.partitions.iter().zip(&epochs) {
         let mut call = redis::cmd("EVALSHA");
         call.arg(script.get_hash()).arg(3 + p.queries.len());
-        call.arg(epoch_key(p.partition))
-            .arg(offset_key(p.partition))
-            .arg(index_key(p.partition));
+        call.arg(epoch_key(scope, p.partition))
+            .arg(offset_key(scope, p.partition))
+            .arg(index_key(scope, p.partition));
         let ids: Vec<String> = p.queries.iter().map(|q| q.key.stable_id()).collect();
         for id in &ids {
-            call.arg(query_key(p.partition, id));
+            call.arg(query_key(scope, p.partition, id));
         }
         call.arg(epoch).arg(p.next_offset);
         for (q, id) in p.queries.iter().zip(&ids) {
