@@ -34,6 +34,10 @@ struct Args {
     /// Distinct metric names; each carries one of 10 host tags.
     #[arg(long, default_value_t = 1000)]
     metrics: usize,
+    /// Then the same against a node with the state mirror on a private redis-server
+    /// (answers once the events are stored), reported beside the node without it.
+    #[arg(long)]
+    redis: bool,
 }
 
 /// Request bodies: every (metric, host) series appears, event times within the last second.
@@ -74,10 +78,31 @@ fn main() -> Result<(), String> {
     }
     let parse_rate = parsed as f64 / started.elapsed().as_secs_f64();
 
+    let (rate, _) = run(&args, &bodies, parse_rate, &[])?;
+    if args.redis && args.addr.is_none() {
+        let redis = livedash_loadgen::redis::RedisServer::start();
+        let url = redis.url();
+        let (durable, _) = run(&args, &bodies, parse_rate, &["--redis", &url])?;
+        println!(
+            "durable   with the state mirror: {durable:.0} events/s, {:.2}x the node without it in the same run",
+            durable / rate
+        );
+    }
+    Ok(())
+}
+
+/// Starts a node with `extra` arguments (or uses `--addr`), makes the widgets, runs the
+/// clients; prints the figures and returns events/s and requests/s.
+fn run(
+    args: &Args,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    parse_rate: f64,
+    extra: &[&str],
+) -> Result<(f64, f64), String> {
     let (_node, addr) = match args.addr {
         Some(addr) => (None, addr),
         None => {
-            let (node, addr) = start_node(&[])?;
+            let (node, addr) = start_node(extra)?;
             (Some(node), addr)
         }
     };
@@ -94,7 +119,7 @@ fn main() -> Result<(), String> {
         })
         .collect();
     create_widgets(&mut admin, &specs)?;
-    let clients = IngestClients::start(addr, Arc::clone(&bodies), args.connections);
+    let clients = IngestClients::start(addr, Arc::clone(bodies), args.connections);
     std::thread::sleep(Duration::from_secs(1));
     let before = admin
         .send("GET", "/stats", "application/json", b"")
@@ -136,11 +161,14 @@ fn main() -> Result<(), String> {
         requests as f64 / elapsed,
         rate / parse_rate
     );
+    if !extra.is_empty() {
+        println!("          (node arguments: {})", extra.join(" "));
+    }
     if ev1 > ev0 {
         println!(
             "engine    {:.0} ns of engine CPU per event (apply only)",
             (ns1 - ns0) / (ev1 - ev0)
         );
     }
-    Ok(())
+    Ok((rate, requests as f64 / elapsed))
 }

@@ -17,7 +17,7 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
-use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::timer::sleep;
 use hashbrown::HashMap;
 use livedash_engine::QueryChanges;
@@ -44,6 +44,8 @@ pub struct MirrorLink {
     applied: Cell<i64>,
     /// Standalone: requests waiting until the position they need is stored.
     waiters: RefCell<Vec<(i64, LocalSender<()>)>>,
+    /// Standalone: wakes the flush loop when a request starts waiting.
+    kick: (LocalSender<()>, RefCell<Option<LocalReceiver<()>>>),
     /// Partitions this shard owns, with its epoch for each (`None`: not claimed yet).
     epochs: RefCell<HashMap<u32, Option<u64>>>,
     /// Positions last stored per partition.
@@ -86,6 +88,10 @@ impl MirrorLink {
             standalone,
             applied: Cell::new(0),
             waiters: RefCell::default(),
+            kick: {
+                let (tx, rx) = local_channel::new_bounded(1);
+                (tx, RefCell::new(Some(rx)))
+            },
             epochs: RefCell::default(),
             stored: RefCell::default(),
             in_flight: RefCell::default(),
@@ -172,6 +178,7 @@ pub async fn applied_durably(svc: &Services) -> Result<(), String> {
     mirror.applied.set(position);
     let (tx, rx) = local_channel::new_bounded(1);
     mirror.waiters.borrow_mut().push((position, tx));
+    mirror.kick.0.try_send(()).ok();
     let stored = async { rx.recv().await.is_some() };
     let timeout = async {
         sleep(DURABLE_WAIT).await;
@@ -194,17 +201,23 @@ pub async fn run_standalone(svc: Rc<Services>) {
     let Some(mirror) = svc.mirror.as_ref().filter(|m| m.standalone) else {
         return;
     };
+    let Some(kicked) = mirror.kick.1.borrow_mut().take() else {
+        return;
+    };
     loop {
         while let Some(flushed) = mirror.flushed.pop() {
             take_outcome(&svc, flushed);
         }
         maybe_flush(&svc);
-        let pause = if mirror.in_flight.borrow().is_some() {
-            Duration::from_millis(1)
+        if mirror.in_flight.borrow().is_some() {
+            // The outcome comes back in about a round trip to Redis.
+            sleep(Duration::from_micros(200)).await;
         } else {
-            (mirror.interval / 4).max(Duration::from_millis(1))
-        };
-        sleep(pause).await;
+            let pause = sleep(mirror.interval.max(Duration::from_millis(1)));
+            async { kicked.recv().await.map(drop).unwrap_or(()) }
+                .or(pause)
+                .await;
+        }
     }
 }
 
