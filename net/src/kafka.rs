@@ -115,6 +115,7 @@ async fn take(svc: &Rc<Services>, input: ShardInput, warnings: &Warnings) {
             if let Some(m) = &svc.mirror {
                 partitions.iter().for_each(|&p| m.disown(p));
             }
+            partitions.iter().for_each(|&p| svc.backfills.cancel(p));
             done.store(true, Ordering::Release);
             tracing::info!(shard = svc.id, ?partitions, "gave up kafka partitions");
         }
@@ -132,6 +133,8 @@ fn assigned(svc: &Rc<Services>, taken: Vec<Taken>) {
         .filter(|t| !matches!(t.resume, Resume::Kept))
         .map(|t| t.partition)
         .collect();
+    // Backfills of an earlier ownership would add to windows that start over now.
+    fresh.iter().for_each(|&p| svc.backfills.cancel(p));
     reset(svc, &fresh);
     for t in taken {
         let how = match &t.resume {
@@ -144,6 +147,11 @@ fn assigned(svc: &Rc<Services>, taken: Vec<Taken>) {
             if let Some(m) = &svc.mirror {
                 m.restored(queries);
             }
+        }
+        if let Resume::Kept = t.resume {
+            // Queries made while another node owned it have nothing yet.
+            let pending = svc.backfills.take_pending(t.partition);
+            backfill::start(svc, pending, t.partition, t.start);
         }
         if let Some(m) = &svc.mirror {
             m.own(t.partition, t.epoch);
@@ -189,9 +197,7 @@ fn restore(
             }
         }
     }
-    for key in missing {
-        backfill::start(svc, key, partition, start);
-    }
+    backfill::start(svc, missing, partition, start);
     loaded
 }
 

@@ -368,6 +368,7 @@ fn a_stale_owners_write_is_refused() {
                     partition: 0,
                     epoch: Some(epoch),
                     next_offset,
+                    replace: false,
                     queries,
                 }],
             })
@@ -433,15 +434,19 @@ fn a_new_widget_gets_its_whole_window_from_the_topic() {
     let dash = dashboard(&mut c);
     ingest(&mut c, &mut truth, 500, 3);
     exact(&mut c, &dash, &truth, 30, "backfilled values");
-    // One backfill per query (the four aggregations of a metric share one).
+    // One backfill per partition with new queries, all of them ended well.
     eventually(10, "every backfill to end", || {
-        let finished: u64 = stats(&mut c)["shards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["kafka"]["backfills"]["finished"].as_u64().unwrap_or(0))
-            .sum();
-        (finished == metrics().len() as u64).then_some(())
+        let st = stats(&mut c);
+        let sum = |k: &str| -> u64 {
+            st["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["kafka"]["backfills"][k].as_u64().unwrap_or(0))
+                .sum()
+        };
+        (sum("running") == 0 && sum("finished") == sum("started") && sum("started") > 0)
+            .then_some(())
     });
 }
 

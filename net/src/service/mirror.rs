@@ -31,6 +31,10 @@ use crate::clock::now_ms;
 /// How long an ingest request waits for its events to be stored (standalone).
 pub const DURABLE_WAIT: Duration = Duration::from_secs(3);
 
+/// A flush in flight: the ownership it was sent under, and (partition, position) of each
+/// partition in it.
+type InFlight = (u64, Vec<(u32, i64)>);
+
 /// What a shard keeps of the mirror.
 #[derive(Debug)]
 pub struct MirrorLink {
@@ -42,16 +46,21 @@ pub struct MirrorLink {
     standalone: bool,
     /// Standalone: batches applied so far (the position stored with the state).
     applied: Cell<i64>,
-    /// Standalone: requests waiting until the position they need is stored.
-    waiters: RefCell<Vec<(i64, LocalSender<()>)>>,
+    /// Standalone: requests waiting until the position they need is stored, by id.
+    waiters: RefCell<Vec<(i64, u64, LocalSender<()>)>>,
+    next_waiter: Cell<u64>,
     /// Standalone: wakes the flush loop when a request starts waiting.
     kick: (LocalSender<()>, RefCell<Option<LocalReceiver<()>>>),
     /// Partitions this shard owns, with its epoch for each (`None`: not claimed yet).
     epochs: RefCell<HashMap<u32, Option<u64>>>,
+    /// Bumped on every change of ownership: an outcome of a flush sent under an earlier
+    /// ownership is ignored.
+    ownership: Cell<u64>,
     /// Positions last stored per partition.
     stored: RefCell<HashMap<u32, i64>>,
-    /// The flush in flight: (partition, position) of each partition in it.
-    in_flight: RefCell<Option<Vec<(u32, i64)>>>,
+    /// The flush in flight: the ownership it was sent under, and (partition, position)
+    /// of each partition in it.
+    in_flight: RefCell<Option<InFlight>>,
     last: Cell<Instant>,
     pub counters: Cell<MirrorCounters>,
 }
@@ -88,11 +97,13 @@ impl MirrorLink {
             standalone,
             applied: Cell::new(0),
             waiters: RefCell::default(),
+            next_waiter: Cell::new(0),
             kick: {
                 let (tx, rx) = local_channel::new_bounded(1);
                 (tx, RefCell::new(Some(rx)))
             },
             epochs: RefCell::default(),
+            ownership: Cell::new(0),
             stored: RefCell::default(),
             in_flight: RefCell::default(),
             last: Cell::new(Instant::now()),
@@ -108,11 +119,13 @@ impl MirrorLink {
 
     /// This shard now owns `partition` under `epoch`; its first flush sends every pane.
     pub fn own(&self, partition: u32, epoch: Option<u64>) {
+        self.ownership.set(self.ownership.get() + 1);
         self.epochs.borrow_mut().insert(partition, epoch);
         self.stored.borrow_mut().remove(&partition);
     }
 
     pub fn disown(&self, partition: u32) {
+        self.ownership.set(self.ownership.get() + 1);
         self.epochs.borrow_mut().remove(&partition);
         self.stored.borrow_mut().remove(&partition);
     }
@@ -177,7 +190,9 @@ pub async fn applied_durably(svc: &Services) -> Result<(), String> {
     let position = mirror.applied.get() + 1;
     mirror.applied.set(position);
     let (tx, rx) = local_channel::new_bounded(1);
-    mirror.waiters.borrow_mut().push((position, tx));
+    let id = mirror.next_waiter.get();
+    mirror.next_waiter.set(id + 1);
+    mirror.waiters.borrow_mut().push((position, id, tx));
     mirror.kick.0.try_send(()).ok();
     let stored = async { rx.recv().await.is_some() };
     let timeout = async {
@@ -187,6 +202,7 @@ pub async fn applied_durably(svc: &Services) -> Result<(), String> {
     if stored.or(timeout).await {
         Ok(())
     } else {
+        mirror.waiters.borrow_mut().retain(|w| w.1 != id);
         Err(mirror.unavailable().unwrap_or_else(|| {
             format!(
                 "the state mirror (redis) did not store the events within {} ms; they are applied in memory and will be stored once it answers",
@@ -246,8 +262,10 @@ pub fn maybe_flush(svc: &Services) {
     let Some(mirror) = svc.mirror.as_ref() else {
         return;
     };
-    // Standalone, a request waiting for its events does not wait for the next interval.
-    let waiting = !mirror.waiters.borrow().is_empty();
+    // Standalone, a request waiting for its events does not wait for the next interval
+    // (unless writes fail: then retries keep to the interval).
+    let waiting =
+        !mirror.waiters.borrow().is_empty() && mirror.counters.get().failing_since_ms == 0;
     if mirror.in_flight.borrow().is_some()
         || (!waiting && mirror.last.get().elapsed() < mirror.interval)
     {
@@ -290,6 +308,8 @@ pub fn maybe_flush(svc: &Services) {
             partition,
             epoch,
             next_offset,
+            // Not stored since it was taken: what Redis holds of it is replaced whole.
+            replace: !stored.contains_key(&partition),
             queries,
         });
     }
@@ -307,7 +327,7 @@ pub fn maybe_flush(svc: &Services) {
         partitions,
     };
     match mirror.writer.send(flush) {
-        Ok(()) => *mirror.in_flight.borrow_mut() = Some(sent),
+        Ok(()) => *mirror.in_flight.borrow_mut() = Some((mirror.ownership.get(), sent)),
         Err(_) => tracing::error!(shard = svc.id, "the state mirror's writer is gone"),
     }
 }
@@ -317,7 +337,7 @@ fn resolve_waiters(mirror: &MirrorLink) {
     let Some(&stored) = mirror.stored.borrow().values().max() else {
         return;
     };
-    mirror.waiters.borrow_mut().retain(|(position, tx)| {
+    mirror.waiters.borrow_mut().retain(|(position, _, tx)| {
         if *position <= stored {
             tx.try_send(()).ok();
             false
@@ -332,7 +352,9 @@ pub fn take_outcome(svc: &Services, flushed: Flushed) {
     let Some(mirror) = svc.mirror.as_ref() else {
         return;
     };
-    let sent = mirror.in_flight.borrow_mut().take().unwrap_or_default();
+    let Some((ownership, sent)) = mirror.in_flight.borrow_mut().take() else {
+        return;
+    };
     let failed = flushed
         .results
         .iter()
@@ -350,6 +372,12 @@ pub fn take_outcome(svc: &Services, flushed: Flushed) {
             c.failing_since_ms = 0;
         }
     });
+    if ownership != mirror.ownership.get() {
+        // Sent before partitions moved: its outcome says nothing of what is owned now,
+        // and what it stored is replaced by the next flush.
+        mirror.stored.borrow_mut().clear();
+        return;
+    }
     for (partition, result) in flushed.results {
         let mut epochs = mirror.epochs.borrow_mut();
         let Some(epoch) = epochs.get_mut(&partition) else {
@@ -374,8 +402,14 @@ pub fn take_outcome(svc: &Services, flushed: Flushed) {
                 *epoch = None;
                 mirror.stored.borrow_mut().remove(&partition);
             }
+            FlushResult::Behind => {
+                // The stored state is ahead of this shard's position: it claims the
+                // partition once it got that far.
+                mirror.stored.borrow_mut().remove(&partition);
+            }
             FlushResult::Fenced => {
                 epochs.remove(&partition);
+                svc.backfills.cancel(partition);
                 mirror.stored.borrow_mut().remove(&partition);
                 mirror.count(|c| c.fenced += 1);
                 if let Some(state) = svc

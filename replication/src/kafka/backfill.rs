@@ -4,14 +4,15 @@
 //! outside the group, on a thread of its own; the records go to the shard's inbox.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::source::{Record, ShardInput};
-use super::{KafkaSettings, client_config};
+use super::{FORMAT_HEADER, KafkaSettings, client_config};
 use crate::inbox::Inbox;
 
 /// Records handed over per batch.
@@ -34,13 +35,18 @@ pub struct Backfill {
 }
 
 /// Starts `job` on a thread; its records, and then its end, go to `inbox` as
-/// `ShardInput::Backfilled`.
-pub fn start(settings: &KafkaSettings, job: Backfill, inbox: Arc<Inbox<ShardInput>>) {
+/// `ShardInput::Backfilled`. Setting `cancel` stops it.
+pub fn start(
+    settings: &KafkaSettings,
+    job: Backfill,
+    cancel: Arc<AtomicBool>,
+    inbox: Arc<Inbox<ShardInput>>,
+) {
     let settings = settings.clone();
     let spawned = std::thread::Builder::new()
         .name("livedash-backfill".into())
         .spawn(move || {
-            let (read, error) = match read(&settings, job, &inbox) {
+            let (read, error) = match read(&settings, job, &cancel, &inbox) {
                 Ok(read) => (read, None),
                 Err((read, e)) => (read, Some(e)),
             };
@@ -66,6 +72,7 @@ pub fn start(settings: &KafkaSettings, job: Backfill, inbox: Arc<Inbox<ShardInpu
 fn read(
     settings: &KafkaSettings,
     job: Backfill,
+    cancel: &AtomicBool,
     inbox: &Inbox<ShardInput>,
 ) -> Result<usize, (usize, String)> {
     let consumer: BaseConsumer = client_config(settings)
@@ -105,6 +112,9 @@ fn read(
     let mut next = start;
     let mut batch = Vec::with_capacity(BATCH);
     while next < job.until {
+        if cancel.load(Ordering::Acquire) {
+            return Err((read, "cancelled: the partition moved".into()));
+        }
         if Instant::now() > give_up {
             return Err((
                 read,
@@ -124,7 +134,12 @@ fn read(
             offset: message.offset(),
             generation: 0,
             value: message.payload().unwrap_or_default().to_vec(),
-            format: None,
+            format: message.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == FORMAT_HEADER)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            }),
         });
         read += 1;
         if batch.len() >= BATCH || next >= job.until {

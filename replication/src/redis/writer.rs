@@ -15,17 +15,37 @@ use redis::{Connection, Script};
 use super::{RedisSettings, Scope, connect, epoch_key, index_key, offset_key, query_key};
 use crate::inbox::Inbox;
 
-/// Stores one partition's flush if `KEYS[1]` (the epoch) still holds `ARGV[1]`; answers
-/// 1 when stored, 0 when another owner's epoch is there, -1 when there is no epoch at all
-/// (Redis lost its data).
-/// KEYS: epoch, offset, index, then one hash per query. ARGV: epoch, next offset, then
-/// per query: id, full (1: replace), ttl ms, latest ('' for none), panes set, slots
-/// deleted, the (slot, pane) pairs, the deleted slots.
+/// Stores one partition's flush. KEYS: epoch, offset, index, then one hash per query.
+/// ARGV: the writer's epoch ('' to claim the partition), next offset, replace (1: drop
+/// every stored query of the partition first), the prefix of its query keys, then per
+/// query: id, full (1: replace it), ttl ms, latest, panes set, slots deleted, the
+/// (slot, pane) pairs, the deleted slots.
+///
+/// Answers {1, epoch} when stored; {0, 0} when a newer owner's epoch is there; {-1, 0}
+/// when there is no epoch at all (Redis lost its data); {-2, 0} when a claim finds the
+/// stored state ahead of the claimer's position. Epochs only grow: a writer with a
+/// newer epoch than the stored one (after Redis lost writes) raises it.
 const FLUSH_SCRIPT: &str = r"
-local owner = redis.call('GET', KEYS[1])
-if not owner then return -1 end
-if owner ~= ARGV[1] then return 0 end
-local a = 3
+local owner = tonumber(redis.call('GET', KEYS[1]) or '')
+local mine = tonumber(ARGV[1])
+if mine == nil then
+  local at = tonumber(redis.call('GET', KEYS[2]) or '')
+  if at ~= nil and at > tonumber(ARGV[2]) then return {-2, 0} end
+  mine = redis.call('INCR', KEYS[1])
+elseif owner == nil then
+  return {-1, 0}
+elseif mine < owner then
+  return {0, 0}
+elseif mine > owner then
+  redis.call('SET', KEYS[1], mine)
+end
+if ARGV[3] == '1' then
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    redis.call('DEL', ARGV[4] .. id)
+  end
+  redis.call('DEL', KEYS[3])
+end
+local a = 5
 for i = 4, #KEYS do
   local k = KEYS[i]
   local id, full, ttl, latest = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -46,14 +66,12 @@ for i = 4, #KEYS do
     j = j + n
   end
   a = a + ndel
-  if latest ~= '' then redis.call('HSET', k, 'latest', latest) end
-  if redis.call('EXISTS', k) == 1 then
-    redis.call('PEXPIRE', k, ttl)
-    redis.call('SADD', KEYS[3], id)
-  end
+  redis.call('HSET', k, 'latest', latest)
+  redis.call('PEXPIRE', k, ttl)
+  redis.call('SADD', KEYS[3], id)
 end
 redis.call('SET', KEYS[2], ARGV[2])
-return 1
+return {1, mine}
 ";
 
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FLUSH_SCRIPT));
@@ -70,10 +88,14 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub struct PartitionFlush {
     pub partition: u32,
     /// The shard's epoch for it; `None` when it has none yet (Redis was down when the
-    /// partition was taken): the writer claims one first, and the shard sends every pane.
+    /// partition was taken, or lost its data): the write claims one, unless the stored
+    /// state is ahead of `next_offset`, and the shard sends every pane.
     pub epoch: Option<u64>,
     /// The first offset the state does not reflect.
     pub next_offset: i64,
+    /// Drop every query stored for the partition first (the shard sends all of its own:
+    /// the first write after taking the partition).
+    pub replace: bool,
     pub queries: Vec<QueryChanges>,
 }
 
@@ -94,6 +116,9 @@ pub enum FlushResult {
     /// Refused: Redis holds no epoch for the partition (it lost its data). The shard
     /// claims the partition again and sends every pane.
     Lost,
+    /// A claim refused: the stored state is ahead of the shard's position (it is
+    /// catching up, or is not the owner any more). Tried again later.
+    Behind,
     /// Not stored (Redis unreachable or an error); the shard sends it again.
     Failed,
 }
@@ -251,9 +276,7 @@ impl Worker {
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         }
         // Up to a quarter more, so nodes that lost Redis together do not retry together.
-        let jitter = self
-            .backoff
-            .mul_f64(f64::from(Instant::now().elapsed().subsec_nanos() % 250) / 1000.0);
+        let jitter = self.backoff.mul_f64(random_fraction() / 4.0);
         self.retry_at = Instant::now() + self.backoff + jitter;
         self.last_error = Some(error);
     }
@@ -278,20 +301,9 @@ fn store(
     script: &Script,
     flush: &Flush,
 ) -> Result<(Vec<(u32, FlushResult)>, usize), String> {
-    let mut epochs = Vec::with_capacity(flush.partitions.len());
-    for p in &flush.partitions {
-        let epoch = match p.epoch {
-            Some(e) => e,
-            None => redis::cmd("INCR")
-                .arg(epoch_key(scope, p.partition))
-                .query(conn)
-                .map_err(|e| format!("claiming partition {}: {e}", p.partition))?,
-        };
-        epochs.push(epoch);
-    }
     let mut bytes = 0;
     let mut pipe = redis::pipe();
-    for (p, &epoch) in flush.partitions.iter().zip(&epochs) {
+    for p in &flush.partitions {
         let mut call = redis::cmd("EVALSHA");
         call.arg(script.get_hash()).arg(3 + p.queries.len());
         call.arg(epoch_key(scope, p.partition))
@@ -301,7 +313,10 @@ fn store(
         for id in &ids {
             call.arg(query_key(scope, p.partition, id));
         }
-        call.arg(epoch).arg(p.next_offset);
+        call.arg(p.epoch.map_or_else(String::new, |e| e.to_string()))
+            .arg(p.next_offset)
+            .arg(if p.replace { "1" } else { "0" })
+            .arg(query_key(scope, p.partition, ""));
         for (q, id) in p.queries.iter().zip(&ids) {
             call.arg(id)
                 .arg(if q.panes.full { "1" } else { "0" })
@@ -320,7 +335,7 @@ fn store(
         }
         pipe.add_command(call);
     }
-    let answers: Vec<i64> = match pipe.query(conn) {
+    let answers: Vec<(i64, u64)> = match pipe.query(conn) {
         Ok(a) => a,
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             script
@@ -334,16 +349,23 @@ fn store(
     let results = flush
         .partitions
         .iter()
-        .zip(epochs)
         .zip(answers)
-        .map(|((p, epoch), answer)| {
+        .map(|(p, (answer, epoch))| {
             let result = match answer {
                 1 => FlushResult::Stored { epoch },
                 -1 => FlushResult::Lost,
+                -2 => FlushResult::Behind,
                 _ => FlushResult::Fenced,
             };
             (p.partition, result)
         })
         .collect();
     Ok((results, bytes))
+}
+
+/// A number in [0, 1) that differs from process to process and call to call.
+fn random_fraction() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
