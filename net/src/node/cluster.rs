@@ -40,10 +40,13 @@ pub struct KafkaParts {
 }
 
 impl KafkaParts {
+    /// Connects; a takeover replays `replay_ms` back from now (the longest window of the
+    /// stored dashboards plus the allowed skew) until the shards raise it.
     pub fn connect(
         settings: KafkaSettings,
         redis: Option<RedisSettings>,
         shards: usize,
+        replay_ms: i64,
     ) -> anyhow::Result<Self> {
         let count = prepare_topic(&settings).map_err(|e| anyhow!(e))?;
         tracing::info!(
@@ -82,7 +85,7 @@ impl KafkaParts {
             deliveries,
             own: Mutex::new(own),
             settings,
-            takeovers: Arc::default(),
+            takeovers: Arc::new(Takeovers::new(replay_ms)),
             redis,
             writer,
         })

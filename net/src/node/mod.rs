@@ -174,11 +174,15 @@ fn probe_port(addr: SocketAddr) -> anyhow::Result<()> {
 pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<NodeHandle> {
     probe_port(config.listen)?;
     let shards = config.shard_count();
+    let dashboards = store.load_all().context("loading dashboards")?;
+    let catalogue = Catalogue::new(dashboards.clone());
+    let horizon_ms = catalogue.horizon_ms();
     let kafka = match config.kafka() {
         Some(settings) => Some(Arc::new(KafkaParts::connect(
             settings,
             config.redis(),
             shards,
+            horizon_ms + config.max_skew_ms,
         )?)),
         None => None,
     };
@@ -189,9 +193,6 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
     let owners = kafka
         .as_ref()
         .map_or(Placement::standalone(shards), |k| k.placement(shards));
-    let dashboards = store.load_all().context("loading dashboards")?;
-    let catalogue = Catalogue::new(dashboards.clone());
-    let horizon_ms = catalogue.horizon_ms();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let placement = if shards <= cores {
         PoolPlacement::MaxSpread(shards, None)

@@ -57,6 +57,14 @@ pub struct Takeovers {
 }
 
 impl Takeovers {
+    /// Takeovers that replay `replay_ms` back from now (raised later by the shards).
+    pub fn new(replay_ms: i64) -> Self {
+        Self {
+            replay_ms: AtomicI64::new(replay_ms),
+            ..Self::default()
+        }
+    }
+
     /// `None` when ready, else why not.
     pub fn not_ready(&self) -> Option<String> {
         if !self.joined.load(Ordering::Acquire) {
@@ -155,6 +163,10 @@ fn replay_floors(
         return Vec::new();
     }
     let since = now_ms() - ctx.takeovers.replay_ms.load(Ordering::Acquire).max(0);
+    if since <= 0 {
+        // Everything counts: from the start, without asking.
+        return vec![0; partitions.len()];
+    }
     let mut tpl = TopicPartitionList::new();
     for &p in partitions {
         if tpl
