@@ -328,6 +328,9 @@ impl Source {
             )
             // Also bounds how long a rebalance waits for members that are gone.
             .set("max.poll.interval.ms", "15000")
+            // A member learns of a rebalance at its next heartbeat: once a second, so a
+            // dead member's partitions move about a second after its session expires.
+            .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "1000")
             // A fetch with nothing new waits at most this long: it bounds how late a
             // quiet partition's next record is seen.
