@@ -47,6 +47,16 @@ fn start(dir: Option<std::path::PathBuf>, args: &[String]) -> Server {
     }
 }
 
+/// A new node that owns every partition (the only member of its group), and a client.
+fn start_owning_all(args: &[String]) -> (Server, Client) {
+    let node = start(None, args);
+    let mut c = node.client();
+    eventually(30, "the node to own every partition", || {
+        (owned(&mut c).len() == PARTITIONS as usize).then_some(())
+    });
+    (node, c)
+}
+
 /// Per metric: sum, count, min and max of every event sent.
 #[derive(Debug, Default)]
 struct Truth(BTreeMap<String, [f64; 4]>);
@@ -172,11 +182,7 @@ fn killed_and_restarted_node_restores_exact_values() {
     broker.create_topic(TOPIC, PARTITIONS);
     let redis = RedisServer::start();
     let args = node_args(&broker, &redis, "restart");
-    let a = start(None, &args);
-    let mut c = a.client();
-    eventually(30, "the node to own every partition", || {
-        (owned(&mut c).len() == PARTITIONS as usize).then_some(())
-    });
+    let (a, mut c) = start_owning_all(&args);
     let dash = dashboard(&mut c);
     let mut truth = Truth::default();
     for round in 0..3 {
@@ -245,11 +251,7 @@ fn with_an_empty_redis_the_windows_are_replayed_from_the_topic() {
     broker.create_topic(TOPIC, PARTITIONS);
     let mut redis = RedisServer::start();
     let args = node_args(&broker, &redis, "replay");
-    let a = start(None, &args);
-    let mut c = a.client();
-    eventually(30, "the node to own every partition", || {
-        (owned(&mut c).len() == PARTITIONS as usize).then_some(())
-    });
+    let (a, mut c) = start_owning_all(&args);
     let dash = dashboard(&mut c);
     let mut truth = Truth::default();
     for round in 0..3 {
@@ -271,11 +273,7 @@ fn redis_down_under_load_loses_nothing_and_the_mirror_catches_up() {
     broker.create_topic(TOPIC, PARTITIONS);
     let mut redis = RedisServer::start();
     let args = node_args(&broker, &redis, "outage");
-    let a = start(None, &args);
-    let mut c = a.client();
-    eventually(30, "the node to own every partition", || {
-        (owned(&mut c).len() == PARTITIONS as usize).then_some(())
-    });
+    let (a, mut c) = start_owning_all(&args);
     let dash = dashboard(&mut c);
     let mut truth = Truth::default();
     ingest(&mut c, &mut truth, 500, 0);
@@ -412,11 +410,7 @@ fn a_new_widget_gets_its_whole_window_from_the_topic() {
     broker.create_topic(TOPIC, PARTITIONS);
     let redis = RedisServer::start();
     let args = node_args(&broker, &redis, "backfill");
-    let a = start(None, &args);
-    let mut c = a.client();
-    eventually(30, "the node to own every partition", || {
-        (owned(&mut c).len() == PARTITIONS as usize).then_some(())
-    });
+    let (_node, mut c) = start_owning_all(&args);
     // Events before any widget watches them.
     let mut truth = Truth::default();
     for round in 0..3 {

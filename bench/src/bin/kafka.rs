@@ -268,8 +268,9 @@ fn create_sum_widgets(addr: SocketAddr, metrics: usize) -> Result<(), String> {
     create_widgets(&mut admin, &specs)
 }
 
-/// A Kafka counter summed over the node's shards.
-fn node_counter(c: &mut Client, name: &str) -> Result<u64, String> {
+/// Counter `name` of the `section` of each shard's stats (`kafka`, `mirror`), summed
+/// over the node's shards.
+fn shard_counter(c: &mut Client, section: &str, name: &str) -> Result<u64, String> {
     let stats: Value = c
         .send("GET", "/stats", "application/json", b"")
         .map_err(|e| format!("/stats: {e}"))?
@@ -280,28 +281,20 @@ fn node_counter(c: &mut Client, name: &str) -> Result<u64, String> {
         .map(|shards| {
             shards
                 .iter()
-                .map(|s| s["kafka"][name].as_u64().unwrap_or(0))
+                .map(|s| s[section][name].as_u64().unwrap_or(0))
                 .sum()
         })
         .unwrap_or(0))
 }
 
+/// A Kafka counter summed over the node's shards.
+fn node_counter(c: &mut Client, name: &str) -> Result<u64, String> {
+    shard_counter(c, "kafka", name)
+}
+
 /// A mirror counter summed over the node's shards.
 fn mirror_counter(c: &mut Client, name: &str) -> Result<u64, String> {
-    let stats: Value = c
-        .send("GET", "/stats", "application/json", b"")
-        .map_err(|e| format!("/stats: {e}"))?
-        .decode()
-        .map_err(|e| format!("/stats: {e}"))?;
-    Ok(stats["shards"]
-        .as_array()
-        .map(|shards| {
-            shards
-                .iter()
-                .map(|s| s["mirror"][name].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0))
+    shard_counter(c, "mirror", name)
 }
 
 /// A node in cluster mode (group `group`, plus `extra` arguments) with a 5-minute sum
