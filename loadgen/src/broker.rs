@@ -2,10 +2,11 @@
 //! a scratch directory, on a free loopback port, stopped (and its directory removed) on
 //! drop, also when the test fails.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::scratch;
 
 const INSTALL: &str = "cargo install tansu --version 0.6.0 --locked --features libsql";
 
@@ -43,27 +44,13 @@ fn tansu() -> PathBuf {
         })
 }
 
-#[allow(clippy::expect_used)]
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Broker {
     /// Starts a broker; panics with the install command when tansu is missing.
-    #[allow(clippy::expect_used)]
     pub fn start() -> Self {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("livedash-tansu-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("broker directory");
         let mut broker = Self {
             child: None,
-            port: free_port(),
-            dir,
+            port: scratch::free_port(),
+            dir: scratch::dir("tansu"),
             binary: tansu(),
         };
         broker.run();
@@ -79,7 +66,7 @@ impl Broker {
         format!("tcp://127.0.0.1:{}", self.port)
     }
 
-    #[allow(clippy::expect_used, clippy::unwrap_used)]
+    #[allow(clippy::expect_used)]
     fn run(&mut self) {
         let url = self.url();
         let child = Command::new(&self.binary)
@@ -91,12 +78,7 @@ impl Broker {
             .spawn()
             .expect("start tansu");
         self.child = Some(child);
-        let addr: SocketAddr = self.addr().parse().unwrap();
-        let give_up = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < give_up, "tansu did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        scratch::wait_listening(self.port, Duration::from_secs(30), "tansu");
     }
 
     /// Creates a topic with `partitions` partitions.
@@ -119,10 +101,7 @@ impl Broker {
 
     /// Kills the broker; its data stays for `restart`.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        scratch::kill(&mut self.child);
     }
 
     /// Starts the broker again on the same port and data.

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod redis;
 pub mod report;
+mod scratch;
 pub mod sockets;
 pub mod stats;
 

@@ -1,12 +1,11 @@
 //! A private Redis for tests and benchmarks: `redis-server` on a free loopback port, with
 //! no persistence, in a scratch directory, stopped on drop (also when the test fails).
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::broker::free_port;
+use crate::scratch;
 
 const INSTALL: &str = "apt-get install -y redis-server";
 
@@ -34,17 +33,11 @@ fn binary() -> PathBuf {
 
 impl RedisServer {
     /// Starts a server; panics with the install command when redis-server is missing.
-    #[allow(clippy::expect_used)]
     pub fn start() -> Self {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("livedash-redis-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("redis directory");
         let mut server = Self {
             child: None,
-            port: free_port(),
-            dir,
+            port: scratch::free_port(),
+            dir: scratch::dir("redis"),
             binary: binary(),
         };
         server.run();
@@ -56,7 +49,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    #[allow(clippy::expect_used, clippy::unwrap_used)]
+    #[allow(clippy::expect_used)]
     fn run(&mut self) {
         let child = Command::new(&self.binary)
             .current_dir(&self.dir)
@@ -67,23 +60,12 @@ impl RedisServer {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let give_up = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < give_up,
-                "redis-server did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        scratch::wait_listening(self.port, Duration::from_secs(10), "redis-server");
     }
 
     /// Kills the server. It keeps nothing: a restart starts empty.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        scratch::kill(&mut self.child);
     }
 
     /// Starts the server again on the same port.

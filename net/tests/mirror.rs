@@ -39,6 +39,16 @@ fn node_args(broker: &Broker, redis: &RedisServer, group: &str) -> Vec<String> {
     .to_vec()
 }
 
+/// A private broker with the test topic, a private Redis, and the arguments of a node
+/// of consumer group `group` on both.
+fn cluster(group: &str) -> (Broker, RedisServer, Vec<String>) {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, PARTITIONS);
+    let redis = RedisServer::start();
+    let args = node_args(&broker, &redis, group);
+    (broker, redis, args)
+}
+
 fn start(dir: Option<std::path::PathBuf>, args: &[String]) -> Server {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match dir {
@@ -178,10 +188,7 @@ fn exact(c: &mut Client, dashboard: &Value, truth: &Truth, secs: u64, what: &str
 
 #[test]
 fn killed_and_restarted_node_restores_exact_values() {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, PARTITIONS);
-    let redis = RedisServer::start();
-    let args = node_args(&broker, &redis, "restart");
+    let (_broker, _redis, args) = cluster("restart");
     let (a, mut c) = start_owning_all(&args);
     let dash = dashboard(&mut c);
     let mut truth = Truth::default();
@@ -208,10 +215,7 @@ fn killed_and_restarted_node_restores_exact_values() {
 
 #[test]
 fn a_survivor_takes_a_dead_nodes_partitions_over_exactly() {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, PARTITIONS);
-    let redis = RedisServer::start();
-    let args = node_args(&broker, &redis, "survivor");
+    let (_broker, _redis, args) = cluster("survivor");
     // The survivor joins first and leads the group: tansu 0.6 never completes a
     // rebalance whose leader died, so the node killed here is the follower.
     let b = start(None, &args);
@@ -247,10 +251,7 @@ fn a_survivor_takes_a_dead_nodes_partitions_over_exactly() {
 
 #[test]
 fn with_an_empty_redis_the_windows_are_replayed_from_the_topic() {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, PARTITIONS);
-    let mut redis = RedisServer::start();
-    let args = node_args(&broker, &redis, "replay");
+    let (_broker, mut redis, args) = cluster("replay");
     let (a, mut c) = start_owning_all(&args);
     let dash = dashboard(&mut c);
     let mut truth = Truth::default();
@@ -269,10 +270,7 @@ fn with_an_empty_redis_the_windows_are_replayed_from_the_topic() {
 
 #[test]
 fn redis_down_under_load_loses_nothing_and_the_mirror_catches_up() {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, PARTITIONS);
-    let mut redis = RedisServer::start();
-    let args = node_args(&broker, &redis, "outage");
+    let (_broker, mut redis, args) = cluster("outage");
     let (a, mut c) = start_owning_all(&args);
     let dash = dashboard(&mut c);
     let mut truth = Truth::default();
@@ -406,10 +404,7 @@ fn a_stale_owners_write_is_refused() {
 /// from the topic up to where it started counting live, so nothing counts twice.
 #[test]
 fn a_new_widget_gets_its_whole_window_from_the_topic() {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, PARTITIONS);
-    let redis = RedisServer::start();
-    let args = node_args(&broker, &redis, "backfill");
+    let (_broker, _redis, args) = cluster("backfill");
     let (_node, mut c) = start_owning_all(&args);
     // Events before any widget watches them.
     let mut truth = Truth::default();
