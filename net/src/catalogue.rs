@@ -52,6 +52,9 @@ pub struct Catalogue {
     dashboards: HashMap<Uuid, Dashboard>,
     /// Bumped by every commit.
     version: u64,
+    /// The version of each dashboard's last change (deletions included): the
+    /// catalogue's version then, or in a cluster the shared catalogue's version of it.
+    versions: HashMap<Uuid, u64>,
     ids: IdSource,
 }
 
@@ -82,8 +85,29 @@ impl Catalogue {
                 .map(|d| (d.dashboard_id, d))
                 .collect(),
             version: 0,
+            versions: HashMap::new(),
             ids,
         }
+    }
+
+    /// A catalogue of a cluster: the dashboards with their shared versions.
+    pub fn shared(stored: Vec<(Dashboard, u64)>) -> Self {
+        let mut catalogue = Self::new(Vec::new());
+        for (d, version) in stored {
+            catalogue.versions.insert(d.dashboard_id, version);
+            catalogue.dashboards.insert(d.dashboard_id, d);
+        }
+        catalogue
+    }
+
+    /// The version of dashboard `id`'s last change (0 when none is known).
+    pub fn version_of(&self, id: Uuid) -> u64 {
+        self.versions.get(&id).copied().unwrap_or(0)
+    }
+
+    /// The ids of every dashboard.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.dashboards.keys().copied().collect()
     }
 
     pub fn get(&self, id: Uuid) -> Option<&Dashboard> {
@@ -93,7 +117,7 @@ impl Catalogue {
     /// Dashboard `id` (or its absence) as of now.
     pub fn versioned(&self, id: Uuid) -> Versioned {
         Versioned {
-            version: self.version,
+            version: self.version_of(id),
             dashboard: self.get(id).cloned(),
         }
     }
@@ -269,6 +293,14 @@ impl Catalogue {
 
     /// Makes a prepared (and stored) change visible; returns the new version.
     pub fn commit(&mut self, change: &Change) -> u64 {
+        let version = self.version + 1;
+        self.commit_at(change, version)
+    }
+
+    /// Makes a change visible as version `version` of its dashboard (cluster mode: the
+    /// shared catalogue's version); returns it.
+    pub fn commit_at(&mut self, change: &Change, version: u64) -> u64 {
+        self.versions.insert(change.id, version);
         match &change.dashboard {
             Some(d) => {
                 self.dashboards.insert(change.id, d.clone());
@@ -277,8 +309,32 @@ impl Catalogue {
                 self.dashboards.remove(&change.id);
             }
         }
-        self.version += 1;
-        self.version
+        self.version = self.version.max(version);
+        version
+    }
+
+    /// Cluster mode: dashboard `id` is `dashboard` (`None`: deleted) as of `version` of
+    /// the shared catalogue. The change to make here, unless this catalogue is as new
+    /// already.
+    pub fn remote(&self, id: Uuid, dashboard: Option<Dashboard>, version: u64) -> Option<Change> {
+        if version <= self.version_of(id) {
+            return None;
+        }
+        let old = self.get(id).map(|d| d.widgets.clone()).unwrap_or_default();
+        let upserts = dashboard
+            .as_ref()
+            .map(|d| d.widgets.clone())
+            .unwrap_or_default();
+        let removals = old
+            .into_iter()
+            .filter(|w| !upserts.iter().any(|u| u.widget_id == w.widget_id))
+            .collect();
+        Some(Change {
+            id,
+            dashboard,
+            upserts,
+            removals,
+        })
     }
 }
 
@@ -332,10 +388,33 @@ mod tests {
     }
 
     #[test]
+    fn remote_changes_apply_once_and_in_order() {
+        let (c, id, wid) = with_one_widget();
+        let mut d = c.get(id).unwrap().clone();
+        assert_eq!(c.remote(id, Some(d.clone()), 1), None, "not newer");
+        d.widgets[0].widget_id = Uuid::from_u128(7);
+        let change = c.remote(id, Some(d.clone()), 5).unwrap();
+        assert_eq!(change.upserts[0].widget_id, Uuid::from_u128(7));
+        assert_eq!(change.removals[0].widget_id, wid);
+        let mut c = c;
+        assert_eq!(c.commit_at(&change, 5), 5);
+        assert_eq!(c.versioned(id).version, 5);
+        let gone = c.remote(id, None, 6).unwrap();
+        assert_eq!(gone.removals.len(), 1);
+        c.commit_at(&gone, 6);
+        assert!(c.get(id).is_none());
+        assert_eq!(
+            c.remote(id, Some(d), 6),
+            None,
+            "a deletion is not undone by older news"
+        );
+    }
+
+    #[test]
     fn ids_come_from_the_source_and_commits_bump_the_version() {
         let (c, id, wid) = with_one_widget();
         assert_eq!((id, wid), (Uuid::from_u128(1), Uuid::from_u128(2)));
-        assert_eq!(c.versioned(Uuid::nil()).version, 1);
+        assert_eq!(c.versioned(id).version, 1);
         assert_eq!(c.versioned(id).dashboard.unwrap().widgets.len(), 1);
         assert_eq!(c.versioned(Uuid::nil()).dashboard, None);
     }
@@ -397,7 +476,7 @@ mod tests {
             c.get(id).unwrap().widgets[0].spec.aggregation,
             livedash_engine::Aggregation::Sum
         );
-        assert_eq!(c.versioned(Uuid::nil()).version, 1);
+        assert_eq!(c.versioned(id).version, 1);
     }
 
     #[test]

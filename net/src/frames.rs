@@ -54,6 +54,9 @@ pub enum Frame<'a> {
         /// Widgets this node cannot show, and why (cluster mode).
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         unavailable: &'a [Unavailable],
+        /// Cluster mode: the URLs of the live nodes, where the client may reconnect.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        nodes: &'a [String],
     },
     Update {
         seq: u64,

@@ -48,6 +48,7 @@ pub async fn run(svc: Rc<Services>) {
                 mirror::take_outcome(&svc, flushed);
             }
         }
+        crate::service::cluster::drain(&svc);
         let mut busy = false;
         if let Some(input) = link.inputs.pop() {
             busy = true;

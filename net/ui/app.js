@@ -157,7 +157,9 @@ class DashboardView {
   connect() {
     if (this.closed) return;
     const t = sessionStorage.getItem(TOKEN_KEY);
-    const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/stream/' + this.id + (t ? '?token=' + encodeURIComponent(t) : '');
+    // The node this page came from, or (cluster mode) the live node taken after a close.
+    const base = this.base || (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host;
+    const url = base + '/stream/' + this.id + (t ? '?token=' + encodeURIComponent(t) : '');
     setStatus(this.attempt ? 'reconnecting' : 'connecting', 'down');
     const ws = new WebSocket(url);
     this.ws = ws;
@@ -170,6 +172,7 @@ class DashboardView {
         setStatus(ev.code === 4404 ? 'no such dashboard' : 'dashboard deleted', 'down');
         return;
       }
+      this.nextNode(base);
       // Jittered exponential backoff: 0.5 s doubling up to 10 s, each time 50-150%.
       const delay = Math.min(10000, 500 * 2 ** this.attempt) * (0.5 + Math.random());
       this.attempt++;
@@ -178,9 +181,19 @@ class DashboardView {
     };
   }
 
+  // Cluster mode: after a close, the next live node the last snapshot listed (the
+  // list goes round, so every node is tried in turn).
+  nextNode(base) {
+    const nodes = (this.nodes || []).map((u) => u.replace(/^http/, 'ws').replace(/\/+$/, ''));
+    if (nodes.length < 2) return;
+    const at = nodes.indexOf(base);
+    this.base = nodes[(at + 1) % nodes.length];
+  }
+
   onFrame(f) {
     if (f.type === 'snapshot') {
       this.attempt = 0;
+      if (f.nodes) this.nodes = f.nodes;
       this.live = true;
       setStatus('live', 'live');
       this.values.clear();

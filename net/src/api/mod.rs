@@ -81,6 +81,7 @@ impl From<CatalogueError> for ApiError {
                 503
             }
             CatalogueError::NotOwned(_) => 421,
+            CatalogueError::Conflict(_) => 409,
         };
         Self::new(status, e.to_string())
     }

@@ -206,6 +206,12 @@ pub struct Config {
         default_value_t = 100
     )]
     pub mirror_interval_ms: u64,
+    /// Where browsers reach this node, `http[s]://HOST:PORT` (cluster mode). Every node
+    /// lists the live nodes' URLs in its snapshot frames, and a browser whose node dies
+    /// reconnects to another of them; streams from these origins are allowed on every
+    /// node [default: http:// and the listen address].
+    #[arg(long, env = "LIVEDASH_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
 }
 
 /// Environment variables read outside `Config` (by the binary's log set-up).
@@ -423,6 +429,11 @@ impl Config {
         {
             return invalid("redis", "must be a redis://HOST:PORT URL");
         }
+        if let Some(url) = &self.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("advertise_url", "must be an http:// or https:// URL");
+        }
         if self.kafka_topic.trim().is_empty() || self.kafka_group.trim().is_empty() {
             return invalid("kafka_topic", "the topic and the group must not be empty");
         }
@@ -485,6 +496,19 @@ impl Config {
             create_replication: self.kafka_replication,
             ack_timeout: std::time::Duration::from_millis(self.kafka_ack_timeout_ms),
         })
+    }
+
+    /// Cluster mode: Kafka and Redis both set.
+    pub fn clustered(&self) -> bool {
+        self.kafka_brokers.is_some() && self.redis.is_some()
+    }
+
+    /// Where browsers reach this node.
+    pub fn advertised(&self, bound: std::net::SocketAddr) -> String {
+        self.advertise_url.clone().map_or_else(
+            || format!("http://{bound}"),
+            |u| u.trim_end_matches('/').to_owned(),
+        )
     }
 
     /// The state mirror's settings, when there is one.

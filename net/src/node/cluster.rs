@@ -13,9 +13,14 @@ use livedash_replication::kafka::takeover::Takeovers;
 use livedash_replication::kafka::{
     Delivered, KafkaSettings, PartitionState, Partitions, Sink, Source, SourceHandle, prepare_topic,
 };
-use livedash_replication::redis::{self, Claim, Flushed, RedisSettings, Scope, Writer};
+use livedash_replication::redis::subscriber::{Inbound, Subscriber};
+use livedash_replication::redis::values::{Publisher, PublisherSettings};
+use livedash_replication::redis::{
+    self, Claim, Flushed, Reconnecting, RedisSettings, Scope, Writer,
+};
 use livedash_replication::{Doorbell, Inbox};
 
+use crate::service::cluster::{ClusterLink, ClusterShared};
 use crate::service::mirror::MirrorLink;
 use crate::service::topic::{KafkaLink, LinkParts};
 
@@ -23,6 +28,15 @@ use crate::service::topic::{KafkaLink, LinkParts};
 const INPUT_BATCHES: usize = 64;
 /// Mirror outcomes a shard may have waiting (it has at most one flush in flight).
 const FLUSH_OUTCOMES: usize = 4;
+/// Messages from other nodes a shard may have waiting.
+const INBOUND: usize = 1024;
+
+/// Who this node is among the others (cluster mode: Kafka and Redis).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub node: String,
+    pub history_len: usize,
+}
 
 /// One shard's parts, until the shard takes them.
 type ShardParts = (Doorbell, Sink, Option<Arc<Inbox<Flushed>>>);
@@ -37,6 +51,8 @@ pub struct KafkaParts {
     redis: Option<RedisSettings>,
     /// The state mirror's writer: it lives as long as the process.
     writer: Option<Writer>,
+    /// Cluster mode: what the shards share, and each shard's inbox from other nodes.
+    cluster: Option<(ClusterShared, Vec<Arc<Inbox<Inbound>>>)>,
 }
 
 impl KafkaParts {
@@ -45,6 +61,7 @@ impl KafkaParts {
     pub fn connect(
         settings: KafkaSettings,
         redis: Option<RedisSettings>,
+        cluster: Option<ClusterSettings>,
         shards: usize,
         replay_ms: i64,
     ) -> anyhow::Result<Self> {
@@ -64,8 +81,10 @@ impl KafkaParts {
         let mut deliveries = Vec::with_capacity(shards);
         let mut outcomes = Vec::with_capacity(shards);
         let mut own = Vec::with_capacity(shards);
+        let mut inbound = Vec::with_capacity(shards);
         for _ in 0..shards {
             let (door, bell) = Doorbell::new();
+            inbound.push(Arc::new(Inbox::new(INBOUND, bell.clone())));
             let outbox = Arc::new(Inbox::new(MAX_IN_FLIGHT, bell.clone()));
             let sink = Sink::new(&settings, Arc::clone(&outbox)).map_err(|e| anyhow!(e))?;
             let flushed = redis
@@ -79,6 +98,10 @@ impl KafkaParts {
             own.push(Some((door, sink, flushed)));
         }
         let writer = redis.as_ref().map(|r| Writer::start(r.clone(), outcomes));
+        let cluster = match (&redis, cluster) {
+            (Some(r), Some(c)) => Some((join(r, c, &partitions, inbound.clone())?, inbound)),
+            _ => None,
+        };
         Ok(Self {
             partitions,
             inputs,
@@ -88,15 +111,23 @@ impl KafkaParts {
             takeovers: Arc::new(Takeovers::new(replay_ms)),
             redis,
             writer,
+            cluster,
         })
+    }
+
+    /// Cluster mode: where this node's URL is set once the listener is bound.
+    pub fn advertised(&self) -> Option<Arc<std::sync::OnceLock<String>>> {
+        self.cluster
+            .as_ref()
+            .map(|(c, _)| Arc::clone(&c.advertised))
     }
 
     pub fn placement(&self, shards: usize) -> Placement {
         Placement::cluster(self.partitions.len() as u32, shards)
     }
 
-    /// Shard `id`'s link to the topic, and to the mirror.
-    pub fn link(&self, id: usize) -> Option<(KafkaLink, Option<MirrorLink>)> {
+    /// Shard `id`'s link to the topic, to the mirror, and to the other nodes.
+    pub fn link(&self, id: usize) -> Option<(KafkaLink, Option<MirrorLink>, Option<ClusterLink>)> {
         let (doorbell, sink, flushed) = self.own.lock().ok()?.get_mut(id)?.take()?;
         let mirror = match (&self.writer, &self.redis, flushed) {
             (Some(writer), Some(r), Some(flushed)) => {
@@ -113,7 +144,14 @@ impl KafkaParts {
             partitions: Arc::clone(&self.partitions),
             takeovers: Arc::clone(&self.takeovers),
         });
-        Some((link, mirror))
+        let cluster = self.cluster.as_ref().map(|(shared, inbound)| {
+            ClusterLink::new(
+                shared.clone(),
+                Arc::clone(&inbound[id]),
+                self.partitions.len(),
+            )
+        });
+        Some((link, mirror, cluster))
     }
 
     pub fn start_source(&self) -> anyhow::Result<SourceHandle> {
@@ -127,6 +165,46 @@ impl KafkaParts {
         .start()
         .map_err(|e| anyhow!(e))
     }
+}
+
+/// Starts the threads that link this node to the others: the publisher of owned values
+/// and the subscriber to the values this node streams.
+fn join(
+    redis: &RedisSettings,
+    cluster: ClusterSettings,
+    partitions: &Partitions,
+    inbound: Vec<Arc<Inbox<Inbound>>>,
+) -> anyhow::Result<ClusterShared> {
+    let advertised = Arc::new(std::sync::OnceLock::new());
+    let publisher = Publisher::start(
+        PublisherSettings {
+            url: redis.url.clone(),
+            node: cluster.node.clone(),
+            advertised: Arc::clone(&advertised),
+            history_len: cluster.history_len,
+        },
+        Arc::clone(partitions),
+    )?;
+    let subscriber = Subscriber::start(
+        redis.url.clone(),
+        cluster.node.clone(),
+        partitions.len(),
+        inbound,
+    )?;
+    tracing::info!(
+        node = cluster.node,
+        "cluster mode: values and dashboards shared through redis"
+    );
+    Ok(ClusterShared {
+        node: cluster.node,
+        publisher: publisher.sender(),
+        generation: Arc::clone(&publisher.generation),
+        nodes: Arc::clone(&publisher.nodes),
+        advertised,
+        subscriber: Arc::new(subscriber),
+        publish_counters: Arc::clone(&publisher.counters),
+        values: Arc::new(Reconnecting::connect(&redis.url).map_err(|e| anyhow!(e))?),
+    })
 }
 
 /// Standalone with `--redis`: the mirror's writer, and per shard its outcome inbox and

@@ -25,7 +25,8 @@ use crate::service::catalogue::CatalogueHost;
 use crate::service::mesh::{Mesh, MeshSeats};
 use crate::service::{CATALOGUE_SHARD, Services};
 use crate::store::DashboardStore;
-use cluster::{KafkaParts, StandaloneMirror};
+use cluster::{ClusterSettings, KafkaParts, StandaloneMirror};
+use livedash_replication::redis::catalogue::SharedCatalogue;
 
 /// Messages in flight per direction between two shards before a sender waits.
 const MESH_CAPACITY: usize = 1024;
@@ -174,13 +175,55 @@ fn probe_port(addr: SocketAddr) -> anyhow::Result<()> {
 pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<NodeHandle> {
     probe_port(config.listen)?;
     let shards = config.shard_count();
-    let dashboards = store.load_all().context("loading dashboards")?;
-    let catalogue = Catalogue::new(dashboards.clone());
+    // Cluster mode: the dashboards every node shares, in Redis; else the file store's.
+    let shared = match (config.clustered(), &config.redis) {
+        (true, Some(url)) => Some(Arc::new(
+            SharedCatalogue::connect(url).map_err(|e| anyhow!("shared catalogue: {e}"))?,
+        )),
+        _ => None,
+    };
+    let (dashboards, catalogue) = match &shared {
+        Some(shared) => {
+            let loading = |e: String| anyhow!("loading the shared catalogue: {e}");
+            let (mut stored, kept) = shared.load_all().map_err(loading)?;
+            if !kept {
+                // Redis lost the catalogue (or never had one): this node's copy in its
+                // data directory goes back, unless another node wrote one back first.
+                let copy = store.load_all().context("loading dashboards")?;
+                if !copy.is_empty() {
+                    tracing::warn!(
+                        dashboards = copy.len(),
+                        "the shared catalogue is empty; writing back this node's copy"
+                    );
+                    let copy: Vec<_> = copy.into_iter().map(|d| (d, 1)).collect();
+                    shared.restore(&copy).map_err(loading)?;
+                    stored = shared.load_all().map_err(loading)?.0;
+                }
+            }
+            let dashboards = stored.iter().map(|s| s.dashboard.clone()).collect();
+            let catalogue = Catalogue::shared(
+                stored
+                    .into_iter()
+                    .map(|s| (s.dashboard, s.version))
+                    .collect(),
+            );
+            (dashboards, catalogue)
+        }
+        None => {
+            let dashboards = store.load_all().context("loading dashboards")?;
+            (dashboards.clone(), Catalogue::new(dashboards))
+        }
+    };
     let horizon_ms = catalogue.horizon_ms();
+    let cluster_settings = config.clustered().then(|| ClusterSettings {
+        node: uuid::Uuid::new_v4().to_string(),
+        history_len: config.history_len,
+    });
     let kafka = match config.kafka() {
         Some(settings) => Some(Arc::new(KafkaParts::connect(
             settings,
             config.redis(),
+            cluster_settings,
             shards,
             horizon_ms + config.max_skew_ms,
         )?)),
@@ -206,7 +249,8 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
         ..Progress::default()
     });
     let seats = MeshSeats::new(shards, MESH_CAPACITY);
-    let parts = Arc::new(Mutex::new(Some((catalogue, store))));
+    let config_advertised = config.clone();
+    let parts = Arc::new(Mutex::new(Some((catalogue, store, shared))));
     let dashboards = Arc::new(dashboards);
     let threads = {
         let kafka = kafka.clone();
@@ -293,24 +337,27 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                             .map_err(|_| tracing::error!("the catalogue was lost at start-up"))
                             .ok()
                             .and_then(|mut p| p.take())
-                            .map(|(catalogue, store)| {
-                                CatalogueHost::new(catalogue, Arc::from(store))
+                            .map(|(catalogue, store, shared)| {
+                                CatalogueHost::new(catalogue, Arc::from(store), shared)
                             })
                     } else {
                         None
                     };
                     let deadline = Duration::from_millis(config.call_timeout_ms);
                     let mesh = Mesh::new(senders, deadline);
-                    let (link, mut mirror) = match kafka.as_ref().and_then(|k| k.link(id)) {
-                        Some((link, mirror)) => (Some(link), mirror),
-                        None => (None, None),
+                    let (link, mut mirror, cluster) = match kafka.as_ref().and_then(|k| k.link(id))
+                    {
+                        Some((link, mirror, cluster)) => (Some(link), mirror, cluster),
+                        None => (None, None, None),
                     };
                     let mut claim = None;
                     if let Some((m, c)) = standalone_mirror.as_ref().and_then(|s| s.take(id)) {
                         mirror = Some(m);
                         claim = Some(c);
                     }
-                    let svc = Rc::new(Services::new(config, mesh, engine, host, link, mirror));
+                    let mut services = Services::new(config, mesh, engine, host, link, mirror);
+                    services.cluster = cluster;
+                    let svc = Rc::new(services);
                     if let Some(claim) = claim {
                         crate::service::mirror::restore_standalone(&svc, &claim);
                     }
@@ -320,6 +367,11 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
             .map_err(|e| anyhow!("starting shards: {e}"))?
     };
     let addr = rendezvous.wait().map_err(|e| anyhow!(e))?;
+    if let Some(advertised) = kafka.as_ref().and_then(|k| k.advertised()) {
+        let url = config_advertised.advertised(addr);
+        tracing::info!("advertised to browsers as {url}");
+        advertised.set(url).ok();
+    }
     let kafka = match kafka {
         Some(parts) => Some(parts.start_source()?),
         None => None,

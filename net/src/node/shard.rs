@@ -21,6 +21,8 @@ use crate::service::{Services, refresh};
 
 /// Longest sleep of the refresh timer, so shutdown and new widgets are noticed.
 const MAX_TICK_SLEEP: Duration = Duration::from_millis(100);
+/// How often streams learn which widgets of other nodes went stale (cluster mode).
+const STALE_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs the shard until the node stops; never returns (the process ends from the main
 /// thread once every shard reports done).
@@ -52,6 +54,9 @@ pub(super) async fn run(
     }
     spawn_local(refresh_loop(Rc::clone(&svc))).detach();
     spawn_local(sweep_loop(Rc::clone(&svc))).detach();
+    if svc.cluster.is_some() {
+        spawn_local(stale_loop(Rc::clone(&svc))).detach();
+    }
     if svc.kafka.is_some() {
         spawn_local(crate::kafka::run(Rc::clone(&svc))).detach();
     } else if svc.mirror.is_some() {
@@ -109,7 +114,13 @@ impl http::Service for Front {
     }
 
     fn accept_upgrade(&self, request: &http::Request) -> Result<uuid::Uuid, http::Response> {
-        crate::stream::accept(&self.svc.config, request)
+        let peers = self
+            .svc
+            .cluster
+            .as_ref()
+            .map(crate::service::cluster::ClusterLink::node_urls)
+            .unwrap_or_default();
+        crate::stream::accept(&self.svc.config, &peers, request)
     }
 
     async fn websocket(&self, dashboard: uuid::Uuid, stream: glommio::net::TcpStream) {
@@ -173,6 +184,15 @@ async fn refresh_loop(svc: Rc<Services>) {
             Duration::from_millis(u64::try_from(due - now).unwrap_or(0).max(1))
         });
         sleep(wait.min(MAX_TICK_SLEEP)).await;
+    }
+}
+
+/// Cluster mode: checks, a few times a second, which widgets of other nodes turned stale
+/// or fresh again.
+async fn stale_loop(svc: Rc<Services>) {
+    while !svc.stop.is_set() {
+        sleep(STALE_CHECK_EVERY).await;
+        crate::service::hub::Hub::check_stale(&svc).await;
     }
 }
 

@@ -136,6 +136,12 @@ pub enum CatalogueError {
     Install(String),
     #[error("the widget is still being installed")]
     NotReady,
+    /// Cluster mode: another node changed the dashboard first.
+    #[error(
+        "another node changed the dashboard at the same time (it is now at version {0}): \
+         read it again and retry the change"
+    )]
+    Conflict(u64),
     /// Cluster mode: another node owns the partition of the widget's metric.
     #[error(
         "the widget's metric is in Kafka partition {0}, which another node owns: read it \

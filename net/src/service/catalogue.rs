@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use glommio::sync::Semaphore;
 use livedash_engine::{Dashboard, WidgetReading};
+use livedash_replication::redis::catalogue::{SharedCatalogue, Written};
 use uuid::Uuid;
 
 pub use super::calls::CatalogueError;
@@ -29,6 +30,9 @@ pub struct CatalogueHost {
     pub store: Arc<dyn DashboardStore>,
     /// Serialises changes: one change is prepared, stored and routed at a time.
     writer: Semaphore,
+    /// Cluster mode: the catalogue every node shares, in Redis (the file store is not
+    /// used for dashboards then).
+    pub shared: Option<Arc<SharedCatalogue>>,
 }
 
 impl std::fmt::Debug for CatalogueHost {
@@ -40,11 +44,16 @@ impl std::fmt::Debug for CatalogueHost {
 }
 
 impl CatalogueHost {
-    pub fn new(catalogue: Catalogue, store: Arc<dyn DashboardStore>) -> Self {
+    pub fn new(
+        catalogue: Catalogue,
+        store: Arc<dyn DashboardStore>,
+        shared: Option<Arc<SharedCatalogue>>,
+    ) -> Self {
         Self {
             catalogue: RefCell::new(catalogue),
             store,
             writer: Semaphore::new(1),
+            shared,
         }
     }
 }
@@ -99,29 +108,193 @@ impl ShardCall for EditDashboards {
             .await
             .map_err(|_| CatalogueError::ShuttingDown)?;
         let change = host.catalogue.borrow_mut().prepare(self.0)?;
-        store(host, &change).await?;
-        let version = host.catalogue.borrow_mut().commit(&change);
+        let version = match &host.shared {
+            None => {
+                store(host, &change).await?;
+                host.catalogue.borrow_mut().commit(&change)
+            }
+            Some(shared) => {
+                let expected = host.catalogue.borrow().version_of(change.id);
+                match store_shared(shared, &change, expected).await? {
+                    Written::Stored(version) => {
+                        keep_copy(host, &change).await;
+                        host.catalogue.borrow_mut().commit_at(&change, version)
+                    }
+                    Written::Conflict(_) => {
+                        // Another node changed the dashboard first: learn its change,
+                        // then tell the caller, who may read it and try again.
+                        refresh_held(svc, host, change.id, None).await;
+                        let catalogue = host.catalogue.borrow();
+                        return Err(match catalogue.get(change.id) {
+                            None => CatalogueError::Refused(Refusal::NoDashboard(change.id)),
+                            Some(_) => CatalogueError::Conflict(catalogue.version_of(change.id)),
+                        });
+                    }
+                }
+            }
+        };
         install(svc, host, &change).await?;
-        // Streams follow the edit: added widgets start, removed ones stop. A shard that
-        // misses it is counted and logged by the mesh; its streams show the old layout
-        // until the next edit or reconnect.
-        for to in 0..svc.shards {
-            let news = Versioned {
-                version,
-                dashboard: change.dashboard.clone(),
-            };
-            svc.call(
-                to,
-                DashboardChanged {
-                    id: change.id,
-                    news,
-                },
-            )
-            .await
-            .ok();
-        }
+        announce(svc, &change, version).await;
         Ok(change.dashboard)
     }
+}
+
+/// Tells every shard's streams of a committed change. A shard that misses it is counted
+/// and logged by the mesh; its streams show the old layout until the next edit or
+/// reconnect.
+async fn announce(svc: &Rc<Services>, change: &Change, version: u64) {
+    for to in 0..svc.shards {
+        let news = Versioned {
+            version,
+            dashboard: change.dashboard.clone(),
+        };
+        svc.call(
+            to,
+            DashboardChanged {
+                id: change.id,
+                news,
+            },
+        )
+        .await
+        .ok();
+    }
+}
+
+/// Cluster mode: keeps the node's copy of the catalogue in its data directory, which it
+/// writes back if Redis ever loses the shared one. The copy is not the record: a failed
+/// write is logged.
+async fn keep_copy(host: &CatalogueHost, change: &Change) {
+    if let Err(e) = store(host, change).await {
+        tracing::warn!("keeping a copy of dashboard {}: {e}", change.id);
+    }
+}
+
+/// Cluster mode: writes a prepared change to the shared catalogue if the dashboard is
+/// still at `expected` there.
+async fn store_shared(
+    shared: &Arc<SharedCatalogue>,
+    change: &Change,
+    expected: u64,
+) -> Result<Written, CatalogueError> {
+    let shared = Arc::clone(shared);
+    let (id, dashboard) = (change.id, change.dashboard.clone());
+    let widgets: Vec<Uuid> = change.removals.iter().map(|w| w.widget_id).collect();
+    glommio::executor()
+        .spawn_blocking(move || match dashboard {
+            Some(d) => shared.put(&d, expected),
+            None => shared.delete(id, &widgets, expected),
+        })
+        .await
+        .map_err(CatalogueError::Store)
+}
+
+/// Cluster mode: dashboard `id` changed on another node (as of `notice`, when a notice
+/// said so): reads it and makes the change here.
+pub async fn refresh(svc: &Rc<Services>, id: Uuid, notice: Option<u64>) {
+    let Some(host) = svc.catalogue.as_ref() else {
+        return;
+    };
+    let Ok(_permit) = host.writer.acquire_permit(1).await else {
+        return;
+    };
+    refresh_held(svc, host, id, notice).await;
+}
+
+/// `refresh`, with the writer's permit held.
+async fn refresh_held(svc: &Rc<Services>, host: &CatalogueHost, id: Uuid, notice: Option<u64>) {
+    let Some(shared) = host.shared.clone() else {
+        return;
+    };
+    let fetched = glommio::executor()
+        .spawn_blocking(move || shared.get(id))
+        .await;
+    let (dashboard, version) = match fetched {
+        Ok(Some(stored)) => (Some(stored.dashboard), stored.version),
+        // Deleted: as of the notice, or just after what this node knows.
+        Ok(None) => (
+            None,
+            notice.unwrap_or_else(|| host.catalogue.borrow().version_of(id) + 1),
+        ),
+        Err(e) => {
+            // The reload after Redis comes back catches it up.
+            tracing::warn!("reading dashboard {id} from the shared catalogue: {e}");
+            return;
+        }
+    };
+    apply_remote(svc, host, id, dashboard, version).await;
+}
+
+/// Cluster mode: reloads every dashboard (after the notices may have been missed).
+pub async fn reload(svc: &Rc<Services>) {
+    let Some(host) = svc.catalogue.as_ref() else {
+        return;
+    };
+    let Some(shared) = host.shared.clone() else {
+        return;
+    };
+    let Ok(_permit) = host.writer.acquire_permit(1).await else {
+        return;
+    };
+    let held: Vec<(Dashboard, u64)> = {
+        let catalogue = host.catalogue.borrow();
+        catalogue
+            .ids()
+            .into_iter()
+            .filter_map(|id| Some((catalogue.get(id)?.clone(), catalogue.version_of(id))))
+            .collect()
+    };
+    let all = match glommio::executor()
+        .spawn_blocking(move || {
+            let (all, kept) = shared.load_all()?;
+            if kept || held.is_empty() {
+                return Ok(all);
+            }
+            // Redis lost the catalogue (restarted without persistence): what this node
+            // holds goes back, at its versions, unless another node wrote it back first.
+            tracing::warn!(
+                dashboards = held.len(),
+                "the shared catalogue is gone from redis; writing back this node's copy"
+            );
+            shared.restore(&held)?;
+            shared.load_all().map(|(all, _)| all)
+        })
+        .await
+    {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::warn!("reloading the shared catalogue: {e}");
+            return;
+        }
+    };
+    let mut gone = host.catalogue.borrow().ids();
+    for stored in all {
+        let id = stored.dashboard.dashboard_id;
+        gone.retain(|g| *g != id);
+        apply_remote(svc, host, id, Some(stored.dashboard), stored.version).await;
+    }
+    for id in gone {
+        let version = host.catalogue.borrow().version_of(id) + 1;
+        apply_remote(svc, host, id, None, version).await;
+    }
+}
+
+/// Makes another node's change here: committed, installed, announced to the streams.
+async fn apply_remote(
+    svc: &Rc<Services>,
+    host: &CatalogueHost,
+    id: Uuid,
+    dashboard: Option<Dashboard>,
+    version: u64,
+) {
+    let Some(change) = host.catalogue.borrow().remote(id, dashboard, version) else {
+        return;
+    };
+    keep_copy(host, &change).await;
+    host.catalogue.borrow_mut().commit_at(&change, version);
+    if let Err(e) = install(svc, host, &change).await {
+        tracing::warn!("installing the widgets of dashboard {id}: {e}");
+    }
+    announce(svc, &change, version).await;
 }
 
 /// Writes a prepared change to the store, on the executor's blocking thread (file I/O

@@ -18,7 +18,7 @@ use super::calls::{
 use super::mesh::ShardCall;
 use super::outbox::Outbox;
 use super::rooms::{Changed, Delivery, InterestDelta, Joined, Rooms, by_owner};
-use super::{CATALOGUE_SHARD, Services};
+use super::{CATALOGUE_SHARD, Services, cluster};
 use crate::clock::now_ms;
 use crate::frames::{Frame, Unavailable, WidgetSnapshot, WidgetUpdate};
 
@@ -80,7 +80,18 @@ impl Hub {
         outbox: &Rc<Outbox>,
     ) -> Result<Option<Dashboard>, StreamError> {
         let hub = &svc.hub;
-        if let Some(dashboard) = hub.rooms.borrow_mut().join(id, outbox) {
+        let joined = hub.rooms.borrow_mut().join(id, outbox);
+        if let Some(dashboard) = joined {
+            if svc.cluster.is_some() {
+                // The connection that opened the room may still be reading the stored
+                // values of other nodes' widgets: the snapshot waits for them.
+                let give_up = std::time::Instant::now() + Duration::from_secs(3);
+                while hub.rooms.borrow().loaded(id) == Some(false)
+                    && std::time::Instant::now() < give_up
+                {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+            }
             return Ok(Some(dashboard));
         }
         hub.rooms.borrow_mut().begin_join(id);
@@ -101,6 +112,13 @@ impl Hub {
             Joined::Missing => Ok(None),
             Joined::Opened(dashboard, delta) => {
                 change_interest(svc, id, delta).await?;
+                if svc.cluster.is_some() {
+                    let widgets = dashboard.widgets.iter().map(|w| w.widget_id).collect();
+                    let stored = cluster::open(svc, id, widgets).await;
+                    hub.rooms
+                        .borrow_mut()
+                        .stored(id, stored, |m| svc.not_owned(m).is_none());
+                }
                 Ok(Some(dashboard))
             }
         }
@@ -110,6 +128,7 @@ impl Hub {
     pub async fn leave(svc: &Rc<Services>, id: Uuid, outbox: &Rc<Outbox>) {
         let emptied = svc.hub.rooms.borrow_mut().leave(id, outbox);
         if let Some(delta) = emptied {
+            cluster::close(svc, id);
             // Owners that miss this keep pushing values this shard drops; counted and
             // logged by the mesh.
             change_interest(svc, id, delta).await.ok();
@@ -178,6 +197,61 @@ impl Hub {
         .detach();
     }
 
+    /// Cluster mode: values another node published for dashboard `dashboard`; those of
+    /// widgets this node does not own are framed like local pushes.
+    pub fn remote(svc: &Rc<Services>, dashboard: Uuid, values: Vec<WidgetValue>) {
+        let history_len = svc.config.history_len;
+        let taken = svc.hub.rooms.borrow_mut().remote(
+            dashboard,
+            values,
+            |m| svc.not_owned(m).is_none(),
+            history_len,
+        );
+        if !taken.is_empty() {
+            Self::pushed(svc, taken.into_iter().map(|v| (dashboard, v)).collect());
+        }
+    }
+
+    /// Cluster mode: reads the stored values of every streamed dashboard again (values
+    /// published while the subscription was down were lost) and sends them.
+    pub async fn reread_remote(svc: &Rc<Services>) {
+        let streamed = svc.hub.rooms.borrow().streamed();
+        for (id, widgets) in streamed {
+            let stored = cluster::reread(svc, id, widgets).await;
+            let values: Vec<WidgetValue> = stored.iter().map(|s| s.value.clone()).collect();
+            svc.hub
+                .rooms
+                .borrow_mut()
+                .stored(id, stored, |m| svc.not_owned(m).is_none());
+            let values =
+                svc.hub
+                    .rooms
+                    .borrow_mut()
+                    .remote(id, values, |m| svc.not_owned(m).is_none(), 0);
+            if !values.is_empty() {
+                Self::pushed(svc, values.into_iter().map(|v| (id, v)).collect());
+            }
+        }
+    }
+
+    /// Cluster mode: tells streams which widgets of other nodes turned stale (their
+    /// owner was not heard refreshing for two refresh intervals) or fresh again.
+    pub async fn check_stale(svc: &Rc<Services>) {
+        let Some(link) = &svc.cluster else { return };
+        let now = now_ms();
+        let deliveries = svc.hub.rooms.borrow_mut().stale_frames(now, |w| {
+            // A widget this node owns (a partition that moved here) is fresh: its owner
+            // shard pushes what it computes.
+            svc.not_owned(&w.spec.metric_name).is_some_and(|partition| {
+                let interval = (w.spec.refresh_interval_seconds * 1000.0) as i64;
+                link.stale(partition, interval, now)
+            })
+        });
+        if let Ok(_turn) = svc.hub.delivering.acquire_permit(1).await {
+            svc.hub.deliver(deliveries).await;
+        }
+    }
+
     /// Hands `frame` to one connection, counting it as written if the socket took it.
     fn offer(&self, outbox: &Outbox, frame: &Bytes, framed_at: i64) {
         self.frames_queued.set(self.frames_queued.get() + 1);
@@ -240,23 +314,58 @@ pub async fn snapshot(svc: &Rc<Services>, dashboard: &Dashboard) -> Result<Bytes
                 history: state.history,
             });
         }
-        unavailable.extend(read.not_owned.into_iter().map(|(widget_id, partition)| {
-            Unavailable {
-                widget_id,
-                reason: format!(
-                    "the widget's metric is in Kafka partition {partition}, which another node owns"
-                ),
+        for (widget_id, partition) in read.not_owned {
+            match remote_snapshot(svc, dashboard, widget_id, partition) {
+                Some(w) => widgets.push(w),
+                None => unavailable.push(Unavailable {
+                    widget_id,
+                    reason: format!(
+                        "no value yet from the node that owns Kafka partition {partition}, \
+                         where the widget's metric is"
+                    ),
+                }),
             }
-        }));
+        }
     }
     let order = |id: &Uuid| dashboard.widgets.iter().position(|w| &w.widget_id == id);
     widgets.sort_by_key(|w| order(&w.current.widget_id));
+    let nodes = svc
+        .cluster
+        .as_ref()
+        .map(cluster::ClusterLink::node_urls)
+        .unwrap_or_default();
     Ok(Frame::Snapshot {
         dashboard,
         widgets: &widgets,
         unavailable: &unavailable,
+        nodes: &nodes,
     }
     .encode()?)
+}
+
+/// Cluster mode: a widget another node owns, as this shard's room heard of it.
+fn remote_snapshot(
+    svc: &Services,
+    dashboard: &Dashboard,
+    widget: Uuid,
+    partition: u32,
+) -> Option<WidgetSnapshot> {
+    let link = svc.cluster.as_ref()?;
+    let spec = &dashboard
+        .widgets
+        .iter()
+        .find(|w| w.widget_id == widget)?
+        .spec;
+    let (value, history) = svc
+        .hub
+        .rooms
+        .borrow()
+        .remote_state(dashboard.dashboard_id, &widget)?;
+    let interval = (spec.refresh_interval_seconds * 1000.0) as i64;
+    Some(WidgetSnapshot {
+        current: WidgetUpdate::of(&value, link.stale(partition, interval, now_ms())),
+        history,
+    })
 }
 
 impl ShardCall for Push {
@@ -275,6 +384,7 @@ impl ShardCall for DashboardChanged {
         let delta = match changed {
             Changed::Ignored => return,
             Changed::Deleted(outboxes, delta) => {
+                cluster::close(svc, self.id);
                 for o in outboxes {
                     o.close(4410, "dashboard deleted");
                 }

@@ -5,6 +5,7 @@
 pub mod backfill;
 pub mod calls;
 pub mod catalogue;
+pub mod cluster;
 pub mod fanout;
 pub mod hub;
 pub mod ingest;
@@ -62,6 +63,8 @@ pub struct Services {
     pub backfills: backfill::Backfills,
     /// The state mirror, with `--redis`.
     pub mirror: Option<mirror::MirrorLink>,
+    /// The other nodes, in cluster mode (Kafka and Redis).
+    pub cluster: Option<cluster::ClusterLink>,
 }
 
 /// The shard that keeps the dashboard catalogue.
@@ -97,6 +100,7 @@ impl Services {
             kafka,
             backfills: backfill::Backfills::default(),
             mirror,
+            cluster: None,
         }
     }
 

@@ -26,6 +26,7 @@ pub fn run(svc: &Rc<Services>, now: i64) -> Option<i64> {
                 .is_some_and(|w| svc.not_owned(&w.spec.metric_name).is_none())
         });
     }
+    super::cluster::publish(svc, &changed);
     if !changed.is_empty() {
         push(svc, changed);
     }

@@ -2,10 +2,12 @@
 //! of one dashboard), joins in flight, dashboard versions, the interest each room needs
 //! from the owner shards, and one encoded frame per room and tick.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 
-use hashbrown::HashMap;
-use livedash_engine::{Dashboard, Placement, WidgetValue};
+use hashbrown::{HashMap, HashSet};
+use livedash_engine::{Dashboard, HistoryPoint, Placement, Widget, WidgetValue};
+use livedash_replication::redis::values::StoredValue;
 use tungstenite::Bytes;
 use uuid::Uuid;
 
@@ -24,6 +26,46 @@ struct Room {
     seq: u64,
     /// The newest value of each widget, for connections that fall behind.
     latest: HashMap<Uuid, WidgetValue>,
+    /// Cluster mode: the history of widgets another node owns (for snapshots here).
+    remote_history: HashMap<Uuid, VecDeque<HistoryPoint>>,
+    /// Cluster mode: widgets last sent as stale.
+    stale_sent: HashSet<Uuid>,
+    /// Cluster mode: the stored values of other nodes' widgets were read.
+    loaded: bool,
+}
+
+impl Room {
+    fn new(dashboard: Dashboard, version: u64, outbox: &Rc<Outbox>) -> Self {
+        Self {
+            dashboard,
+            version,
+            outboxes: vec![Rc::clone(outbox)],
+            seq: 0,
+            latest: HashMap::new(),
+            remote_history: HashMap::new(),
+            stale_sent: HashSet::new(),
+            loaded: false,
+        }
+    }
+
+    fn widget(&self, id: &Uuid) -> Option<&Widget> {
+        self.dashboard.widgets.iter().find(|w| &w.widget_id == id)
+    }
+
+    fn update_of(&self, v: &WidgetValue) -> WidgetUpdate {
+        WidgetUpdate::of(v, self.stale_sent.contains(&v.widget_id))
+    }
+
+    /// The next `update` frame of this room.
+    fn encode(&mut self, now: i64, updates: &[WidgetUpdate]) -> Result<Bytes, serde_json::Error> {
+        self.seq += 1;
+        Frame::Update {
+            seq: self.seq,
+            sent_at: now,
+            widgets: updates,
+        }
+        .encode()
+    }
 }
 
 /// Joins in flight for a dashboard that has no room yet.
@@ -181,16 +223,8 @@ impl Rooms {
             return Joined::Missing;
         };
         let delta = InterestDelta::whole(&dashboard, self.placement, true);
-        self.rooms.insert(
-            id,
-            Room {
-                dashboard: dashboard.clone(),
-                version: newest.version,
-                outboxes: vec![Rc::clone(outbox)],
-                seq: 0,
-                latest: HashMap::new(),
-            },
-        );
+        self.rooms
+            .insert(id, Room::new(dashboard.clone(), newest.version, outbox));
         Joined::Opened(dashboard, delta)
     }
 
@@ -252,6 +286,8 @@ impl Rooms {
             }
             if !now.contains_key(w) {
                 room.latest.remove(w);
+                room.remote_history.remove(w);
+                room.stale_sent.remove(w);
             }
         }
         room.dashboard = new;
@@ -290,22 +326,17 @@ impl Rooms {
                         .any(|w| w.widget_id == v.widget_id)
                 })
                 .collect();
+            // A pushed value was just computed by its owner: it is fresh.
             let updates: Vec<WidgetUpdate> =
                 shown.iter().map(|v| WidgetUpdate::of(v, false)).collect();
             for v in shown {
+                room.stale_sent.remove(&v.widget_id);
                 room.latest.insert(v.widget_id, v);
             }
             if updates.is_empty() {
                 continue;
             }
-            room.seq += 1;
-            let frame = Frame::Update {
-                seq: room.seq,
-                sent_at: now,
-                widgets: &updates,
-            }
-            .encode();
-            match frame {
+            match room.encode(now, &updates) {
                 Ok(frame) => deliveries.push(Delivery {
                     frame,
                     framed_at: now,
@@ -326,11 +357,7 @@ impl Rooms {
         let Some(room) = self.rooms.get(&id) else {
             return Ok(Vec::new());
         };
-        let updates: Vec<WidgetUpdate> = room
-            .latest
-            .values()
-            .map(|v| WidgetUpdate::of(v, false))
-            .collect();
+        let updates: Vec<WidgetUpdate> = room.latest.values().map(|v| room.update_of(v)).collect();
         Ok(vec![
             Frame::Dashboard {
                 dashboard: &room.dashboard,
@@ -345,6 +372,136 @@ impl Rooms {
         ])
     }
 
+    /// Cluster mode: the stored values of other nodes' widgets, read when the room
+    /// opened (or again after values were lost). A value already newer here stays.
+    pub fn stored(&mut self, id: Uuid, stored: Vec<StoredValue>, local: impl Fn(&str) -> bool) {
+        let Some(room) = self.rooms.get_mut(&id) else {
+            return;
+        };
+        room.loaded = true;
+        for s in stored {
+            let Some(w) = room.widget(&s.value.widget_id) else {
+                continue;
+            };
+            if local(&w.spec.metric_name) {
+                continue;
+            }
+            let newer = room
+                .latest
+                .get(&s.value.widget_id)
+                .is_none_or(|v| v.window_end <= s.value.window_end);
+            if newer {
+                room.remote_history
+                    .insert(s.value.widget_id, s.history.into_iter().collect());
+                room.latest.insert(s.value.widget_id, s.value);
+            }
+        }
+    }
+
+    /// Whether the room's stored values were read (cluster mode); `None` without a room.
+    pub fn loaded(&self, id: Uuid) -> Option<bool> {
+        self.rooms.get(&id).map(|r| r.loaded)
+    }
+
+    /// Cluster mode: values another node published for dashboard `id`. Those of widgets
+    /// on the dashboard that this node does not own are kept (latest and history) and
+    /// returned, to be framed; they are fresh.
+    pub fn remote(
+        &mut self,
+        id: Uuid,
+        values: Vec<WidgetValue>,
+        local: impl Fn(&str) -> bool,
+        history_len: usize,
+    ) -> Vec<WidgetValue> {
+        let Some(room) = self.rooms.get_mut(&id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            let Some(w) = room.widget(&v.widget_id) else {
+                continue;
+            };
+            if local(&w.spec.metric_name) {
+                continue;
+            }
+            let history = room.remote_history.entry(v.widget_id).or_default();
+            if history.len() >= history_len.max(1) {
+                history.pop_front();
+            }
+            history.push_back((v.window_end, v.value));
+            room.stale_sent.remove(&v.widget_id);
+            out.push(v);
+        }
+        out
+    }
+
+    /// Cluster mode: a widget another node owns, as this room last heard of it, with
+    /// its history.
+    pub fn remote_state(
+        &self,
+        id: Uuid,
+        widget: &Uuid,
+    ) -> Option<(WidgetValue, Vec<HistoryPoint>)> {
+        let room = self.rooms.get(&id)?;
+        let value = room.latest.get(widget)?.clone();
+        let history = room
+            .remote_history
+            .get(widget)
+            .map(|h| h.iter().copied().collect())
+            .unwrap_or_default();
+        Some((value, history))
+    }
+
+    /// Cluster mode: an `update` frame for each room where a widget turned stale or
+    /// fresh again, as `stale(widget)` says.
+    pub fn stale_frames(&mut self, now: i64, stale: impl Fn(&Widget) -> bool) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        for (id, room) in &mut self.rooms {
+            let mut updates = Vec::new();
+            for w in &room.dashboard.widgets {
+                let Some(v) = room.latest.get(&w.widget_id) else {
+                    continue;
+                };
+                let is_stale = stale(w);
+                if is_stale != room.stale_sent.contains(&w.widget_id) {
+                    updates.push(WidgetUpdate::of(v, is_stale));
+                }
+            }
+            for u in &updates {
+                if u.stale {
+                    room.stale_sent.insert(u.widget_id);
+                } else {
+                    room.stale_sent.remove(&u.widget_id);
+                }
+            }
+            if updates.is_empty() {
+                continue;
+            }
+            match room.encode(now, &updates) {
+                Ok(frame) => out.push(Delivery {
+                    frame,
+                    framed_at: now,
+                    outboxes: room.outboxes.clone(),
+                }),
+                Err(e) => tracing::error!("cannot encode an update of dashboard {id}: {e}"),
+            }
+        }
+        out
+    }
+
+    /// Every dashboard with a room here, with its widget ids.
+    pub fn streamed(&self) -> Vec<(Uuid, Vec<Uuid>)> {
+        self.rooms
+            .iter()
+            .map(|(id, r)| {
+                (
+                    *id,
+                    r.dashboard.widgets.iter().map(|w| w.widget_id).collect(),
+                )
+            })
+            .collect()
+    }
+
     /// Every connection on this shard.
     pub fn outboxes(&self) -> impl Iterator<Item = &Rc<Outbox>> {
         self.rooms.values().flat_map(|r| &r.outboxes)
@@ -352,204 +509,4 @@ impl Rooms {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use livedash_engine::{Widget, WidgetSpec};
-
-    /// Two shards; metrics "a" and "b" land on different ones.
-    const SHARDS: usize = 2;
-
-    fn metric_on(shard: usize) -> String {
-        (0..)
-            .map(|i| format!("m{i}"))
-            .find(|m| livedash_engine::shard_for(m, SHARDS) == shard)
-            .unwrap()
-    }
-
-    fn widget(id: u128, metric: &str) -> Widget {
-        let spec: WidgetSpec = serde_json::from_value(serde_json::json!({
-            "metric_name": metric, "aggregation": "sum", "window_seconds": 60,
-            "refresh_interval_seconds": 1.0
-        }))
-        .unwrap();
-        Widget::new(Uuid::from_u128(id), Uuid::from_u128(1), spec)
-    }
-
-    fn dashboard(widgets: Vec<Widget>) -> Dashboard {
-        Dashboard {
-            dashboard_id: Uuid::from_u128(1),
-            name: "d".into(),
-            layout: serde_json::Value::Null,
-            widgets,
-        }
-    }
-
-    fn at(version: u64, d: Option<Dashboard>) -> Versioned {
-        Versioned {
-            version,
-            dashboard: d,
-        }
-    }
-
-    fn value(widget: u128) -> WidgetValue {
-        WidgetValue {
-            widget_id: Uuid::from_u128(widget),
-            value: Some(2.0),
-            window_end: 1000,
-            latest_event_time: Some(999),
-            count: 1,
-        }
-    }
-
-    const ID: Uuid = Uuid::from_u128(1);
-
-    fn opened(rooms: &mut Rooms, d: Dashboard, outbox: &Rc<Outbox>) -> InterestDelta {
-        rooms.begin_join(ID);
-        match rooms.finish_join(ID, at(1, Some(d)), outbox) {
-            Joined::Opened(_, delta) => delta,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn first_join_adds_interest_and_last_leave_drops_it() {
-        let (a, b) = (metric_on(0), metric_on(1));
-        let d = dashboard(vec![widget(10, &a), widget(11, &b)]);
-        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
-        let (o1, o2) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
-        let delta = opened(&mut rooms, d.clone(), &o1);
-        assert_eq!(
-            delta.add,
-            vec![vec![Uuid::from_u128(10)], vec![Uuid::from_u128(11)]]
-        );
-        // A second connection joins the open room: no new interest.
-        assert_eq!(rooms.join(ID, &o2), Some(d));
-        assert_eq!(rooms.leave(ID, &o1), None);
-        let gone = rooms.leave(ID, &o2).unwrap();
-        assert_eq!(
-            gone.remove,
-            vec![vec![Uuid::from_u128(10)], vec![Uuid::from_u128(11)]]
-        );
-        assert_eq!(gone.per_owner().count(), 2);
-        assert_eq!(rooms.outboxes().count(), 0);
-    }
-
-    #[test]
-    fn an_edit_moves_interest_between_owners() {
-        let (a, b) = (metric_on(0), metric_on(1));
-        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
-        let o = Rc::new(Outbox::default());
-        opened(
-            &mut rooms,
-            dashboard(vec![widget(10, &a), widget(11, &a)]),
-            &o,
-        );
-        // Widget 10 moves to a metric on shard 1, 11 is removed, 12 is added.
-        let new = dashboard(vec![widget(10, &b), widget(12, &a)]);
-        let Changed::Updated {
-            frame,
-            outboxes,
-            delta,
-        } = rooms.changed(ID, at(2, Some(new)))
-        else {
-            panic!("not updated");
-        };
-        assert!(frame.is_ok());
-        assert_eq!(outboxes.len(), 1);
-        assert_eq!(
-            delta.add,
-            vec![vec![Uuid::from_u128(12)], vec![Uuid::from_u128(10)]]
-        );
-        let mut removed = delta.remove[0].clone();
-        removed.sort();
-        assert_eq!(removed, vec![Uuid::from_u128(10), Uuid::from_u128(11)]);
-        // The same news again, or older news, changes nothing.
-        assert!(matches!(rooms.changed(ID, at(2, None)), Changed::Ignored));
-        assert!(matches!(rooms.changed(ID, at(1, None)), Changed::Ignored));
-    }
-
-    #[test]
-    fn a_dashboard_deleted_while_a_stream_joins_it() {
-        let d = dashboard(vec![widget(10, &metric_on(0))]);
-        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
-        let o = Rc::new(Outbox::default());
-        rooms.begin_join(ID);
-        // The deletion (version 2) arrives before the fetched dashboard (version 1).
-        assert!(matches!(rooms.changed(ID, at(2, None)), Changed::Ignored));
-        assert!(matches!(
-            rooms.finish_join(ID, at(1, Some(d.clone())), &o),
-            Joined::Missing
-        ));
-        assert_eq!(rooms.outboxes().count(), 0);
-        // A later join is not affected by the old news.
-        rooms.begin_join(ID);
-        assert!(matches!(
-            rooms.finish_join(ID, at(3, Some(d)), &o),
-            Joined::Opened(..)
-        ));
-    }
-
-    #[test]
-    fn a_deletion_closes_the_room_and_drops_its_interest() {
-        let d = dashboard(vec![widget(10, &metric_on(1))]);
-        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
-        let o = Rc::new(Outbox::default());
-        opened(&mut rooms, d, &o);
-        let Changed::Deleted(outboxes, delta) = rooms.changed(ID, at(2, None)) else {
-            panic!("not deleted");
-        };
-        assert!(Rc::ptr_eq(&outboxes[0], &o));
-        assert_eq!(delta.remove[1], vec![Uuid::from_u128(10)]);
-        // The stream leaving afterwards finds no room and owes nothing.
-        assert_eq!(rooms.leave(ID, &o), None);
-    }
-
-    #[test]
-    fn a_change_during_a_join_is_not_lost() {
-        let a = metric_on(0);
-        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
-        let o = Rc::new(Outbox::default());
-        rooms.begin_join(ID);
-        let newer = dashboard(vec![widget(10, &a), widget(11, &a)]);
-        rooms.changed(ID, at(5, Some(newer.clone())));
-        match rooms.finish_join(ID, at(4, Some(dashboard(vec![widget(10, &a)]))), &o) {
-            Joined::Opened(d, delta) => {
-                assert_eq!(d, newer);
-                assert_eq!(delta.add[0].len(), 2);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn one_frame_per_room_and_only_widgets_still_shown() {
-        let a = metric_on(0);
-        let mut rooms = Rooms::new(Placement::standalone(SHARDS));
-        let (o1, o2) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
-        opened(
-            &mut rooms,
-            dashboard(vec![widget(10, &a), widget(11, &a)]),
-            &o1,
-        );
-        rooms.join(ID, &o2);
-        let pending = vec![(ID, value(10)), (ID, value(11)), (ID, value(77))];
-        let (deliveries, unencodable) = rooms.frame(pending, 5);
-        assert_eq!((deliveries.len(), unencodable), (1, 0));
-        assert_eq!(deliveries[0].outboxes.len(), 2);
-        let text = String::from_utf8_lossy(&deliveries[0].frame).to_string();
-        assert!(text.contains(r#""seq":1"#), "{text}");
-        assert_eq!(text.matches("widget_id").count(), 2, "{text}");
-        // A resync carries the dashboard and both newest values.
-        let resync = rooms.resync_frames(ID, 6).unwrap();
-        assert_eq!(resync.len(), 2);
-        assert_eq!(
-            String::from_utf8_lossy(&resync[1])
-                .matches("widget_id")
-                .count(),
-            2
-        );
-        // Values for a dashboard with no room here go nowhere.
-        let (none, _) = rooms.frame(vec![(Uuid::from_u128(2), value(10))], 7);
-        assert!(none.is_empty());
-    }
-}
+mod tests;

@@ -21,8 +21,9 @@ use crate::service::Services;
 use crate::service::hub::{self, Hub};
 use crate::service::outbox::Outbox;
 
-/// Who may open a stream, decided before the upgrade.
-pub fn accept(config: &Config, req: &Request) -> Result<Uuid, Response> {
+/// Who may open a stream, decided before the upgrade. `peers` are the URLs of the other
+/// live nodes (cluster mode), whose pages may stream from this node too.
+pub fn accept(config: &Config, peers: &[String], req: &Request) -> Result<Uuid, Response> {
     let Some(rest) = req.path.strip_prefix("/stream/") else {
         return Err(Response::error(
             404,
@@ -38,6 +39,7 @@ pub fn accept(config: &Config, req: &Request) -> Result<Uuid, Response> {
     }
     if let Some(origin) = &req.origin
         && !origin_allowed(origin, req.host.as_deref(), &config.allowed_origins)
+        && !origin_allowed(origin, None, peers)
     {
         return Err(Response::error(
             403,

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use livedash_engine::QueryChanges;
 use redis::{Connection, Script};
 
-use super::{RedisSettings, Scope, connect, epoch_key, index_key, offset_key, query_key};
+use super::{
+    RedisSettings, Scope, connect, epoch_key, index_key, offset_key, query_key, random_fraction,
+};
 use crate::inbox::Inbox;
 
 /// Stores one partition's flush. KEYS: epoch, offset, index, then one hash per query.
@@ -361,11 +363,4 @@ fn store(
         })
         .collect();
     Ok((results, bytes))
-}
-
-/// A number in [0, 1) that differs from process to process and call to call.
-fn random_fraction() -> f64 {
-    use std::hash::BuildHasher;
-    let bits = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
