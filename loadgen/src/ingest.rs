@@ -20,7 +20,9 @@ pub enum Format {
 /// What the producers send.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub target: String,
+    /// The nodes (`http://HOST:PORT`): connection `c` starts on `targets[c % n]` and
+    /// moves to the next one after a failure.
+    pub targets: Vec<String>,
     /// Events per second, all connections together.
     pub rate: u64,
     pub batch: usize,
@@ -146,24 +148,31 @@ pub fn run(
         } else {
             ""
         };
-        let addr = match target_addr(&plan.target) {
-            Ok(addr) => addr,
+        let addrs: Vec<_> = match plan.targets.iter().map(|t| target_addr(t)).collect() {
+            Ok(addrs) => addrs,
             Err(e) => {
                 eprintln!("producers: {e}");
                 return;
             }
         };
+        if addrs.is_empty() {
+            eprintln!("producers: no target");
+            return;
+        }
         let threads: Vec<_> = (0..plan.connections.max(1))
             .map(|c| {
-                let (plan, stats, schedule, stop) = (
+                let (plan, stats, schedule, stop, addrs) = (
                     plan.clone(),
                     Arc::clone(&stats),
                     Arc::clone(&schedule),
                     Arc::clone(&stop),
+                    addrs.clone(),
                 );
                 std::thread::spawn(move || {
-                    // Connected on first use, and again after an I/O error.
+                    // Connected on first use, and again (to the next node) after an I/O
+                    // error.
                     let mut client: Option<Client> = None;
+                    let mut at = c % addrs.len();
                     let mut rng = Rng::for_producer(c);
                     let mut text = String::with_capacity(plan.batch * 100);
                     let content_type = match plan.format {
@@ -174,13 +183,14 @@ pub fn run(
                         body(&plan, &mut rng, &mut text);
                         let result = match &mut client {
                             Some(c) => c.ingest_body(content_type, query, text.as_bytes()),
-                            None => Client::connect(addr)
+                            None => Client::connect(addrs[at])
                                 .map(|c| client.insert(c.with_token_opt(plan.token.clone())))
                                 .map_err(ClientError::from)
                                 .and_then(|c| c.ingest_body(content_type, query, text.as_bytes())),
                         };
                         if matches!(result, Err(ClientError::Io(_))) {
                             client = None;
+                            at = (at + 1) % addrs.len();
                         }
                         let measuring = stats.measuring();
                         let latency = intended.elapsed();
@@ -212,7 +222,7 @@ mod tests {
 
     fn plan(format: Format) -> Plan {
         Plan {
-            target: String::new(),
+            targets: Vec::new(),
             rate: 1,
             batch: 3,
             connections: 1,

@@ -85,9 +85,11 @@ struct SeedArgs {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// The node.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    target: String,
+    /// A node; repeat for a cluster: producer connections and streams are spread over
+    /// the nodes, dashboards are created on the first, and a stream or connection whose
+    /// node goes away moves to the next.
+    #[arg(long = "target", default_value = "http://127.0.0.1:8080")]
+    targets: Vec<String>,
     /// Measured time, e.g. 30s, 2m, 500ms.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
@@ -197,7 +199,12 @@ fn main() -> anyhow::Result<()> {
             clients,
         } => ("scenario", common, Some(producers), Some(clients)),
     };
-    let addr = target_addr(&common.target)?;
+    let addrs = common
+        .targets
+        .iter()
+        .map(|t| target_addr(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = common.targets[0].clone();
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -206,7 +213,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(c) = &clients {
         let ids = if c.dashboard_ids.is_empty() {
             sockets::create_dashboards(
-                &common.target,
+                &first,
                 common.token.as_deref(),
                 c.dashboards.max(1),
                 c.widgets,
@@ -221,7 +228,7 @@ fn main() -> anyhow::Result<()> {
             Arc::new(move |text: &str| sockets::record(&stats, text))
         };
         let plan = sockets::Plan {
-            addr,
+            addrs,
             dashboards: ids,
             sockets: c.sockets,
             threads: c.threads,
@@ -241,7 +248,7 @@ fn main() -> anyhow::Result<()> {
     let run_for = common.warmup + common.duration;
     let producer = producers.as_ref().map(|p| {
         let plan = Plan {
-            target: common.target.clone(),
+            targets: common.targets.clone(),
             rate: p.rate,
             batch: p.batch,
             connections: p.connections,
@@ -320,6 +327,8 @@ fn main() -> anyhow::Result<()> {
         updates_received: Stats::get(&stats.updates_received),
         e2e_latency_ms: Stats::percentiles(&stats.e2e),
         push_delay_ms: Stats::percentiles(&stats.push),
+        reconnects: Stats::get(&stats.reconnects),
+        reconnect_gap_ms: Stats::percentiles(&stats.gap),
         server_cpu_seconds: server_before.zip(server_after).map(|(b, a)| a.0 - b.0),
         server_rss_bytes: server_after.map(|s| s.1),
     };
@@ -385,7 +394,7 @@ fn seed_baseline(args: SeedArgs) -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let plan = Plan {
-        target,
+        targets: vec![target],
         rate: 100_000_000,
         batch,
         connections,

@@ -24,6 +24,10 @@ pub struct Report {
     pub updates_received: u64,
     pub e2e_latency_ms: Percentiles,
     pub push_delay_ms: Percentiles,
+    /// Streams opened again after their node closed them or went away.
+    pub reconnects: u64,
+    /// Per reconnect: the last update before the close to the first after it.
+    pub reconnect_gap_ms: Percentiles,
     pub server_cpu_seconds: Option<f64>,
     pub server_rss_bytes: Option<u64>,
 }
@@ -73,6 +77,13 @@ impl Report {
             );
             println!("  e2e       {}", p(&self.e2e_latency_ms));
             println!("  push      {}", p(&self.push_delay_ms));
+            if self.reconnects > 0 {
+                let g = &self.reconnect_gap_ms;
+                println!(
+                    "  reconnect {} streams; gap p50 {:.0}  p99 {:.0}  max {:.0} ms",
+                    self.reconnects, g.p50, g.p99, g.max
+                );
+            }
         }
         if let (Some(cpu), Some(rss)) = (self.server_cpu_seconds, self.server_rss_bytes) {
             println!(

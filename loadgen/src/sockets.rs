@@ -1,6 +1,9 @@
-//! WebSocket clients: N streams over D dashboards, on a few threads with an epoll loop
-//! each. For every `update` frame they record the push delay (receive time - `sent_at`)
-//! and, per widget, the end-to-end latency (receive time - `latest_event_time`).
+//! WebSocket clients: N streams over D dashboards and over the nodes given, on a few
+//! threads with an epoll loop each. For every `update` frame they record the push delay
+//! (receive time - `sent_at`) and, per widget, the end-to-end latency (receive time -
+//! `latest_event_time`). A stream that closes reconnects to the next node, as the web UI
+//! does, and the gap between its last update before and its first update after is
+//! recorded.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -105,7 +108,8 @@ pub type OnText = Arc<dyn Fn(&str) + Send + Sync>;
 /// Where the streams connect and what they do.
 #[derive(Clone)]
 pub struct Plan {
-    pub addr: SocketAddr,
+    /// The nodes: stream `i` starts on `addrs[i % n]`.
+    pub addrs: Vec<SocketAddr>,
     pub dashboards: Vec<String>,
     pub sockets: usize,
     /// Client threads, each with its own event loop.
@@ -119,7 +123,7 @@ pub struct Plan {
 impl std::fmt::Debug for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plan")
-            .field("addr", &self.addr)
+            .field("addrs", &self.addrs)
             .field("dashboards", &self.dashboards.len())
             .field("sockets", &self.sockets)
             .field("threads", &self.threads)
@@ -134,6 +138,29 @@ enum Client {
     Done,
 }
 
+/// First wait before a closed stream reconnects (doubling, with jitter, to `RETRY_MAX`).
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A stream and what it needs to come back after a close.
+struct Stream {
+    client: Client,
+    /// The stream's index (its dashboard and first node follow from it).
+    index: usize,
+    /// The node it uses now, an index into the plan's addresses.
+    node: usize,
+    last_update: Option<Instant>,
+    /// Closed: the last update before the close, for the gap.
+    gap_from: Option<Instant>,
+    retry_at: Option<Instant>,
+    retries: u32,
+}
+
+/// True for an `update` frame (the server writes the type first).
+fn is_update(text: &str) -> bool {
+    text.starts_with("{\"type\":\"update\"")
+}
+
 /// Connects one socket from `source` (on loopback the connection is made at once), then
 /// makes it non-blocking.
 fn connect(addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<TcpStream> {
@@ -146,7 +173,7 @@ fn connect(addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<TcpStream> {
 
 impl Client {
     /// Advances the stream after its socket became ready; returns false once it ended.
-    fn ready(&mut self, stats: &Stats, on_text: &OnText) -> bool {
+    fn ready(&mut self, stats: &Stats, on_text: &OnText, updated: &mut Option<Instant>) -> bool {
         loop {
             match std::mem::replace(self, Client::Done) {
                 Client::Handshaking(mid) => match mid.handshake() {
@@ -168,7 +195,12 @@ impl Client {
                     // Edge-triggered: read until the socket is drained.
                     loop {
                         match ws.read() {
-                            Ok(Message::Text(text)) => on_text(&text),
+                            Ok(Message::Text(text)) => {
+                                if is_update(&text) {
+                                    *updated = Some(Instant::now());
+                                }
+                                on_text(&text);
+                            }
                             Ok(Message::Close(_)) => break,
                             Ok(_) => {}
                             Err(tungstenite::Error::Io(e))
@@ -191,67 +223,125 @@ impl Client {
     }
 }
 
-/// One client thread: opens `mine` (stream indexes) in waves and serves them on one
-/// epoll loop until `stop` is set.
-fn client_thread(plan: &Plan, mine: &[usize], stop: &AtomicBool) -> std::io::Result<()> {
+/// Opens stream `index` to node `node`, registered under `token`.
+fn open(plan: &Plan, poll: &Poll, index: usize, node: usize, token: usize) -> Client {
     let sources = plan.sockets.div_ceil(STREAMS_PER_SOURCE).max(1);
+    let source = Ipv4Addr::new(127, 0, 0, 1 + (index % sources) as u8);
+    let addr = plan.addrs[node];
+    let mut url = format!(
+        "ws://{addr}/stream/{}",
+        plan.dashboards[index % plan.dashboards.len()]
+    );
+    if let Some(t) = &plan.token {
+        url = format!("{url}?token={t}");
+    }
+    let opened = connect(addr, source).and_then(|mut tcp| {
+        poll.registry().register(
+            &mut tcp,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        Ok(tcp)
+    });
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let Ok(tcp) = opened else {
+        Stats::count(&plan.stats.errors, 1);
+        return Client::Done;
+    };
+    match client_with_config(url, tcp, Some(config)) {
+        Ok((ws, _)) => {
+            Stats::count(&plan.stats.sockets_connected, 1);
+            Client::Open(ws)
+        }
+        Err(HandshakeError::Interrupted(mid)) => Client::Handshaking(mid),
+        Err(HandshakeError::Failure(_)) => {
+            Stats::count(&plan.stats.errors, 1);
+            Client::Done
+        }
+    }
+}
+
+/// A wait in [base, 1.5 base) that differs from stream to stream and try to try.
+fn jittered(base: Duration, index: usize, retries: u32) -> Duration {
+    let spread = (index as u64).wrapping_mul(2_654_435_761) ^ (u64::from(retries) * 40_503);
+    base + base.mul_f64((spread % 1000) as f64 / 2000.0)
+}
+
+/// One client thread: opens `mine` (stream indexes) in waves and serves them on one
+/// epoll loop until `stop` is set; a stream that closes comes back on the next node.
+fn client_thread(plan: &Plan, mine: &[usize], stop: &AtomicBool) -> std::io::Result<()> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
-    let mut clients: Vec<Client> = Vec::with_capacity(mine.len());
+    let mut streams: Vec<Stream> = Vec::with_capacity(mine.len());
     let mut waves = mine.chunks(100);
     let mut next_wave = Instant::now();
+    let nodes = plan.addrs.len().max(1);
     while !stop.load(Ordering::Relaxed) {
         // Pace the connects: let a wave get going before the next.
         if Instant::now() >= next_wave
             && let Some(wave) = waves.next()
         {
-            for &i in wave {
-                let source = Ipv4Addr::new(127, 0, 0, 1 + (i % sources) as u8);
-                let mut url = format!(
-                    "ws://{}/stream/{}",
-                    plan.addr,
-                    plan.dashboards[i % plan.dashboards.len()]
-                );
-                if let Some(t) = &plan.token {
-                    url = format!("{url}?token={t}");
-                }
-                let opened = connect(plan.addr, source).and_then(|mut tcp| {
-                    let token = Token(clients.len());
-                    poll.registry().register(
-                        &mut tcp,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    Ok(tcp)
-                });
-                let config = WebSocketConfig::default()
-                    .read_buffer_size(4096)
-                    .write_buffer_size(0);
-                let Ok(tcp) = opened else {
-                    Stats::count(&plan.stats.errors, 1);
-                    clients.push(Client::Done);
-                    continue;
-                };
-                clients.push(match client_with_config(url, tcp, Some(config)) {
-                    Ok((ws, _)) => {
-                        Stats::count(&plan.stats.sockets_connected, 1);
-                        Client::Open(ws)
-                    }
-                    Err(HandshakeError::Interrupted(mid)) => Client::Handshaking(mid),
-                    Err(HandshakeError::Failure(_)) => {
-                        Stats::count(&plan.stats.errors, 1);
-                        Client::Done
-                    }
+            for &index in wave {
+                let node = index % nodes;
+                let client = open(plan, &poll, index, node, streams.len());
+                streams.push(Stream {
+                    client,
+                    index,
+                    node,
+                    last_update: None,
+                    gap_from: None,
+                    retry_at: None,
+                    retries: 0,
                 });
             }
             next_wave = Instant::now() + Duration::from_millis(20);
         }
         poll.poll(&mut events, Some(Duration::from_millis(20)))?;
         for event in &events {
-            if let Some(client) = clients.get_mut(event.token().0)
-                && !client.ready(&plan.stats, &plan.on_text)
-            {
-                *client = Client::Done;
+            let Some(s) = streams.get_mut(event.token().0) else {
+                continue;
+            };
+            let before = s.last_update;
+            let mut updated = None;
+            let alive = s.client.ready(&plan.stats, &plan.on_text, &mut updated);
+            if let Some(at) = updated {
+                s.last_update = Some(at);
+                if let Some(from) = s.gap_from.take() {
+                    plan.stats
+                        .record(&plan.stats.gap, at.duration_since(from).as_micros() as u64);
+                }
+                s.retries = 0;
+            }
+            if !alive {
+                s.client = Client::Done;
+                // Reconnect to the next node; the gap runs from the last update.
+                if s.gap_from.is_none() {
+                    s.gap_from = s.last_update.or(before);
+                }
+                let wait = RETRY_MIN
+                    .saturating_mul(1 << s.retries.min(5))
+                    .min(RETRY_MAX);
+                s.retry_at = Some(Instant::now() + jittered(wait, s.index, s.retries));
+                s.retries += 1;
+                s.node = (s.node + 1) % nodes;
+            }
+        }
+        let now = Instant::now();
+        for (token, s) in streams.iter_mut().enumerate() {
+            if s.retry_at.is_some_and(|at| at <= now) {
+                s.retry_at = None;
+                Stats::count(&plan.stats.reconnects, 1);
+                s.client = open(plan, &poll, s.index, s.node, token);
+                if matches!(s.client, Client::Done) {
+                    let wait = RETRY_MIN
+                        .saturating_mul(1 << s.retries.min(5))
+                        .min(RETRY_MAX);
+                    s.retry_at = Some(now + jittered(wait, s.index, s.retries));
+                    s.retries += 1;
+                    s.node = (s.node + 1) % nodes;
+                }
             }
         }
     }

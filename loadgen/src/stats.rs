@@ -83,9 +83,13 @@ pub struct Stats {
     pub errors: AtomicU64,
     pub sockets_connected: AtomicU64,
     pub updates_received: AtomicU64,
+    /// Streams opened again after they closed.
+    pub reconnects: AtomicU64,
     pub ingest: Mutex<Latency>,
     pub e2e: Mutex<Latency>,
     pub push: Mutex<Latency>,
+    /// Per reconnected stream: its last update before the close to its first after.
+    pub gap: Mutex<Latency>,
 }
 
 impl Default for Stats {
@@ -99,9 +103,11 @@ impl Default for Stats {
             errors: AtomicU64::new(0),
             sockets_connected: AtomicU64::new(0),
             updates_received: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
             ingest: Mutex::new(Latency::default()),
             e2e: Mutex::new(Latency::default()),
             push: Mutex::new(Latency::default()),
+            gap: Mutex::new(Latency::default()),
         }
     }
 }

@@ -176,7 +176,7 @@ fn run(
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let plan = Plan {
-        addr,
+        addrs: vec![addr],
         dashboards: dashboards.to_vec(),
         sockets: n,
         threads: clients,

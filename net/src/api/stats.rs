@@ -13,10 +13,11 @@ pub async fn handle(svc: &Rc<Services>) -> Result<Response, ApiError> {
     let events: u64 = shards.iter().map(|s| s.engine_events).sum();
     let ns: u64 = shards.iter().map(|s| s.engine_apply_ns).sum();
     let per_event = (events > 0).then(|| ns as f64 / events as f64);
-    Ok(Response::json(
-        200,
-        &json!({ "shards": shards, "engine_ns_per_event": per_event }),
-    ))
+    let mut body = json!({ "shards": shards, "engine_ns_per_event": per_event });
+    if let Some(link) = &svc.cluster {
+        body["cluster"] = crate::service::cluster::stats(link);
+    }
+    Ok(Response::json(200, &body))
 }
 
 /// Metric names seen recently on any shard, sorted (suggestions for widget forms).

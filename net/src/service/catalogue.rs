@@ -80,12 +80,11 @@ impl ShardCall for GetDashboard {
 }
 
 impl ShardCall for LocateWidget {
-    type Reply = Result<String, CatalogueError>;
+    type Reply = Result<livedash_engine::Widget, CatalogueError>;
 
     async fn run(self, svc: &Rc<Services>) -> Self::Reply {
         let catalogue = host(svc)?.catalogue.borrow();
-        let widget = catalogue.widget(self.dashboard, self.widget)?;
-        Ok(widget.spec.metric_name.clone())
+        Ok(catalogue.widget(self.dashboard, self.widget)?.clone())
     }
 }
 
@@ -373,15 +372,32 @@ pub async fn reading(
     dashboard: Uuid,
     widget: Uuid,
 ) -> Result<WidgetReading, CatalogueError> {
-    let metric = svc
+    let located = svc
         .call(CATALOGUE_SHARD, LocateWidget { dashboard, widget })
         .await??;
-    match svc.call(svc.owner(&metric), ReadValue(widget)).await? {
+    let metric = &located.spec.metric_name;
+    match svc.call(svc.owner(metric), ReadValue(widget)).await? {
         Reading::Value(value, stale) => Ok(WidgetReading {
             current: value,
             stale,
         }),
         Reading::Missing => Err(CatalogueError::NotReady),
-        Reading::NotOwned(partition) => Err(CatalogueError::NotOwned(partition)),
+        Reading::NotOwned(partition) => match &svc.cluster {
+            // Cluster mode: the value its owner stored, stale if the owner went quiet.
+            Some(link) => {
+                let stored = super::cluster::reread(svc, dashboard, vec![widget]).await;
+                let value = stored
+                    .into_iter()
+                    .next()
+                    .ok_or(CatalogueError::NotReady)?
+                    .value;
+                let interval = (located.spec.refresh_interval_seconds * 1000.0) as i64;
+                Ok(WidgetReading {
+                    current: value,
+                    stale: link.stale(partition, interval, crate::clock::now_ms()),
+                })
+            }
+            None => Err(CatalogueError::NotOwned(partition)),
+        },
     }
 }

@@ -238,3 +238,30 @@ pub fn close(svc: &Services, dashboard: Uuid) {
         link.shared.subscriber.unwatch(svc.id, dashboard);
     }
 }
+
+/// The node's side of the cluster, for `/stats`: who it is, the live nodes, and what went
+/// through Redis Pub/Sub.
+pub fn stats(link: &ClusterLink) -> serde_json::Value {
+    let shared = &link.shared;
+    let (p, s) = (&shared.publish_counters, &shared.subscriber.counters);
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let nodes = shared.nodes.lock().map(|n| n.clone()).unwrap_or_default();
+    serde_json::json!({
+        "node": shared.node,
+        "advertised": shared.advertised.get(),
+        "nodes": nodes,
+        "published": {
+            "messages": get(&p.messages),
+            "values": get(&p.values),
+            "failed_batches": get(&p.failed),
+        },
+        "subscribed": {
+            "connected": shared.subscriber.connected.load(Ordering::Relaxed),
+            "dashboards": get(&s.channels),
+            "messages": get(&s.messages),
+            "values": get(&s.values),
+            "dropped": get(&s.dropped),
+            "reconnects": get(&s.reconnects),
+        },
+    })
+}
