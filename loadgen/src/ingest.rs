@@ -194,6 +194,9 @@ pub fn run(
                         }
                         let measuring = stats.measuring();
                         let latency = intended.elapsed();
+                        if let Ok(reply) = &result {
+                            Stats::count(&stats.events_acked_total, reply.accepted as u64);
+                        }
                         if !measuring {
                             continue;
                         }

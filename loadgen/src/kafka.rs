@@ -40,7 +40,13 @@ impl ProducerContext for Reports {
         if result.is_err() {
             batch.failed.store(true, Ordering::Release);
         }
-        if batch.left.fetch_sub(1, Ordering::AcqRel) != 1 || !batch.measured {
+        if batch.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if !batch.failed.load(Ordering::Acquire) {
+            Stats::count(&self.stats.events_acked_total, batch.events);
+        }
+        if !batch.measured {
             return;
         }
         if batch.failed.load(Ordering::Acquire) {

@@ -100,8 +100,9 @@ struct Common {
     #[arg(long)]
     token: Option<String>,
     /// The node's process id: its CPU seconds and resident memory go in the report.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Repeat for a cluster: the report sums them over the nodes.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -278,7 +279,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     std::thread::sleep(common.warmup);
-    let server_before = common.server_pid.and_then(sample_process);
+    let server_before = sample_all(&common.server_pids);
     stats.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let bar = ProgressBar::new_spinner();
@@ -303,7 +304,7 @@ fn main() -> anyhow::Result<()> {
     stats.measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let server_after = common.server_pid.and_then(sample_process);
+    let server_after = sample_all(&common.server_pids);
     let sockets_connected = Stats::get(&stats.sockets_connected);
     stop.store(true, Ordering::Relaxed);
     if let Some(p) = producer {
@@ -320,6 +321,7 @@ fn main() -> anyhow::Result<()> {
         achieved_events_per_s: Stats::get(&stats.events_acked) as f64 / elapsed,
         events_sent: Stats::get(&stats.events_sent),
         events_acked: Stats::get(&stats.events_acked),
+        events_acked_total: Stats::get(&stats.events_acked_total),
         events_rejected: Stats::get(&stats.events_rejected),
         errors: Stats::get(&stats.errors),
         sockets_target: sockets_target as u64,
@@ -341,6 +343,16 @@ fn main() -> anyhow::Result<()> {
         report::plot(path, &stats).with_context(|| format!("drawing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// CPU seconds and resident bytes summed over `pids` (none without pids; a process that
+/// is gone counts nothing).
+fn sample_all(pids: &[u32]) -> Option<(f64, u64)> {
+    (!pids.is_empty()).then(|| {
+        pids.iter()
+            .filter_map(|&p| sample_process(p))
+            .fold((0.0, 0), |(c, r), (pc, pr)| (c + pc, r + pr))
+    })
 }
 
 /// Redis first, then livedash with widgets on the same metrics (a sum over the same window

@@ -17,6 +17,8 @@ pub struct Report {
     pub achieved_events_per_s: f64,
     pub events_sent: u64,
     pub events_acked: u64,
+    /// Acknowledged over the whole run, warm-up included (for checks of exact counts).
+    pub events_acked_total: u64,
     pub events_rejected: u64,
     pub errors: u64,
     pub sockets_target: u64,

@@ -79,6 +79,8 @@ pub struct Stats {
     pub measuring: AtomicBool,
     pub events_sent: AtomicU64,
     pub events_acked: AtomicU64,
+    /// Events acknowledged over the whole run, warm-up included.
+    pub events_acked_total: AtomicU64,
     pub events_rejected: AtomicU64,
     pub errors: AtomicU64,
     pub sockets_connected: AtomicU64,
@@ -99,6 +101,7 @@ impl Default for Stats {
             measuring: AtomicBool::new(false),
             events_sent: AtomicU64::new(0),
             events_acked: AtomicU64::new(0),
+            events_acked_total: AtomicU64::new(0),
             events_rejected: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             sockets_connected: AtomicU64::new(0),

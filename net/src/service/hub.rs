@@ -25,6 +25,10 @@ use crate::frames::{Frame, Unavailable, WidgetSnapshot, WidgetUpdate};
 /// How long the hub waits to gather the pushes of one tick from every owner shard, so a
 /// connection gets one frame per tick.
 const GATHER: Duration = Duration::from_millis(2);
+/// The same in cluster mode, where other nodes' values of the same tick come through
+/// Redis a few milliseconds after this node's own: one frame per tick instead of one per
+/// owner node.
+const GATHER_CLUSTER: Duration = Duration::from_millis(20);
 
 /// Why a stream cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +184,12 @@ impl Hub {
         }
         let svc = Rc::clone(svc);
         glommio::spawn_local(async move {
-            glommio::timer::sleep(GATHER).await;
+            let gather = if svc.cluster.is_some() {
+                GATHER_CLUSTER
+            } else {
+                GATHER
+            };
+            glommio::timer::sleep(gather).await;
             let hub = &svc.hub;
             hub.gathering.set(false);
             let pending = std::mem::take(&mut *hub.pending.borrow_mut());
