@@ -61,7 +61,14 @@ fn start_node(demo: &Demo, i: usize, brokers: &str, redis: &str) -> anyhow::Resu
     let mut cmd = Command::new(&demo.livedash);
     cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&dir)
-        .args(["--shards", "1", "--kafka-brokers", brokers, "--redis", redis])
+        .args([
+            "--shards",
+            "1",
+            "--kafka-brokers",
+            brokers,
+            "--redis",
+            redis,
+        ])
         .args(["--advertise-url", &url])
         .env(
             "LIVEDASH_LOG",
@@ -80,7 +87,10 @@ fn start_node(demo: &Demo, i: usize, brokers: &str, redis: &str) -> anyhow::Resu
     }
     if banner.is_empty() {
         let _ = child.kill();
-        return Err(anyhow!("node {} did not start (port {port} in use?)", i + 1));
+        return Err(anyhow!(
+            "node {} did not start (port {port} in use?)",
+            i + 1
+        ));
     }
     Ok(Node { child, url, dir })
 }

@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod broker;
 pub mod client;
+pub mod cluster_demo;
 pub mod ingest;
 pub mod kafka;
 pub mod redis;

@@ -44,6 +44,10 @@ enum Command {
     /// The original design on a real Redis, then livedash, fed the same way: events/s of
     /// both and their ratio.
     SeedBaseline(SeedArgs),
+    /// A cluster on this machine to watch a failover in the browser: a private tansu
+    /// broker and Redis, and N livedash nodes on consecutive ports (the first runs the
+    /// demo dashboard). Needs tansu and redis-server installed; Ctrl-C stops everything.
+    ClusterDemo(DemoArgs),
     /// Producers and clients together.
     Scenario {
         #[command(flatten)]
@@ -53,6 +57,22 @@ enum Command {
         #[command(flatten)]
         clients: Clients,
     },
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Nodes to start.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Port of the first node; the others take the next ones.
+    #[arg(long, default_value_t = 8081)]
+    port: u16,
+    /// Kafka partitions of the topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: u32,
+    /// The livedash binary [default: the one next to loadgen].
+    #[arg(long)]
+    livedash: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +212,7 @@ fn main() -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let (name, common, producers, clients) = match cli.command {
         Command::SeedBaseline(args) => return seed_baseline(args),
+        Command::ClusterDemo(args) => return cluster_demo(args),
         Command::Ingest { common, producers } => ("ingest", common, Some(producers), None),
         Command::Sockets { common, clients } => ("sockets", common, None, Some(clients)),
         Command::Scenario {
@@ -343,6 +364,24 @@ fn main() -> anyhow::Result<()> {
         report::plot(path, &stats).with_context(|| format!("drawing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Starts the cluster demo.
+fn cluster_demo(args: DemoArgs) -> anyhow::Result<()> {
+    use livedash_loadgen::cluster_demo::{Demo, run, sibling_livedash};
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let livedash = match args.livedash {
+        Some(path) => path,
+        None => sibling_livedash()?,
+    };
+    run(&Demo {
+        nodes: args.nodes,
+        port: args.port,
+        partitions: args.partitions.max(1),
+        livedash,
+    })
 }
 
 /// CPU seconds and resident bytes summed over `pids` (none without pids; a process that
