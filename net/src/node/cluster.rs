@@ -200,6 +200,7 @@ fn join(
         publisher: publisher.sender(),
         generation: Arc::clone(&publisher.generation),
         nodes: Arc::clone(&publisher.nodes),
+        known: Arc::clone(&publisher.known),
         advertised,
         subscriber: Arc::new(subscriber),
         publish_counters: Arc::clone(&publisher.counters),

@@ -118,7 +118,7 @@ impl http::Service for Front {
             .svc
             .cluster
             .as_ref()
-            .map(crate::service::cluster::ClusterLink::node_urls)
+            .map(crate::service::cluster::ClusterLink::known_urls)
             .unwrap_or_default();
         crate::stream::accept(&self.svc.config, &peers, request)
     }

@@ -36,6 +36,8 @@ pub struct ClusterShared {
     /// published, so every owned value goes out again.
     pub generation: Arc<AtomicU64>,
     pub nodes: Arc<Mutex<Vec<NodeInfo>>>,
+    /// Every node URL seen since this node started.
+    pub known: Arc<Mutex<Vec<String>>>,
     pub advertised: Arc<OnceLock<String>>,
     pub subscriber: Arc<Subscriber>,
     pub publish_counters: Arc<PublishCounters>,
@@ -82,6 +84,16 @@ impl ClusterLink {
             urls.push(me.clone());
         }
         urls
+    }
+
+    /// The URLs of every node seen since this one started: pages they served may open
+    /// streams here.
+    pub fn known_urls(&self) -> Vec<String> {
+        self.shared
+            .known
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_default()
     }
 
     /// True when the owner of partition `p` has not been heard refreshing for two

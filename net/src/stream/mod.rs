@@ -21,8 +21,8 @@ use crate::service::Services;
 use crate::service::hub::{self, Hub};
 use crate::service::outbox::Outbox;
 
-/// Who may open a stream, decided before the upgrade. `peers` are the URLs of the other
-/// live nodes (cluster mode), whose pages may stream from this node too.
+/// Who may open a stream, decided before the upgrade. `peers` are the URLs of the nodes
+/// of the cluster (cluster mode), whose pages may stream from this node too.
 pub fn accept(config: &Config, peers: &[String], req: &Request) -> Result<Uuid, Response> {
     let Some(rest) = req.path.strip_prefix("/stream/") else {
         return Err(Response::error(

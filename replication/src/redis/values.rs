@@ -37,6 +37,8 @@ const VALUES_TTL_MS: u64 = 24 * 3600 * 1000;
 const ADVERTISE_EVERY: Duration = Duration::from_secs(1);
 /// A node not heard from for this long is not listed as live.
 pub const NODE_LIVE_MS: i64 = 5_000;
+/// At most this many node URLs are remembered.
+const MAX_KNOWN: usize = 1024;
 /// A node not heard from for this long leaves the registry.
 const NODE_FORGET_MS: i64 = 60_000;
 
@@ -112,6 +114,9 @@ pub struct Publisher {
     pub generation: Arc<AtomicU64>,
     /// The live nodes, as of the last advertisement.
     pub nodes: Arc<Mutex<Vec<NodeInfo>>>,
+    /// The URL of every node seen since this one started (a page served by a node that
+    /// died still streams from the others).
+    pub known: Arc<Mutex<Vec<String>>>,
     pub counters: Arc<PublishCounters>,
     _thread: JoinHandle<()>,
 }
@@ -121,12 +126,14 @@ impl Publisher {
         let (tx, rx) = mpsc::channel();
         let generation = Arc::new(AtomicU64::new(0));
         let nodes = Arc::new(Mutex::new(Vec::new()));
+        let known = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(PublishCounters::default());
         let run = Run {
             settings,
             partitions,
             generation: Arc::clone(&generation),
             nodes: Arc::clone(&nodes),
+            known: Arc::clone(&known),
             counters: Arc::clone(&counters),
             conn: None,
             backoff: Backoff::new("redis publisher"),
@@ -138,6 +145,7 @@ impl Publisher {
             tx,
             generation,
             nodes,
+            known,
             counters,
             _thread: thread,
         })
@@ -154,6 +162,7 @@ struct Run {
     partitions: Partitions,
     generation: Arc<AtomicU64>,
     nodes: Arc<Mutex<Vec<NodeInfo>>>,
+    known: Arc<Mutex<Vec<String>>>,
     counters: Arc<PublishCounters>,
     conn: Option<Connection>,
     backoff: Backoff,
@@ -327,6 +336,13 @@ impl Run {
                 .map_err(|e| e.to_string())?;
         }
         live.sort_by(|a, b| a.url.cmp(&b.url));
+        if let Ok(mut known) = self.known.lock() {
+            for n in &live {
+                if !known.contains(&n.url) && known.len() < MAX_KNOWN {
+                    known.push(n.url.clone());
+                }
+            }
+        }
         if let Ok(mut nodes) = self.nodes.lock() {
             *nodes = live;
         }
