@@ -156,6 +156,18 @@ struct Stream {
     retries: u32,
 }
 
+impl Stream {
+    /// Waits (doubling, with jitter) before trying again, on the next node.
+    fn back_off(&mut self, now: Instant, nodes: usize) {
+        let wait = RETRY_MIN
+            .saturating_mul(1 << self.retries.min(5))
+            .min(RETRY_MAX);
+        self.retry_at = Some(now + jittered(wait, self.index, self.retries));
+        self.retries += 1;
+        self.node = (self.node + 1) % nodes.max(1);
+    }
+}
+
 /// True for an `update` frame (the server writes the type first).
 fn is_update(text: &str) -> bool {
     text.starts_with("{\"type\":\"update\"")
@@ -286,7 +298,7 @@ fn client_thread(plan: &Plan, mine: &[usize], stop: &AtomicBool) -> std::io::Res
             for &index in wave {
                 let node = index % nodes;
                 let client = open(plan, &poll, index, node, streams.len());
-                streams.push(Stream {
+                let mut stream = Stream {
                     client,
                     index,
                     node,
@@ -294,7 +306,12 @@ fn client_thread(plan: &Plan, mine: &[usize], stop: &AtomicBool) -> std::io::Res
                     gap_from: None,
                     retry_at: None,
                     retries: 0,
-                });
+                };
+                if matches!(stream.client, Client::Done) {
+                    // Refused at once: tried again on the next node.
+                    stream.back_off(Instant::now(), nodes);
+                }
+                streams.push(stream);
             }
             next_wave = Instant::now() + Duration::from_millis(20);
         }
@@ -309,6 +326,8 @@ fn client_thread(plan: &Plan, mine: &[usize], stop: &AtomicBool) -> std::io::Res
             if let Some(at) = updated {
                 s.last_update = Some(at);
                 if let Some(from) = s.gap_from.take() {
+                    // Back, and updates flow again: one reconnect, one gap.
+                    Stats::count(&plan.stats.reconnects, 1);
                     plan.stats
                         .record(&plan.stats.gap, at.duration_since(from).as_micros() as u64);
                 }
@@ -320,27 +339,16 @@ fn client_thread(plan: &Plan, mine: &[usize], stop: &AtomicBool) -> std::io::Res
                 if s.gap_from.is_none() {
                     s.gap_from = s.last_update.or(before);
                 }
-                let wait = RETRY_MIN
-                    .saturating_mul(1 << s.retries.min(5))
-                    .min(RETRY_MAX);
-                s.retry_at = Some(Instant::now() + jittered(wait, s.index, s.retries));
-                s.retries += 1;
-                s.node = (s.node + 1) % nodes;
+                s.back_off(Instant::now(), nodes);
             }
         }
         let now = Instant::now();
         for (token, s) in streams.iter_mut().enumerate() {
             if s.retry_at.is_some_and(|at| at <= now) {
                 s.retry_at = None;
-                Stats::count(&plan.stats.reconnects, 1);
                 s.client = open(plan, &poll, s.index, s.node, token);
                 if matches!(s.client, Client::Done) {
-                    let wait = RETRY_MIN
-                        .saturating_mul(1 << s.retries.min(5))
-                        .min(RETRY_MAX);
-                    s.retry_at = Some(now + jittered(wait, s.index, s.retries));
-                    s.retries += 1;
-                    s.node = (s.node + 1) % nodes;
+                    s.back_off(now, nodes);
                 }
             }
         }

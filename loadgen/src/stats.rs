@@ -85,7 +85,7 @@ pub struct Stats {
     pub errors: AtomicU64,
     pub sockets_connected: AtomicU64,
     pub updates_received: AtomicU64,
-    /// Streams opened again after they closed.
+    /// Streams that closed, reconnected, and got updates again.
     pub reconnects: AtomicU64,
     pub ingest: Mutex<Latency>,
     pub e2e: Mutex<Latency>,

@@ -503,12 +503,23 @@ impl Config {
         self.kafka_brokers.is_some() && self.redis.is_some()
     }
 
-    /// Where browsers reach this node.
+    /// Where browsers reach this node: `advertise_url`, else the bound address (with
+    /// loopback for an unspecified address, which no browser can reach).
     pub fn advertised(&self, bound: std::net::SocketAddr) -> String {
-        self.advertise_url.clone().map_or_else(
-            || format!("http://{bound}"),
-            |u| u.trim_end_matches('/').to_owned(),
-        )
+        if let Some(url) = &self.advertise_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let mut addr = bound;
+        if addr.ip().is_unspecified() {
+            tracing::warn!(
+                "listening on all interfaces without --advertise-url: other nodes send browsers to this node's loopback address"
+            );
+            addr.set_ip(match bound {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}")
     }
 
     /// The state mirror's settings, when there is one.

@@ -15,9 +15,7 @@ use livedash_replication::kafka::{
 };
 use livedash_replication::redis::subscriber::{Inbound, Subscriber};
 use livedash_replication::redis::values::{Publisher, PublisherSettings};
-use livedash_replication::redis::{
-    self, Claim, Flushed, Reconnecting, RedisSettings, Scope, Writer,
-};
+use livedash_replication::redis::{self, Claim, Flushed, RedisSettings, Scope, Writer};
 use livedash_replication::{Doorbell, Inbox};
 
 use crate::service::cluster::{ClusterLink, ClusterShared};
@@ -204,7 +202,7 @@ fn join(
         advertised,
         subscriber: Arc::new(subscriber),
         publish_counters: Arc::clone(&publisher.counters),
-        values: Arc::new(Reconnecting::connect(&redis.url).map_err(|e| anyhow!(e))?),
+        redis_url: redis.url.clone(),
     })
 }
 

@@ -263,8 +263,10 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
             .ring_depth(RING_DEPTH);
         if kafka.is_some() {
             // Each shard's consumer loop waits for its doorbell on a blocking thread; a
-            // second one keeps dashboard writes from queueing behind that wait.
-            builder = builder.blocking_thread_pool_placement(PoolPlacement::Unbound(2));
+            // second one keeps dashboard writes from queueing behind that wait, and in a
+            // cluster a third one takes the reads of stored values for new streams.
+            let threads = if config.clustered() { 3 } else { 2 };
+            builder = builder.blocking_thread_pool_placement(PoolPlacement::Unbound(threads));
         }
         builder
             .on_all_shards(move || {

@@ -112,25 +112,21 @@ impl ShardCall for EditDashboards {
                 store(host, &change).await?;
                 host.catalogue.borrow_mut().commit(&change)
             }
-            Some(shared) => {
-                let expected = host.catalogue.borrow().version_of(change.id);
-                match store_shared(shared, &change, expected).await? {
-                    Written::Stored(version) => {
-                        keep_copy(host, &change).await;
-                        host.catalogue.borrow_mut().commit_at(&change, version)
-                    }
-                    Written::Conflict(_) => {
-                        // Another node changed the dashboard first: learn its change,
-                        // then tell the caller, who may read it and try again.
-                        refresh_held(svc, host, change.id, None).await;
-                        let catalogue = host.catalogue.borrow();
-                        return Err(match catalogue.get(change.id) {
-                            None => CatalogueError::Refused(Refusal::NoDashboard(change.id)),
-                            Some(_) => CatalogueError::Conflict(catalogue.version_of(change.id)),
-                        });
-                    }
+            Some(shared) => match store_cluster(svc, host, shared, &change).await? {
+                Some(version) => {
+                    keep_copy(host, &change).await;
+                    host.catalogue.borrow_mut().commit_at(&change, version)
                 }
-            }
+                None => {
+                    // Another node changed the dashboard first: its change is learnt
+                    // here; the caller may read it and try again.
+                    let catalogue = host.catalogue.borrow();
+                    return Err(match catalogue.get(change.id) {
+                        None => CatalogueError::Refused(Refusal::NoDashboard(change.id)),
+                        Some(_) => CatalogueError::Conflict(catalogue.version_of(change.id)),
+                    });
+                }
+            },
         };
         install(svc, host, &change).await?;
         announce(svc, &change, version).await;
@@ -166,6 +162,61 @@ async fn keep_copy(host: &CatalogueHost, change: &Change) {
     if let Err(e) = store(host, change).await {
         tracing::warn!("keeping a copy of dashboard {}: {e}", change.id);
     }
+}
+
+/// Cluster mode: writes a prepared change to the shared catalogue, compared with the
+/// version this node holds; returns the new version, or `None` when another node's change
+/// came first (learnt here meanwhile). Where Redis lost the catalogue, or holds an older
+/// version of the dashboard than this node (it lost writes), this node's copy goes back
+/// first and the write is tried once more.
+async fn store_cluster(
+    svc: &Rc<Services>,
+    host: &CatalogueHost,
+    shared: &Arc<SharedCatalogue>,
+    change: &Change,
+) -> Result<Option<u64>, CatalogueError> {
+    let expected = host.catalogue.borrow().version_of(change.id);
+    for attempt in 0..2 {
+        match store_shared(shared, change, expected).await? {
+            Written::Stored(version) => return Ok(Some(version)),
+            Written::Lost if attempt == 0 => write_back(host, shared, None).await?,
+            Written::Conflict(stored) if attempt == 0 && stored > 0 && stored < expected => {
+                write_back(host, shared, Some(change.id)).await?;
+            }
+            Written::Lost | Written::Conflict(_) => break,
+        }
+    }
+    refresh_held(svc, host, change.id, None).await;
+    Ok(None)
+}
+
+/// Writes back what this node holds (dashboard `only`, or all) where Redis lost it or
+/// holds an older version.
+async fn write_back(
+    host: &CatalogueHost,
+    shared: &Arc<SharedCatalogue>,
+    only: Option<Uuid>,
+) -> Result<(), CatalogueError> {
+    let held: Vec<(Dashboard, u64)> = {
+        let catalogue = host.catalogue.borrow();
+        catalogue
+            .ids()
+            .into_iter()
+            .filter(|id| only.is_none_or(|o| o == *id))
+            .filter_map(|id| Some((catalogue.get(id)?.clone(), catalogue.version_of(id))))
+            .collect()
+    };
+    if only.is_none() {
+        tracing::warn!(
+            dashboards = held.len(),
+            "the shared catalogue is gone from redis; writing back this node's copy"
+        );
+    }
+    let shared = Arc::clone(shared);
+    glommio::executor()
+        .spawn_blocking(move || shared.restore(&held))
+        .await
+        .map_err(CatalogueError::Store)
 }
 
 /// Cluster mode: writes a prepared change to the shared catalogue if the dashboard is
@@ -204,13 +255,28 @@ async fn refresh_held(svc: &Rc<Services>, host: &CatalogueHost, id: Uuid, notice
     let Some(shared) = host.shared.clone() else {
         return;
     };
+    let read = Arc::clone(&shared);
     let fetched = glommio::executor()
-        .spawn_blocking(move || shared.get(id))
+        .spawn_blocking(move || read.get(id))
         .await;
     let (dashboard, version) = match fetched {
-        Ok(Some(stored)) => (Some(stored.dashboard), stored.version),
+        // Redis lost the catalogue: a missing dashboard is not a deleted one.
+        Ok((_, false)) => {
+            if let Err(e) = write_back(host, &shared, None).await {
+                tracing::warn!("writing back the catalogue: {e}");
+            }
+            return;
+        }
+        Ok((Some(stored), true)) if stored.version < host.catalogue.borrow().version_of(id) => {
+            // Redis lost this dashboard's latest writes: the newer copy goes back.
+            if let Err(e) = write_back(host, &shared, Some(id)).await {
+                tracing::warn!("writing back dashboard {id}: {e}");
+            }
+            return;
+        }
+        Ok((Some(stored), true)) => (Some(stored.dashboard), stored.version),
         // Deleted: as of the notice, or just after what this node knows.
-        Ok(None) => (
+        Ok((None, true)) => (
             None,
             notice.unwrap_or_else(|| host.catalogue.borrow().version_of(id) + 1),
         ),
@@ -234,44 +300,36 @@ pub async fn reload(svc: &Rc<Services>) {
     let Ok(_permit) = host.writer.acquire_permit(1).await else {
         return;
     };
-    let held: Vec<(Dashboard, u64)> = {
-        let catalogue = host.catalogue.borrow();
-        catalogue
-            .ids()
-            .into_iter()
-            .filter_map(|id| Some((catalogue.get(id)?.clone(), catalogue.version_of(id))))
-            .collect()
-    };
-    let all = match glommio::executor()
-        .spawn_blocking(move || {
-            let (all, kept) = shared.load_all()?;
-            if kept || held.is_empty() {
-                return Ok(all);
-            }
-            // Redis lost the catalogue (restarted without persistence): what this node
-            // holds goes back, at its versions, unless another node wrote it back first.
-            tracing::warn!(
-                dashboards = held.len(),
-                "the shared catalogue is gone from redis; writing back this node's copy"
-            );
-            shared.restore(&held)?;
-            shared.load_all().map(|(all, _)| all)
-        })
+    let load = Arc::clone(&shared);
+    let (all, kept) = match glommio::executor()
+        .spawn_blocking(move || load.load_all())
         .await
     {
-        Ok(all) => all,
+        Ok(loaded) => loaded,
         Err(e) => {
             tracing::warn!("reloading the shared catalogue: {e}");
             return;
         }
     };
+    // Redis lost the catalogue, or older versions than this node holds: this node's
+    // copies go back (the highest version wins), and their notices bring them here.
+    let behind = all
+        .iter()
+        .any(|s| s.version < host.catalogue.borrow().version_of(s.dashboard.dashboard_id));
+    if (!kept || behind)
+        && let Err(e) = write_back(host, &shared, None).await
+    {
+        tracing::warn!("writing back the catalogue: {e}");
+    }
     let mut gone = host.catalogue.borrow().ids();
     for stored in all {
         let id = stored.dashboard.dashboard_id;
         gone.retain(|g| *g != id);
         apply_remote(svc, host, id, Some(stored.dashboard), stored.version).await;
     }
-    for id in gone {
+    // Deleted while this node was not listening (only where Redis kept the catalogue:
+    // otherwise missing is not deleted).
+    for id in gone.into_iter().filter(|_| kept) {
         let version = host.catalogue.borrow().version_of(id) + 1;
         apply_remote(svc, host, id, None, version).await;
     }

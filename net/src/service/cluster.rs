@@ -24,6 +24,9 @@ use super::{CATALOGUE_SHARD, Services, catalogue};
 /// Beats go out at most this often per shard: often enough for the shortest refresh
 /// interval (a value is stale after two intervals without a beat).
 const BEAT_EVERY: Duration = Duration::from_millis(90);
+/// What a beat may be late by before a value counts as stale: one beat period and the
+/// trip through the publisher, Redis and the subscriber.
+const BEAT_SLACK_MS: i64 = 150;
 /// Longest wait for the subscriber to confirm a new subscription.
 const WATCH_WAIT: Duration = Duration::from_secs(2);
 
@@ -41,8 +44,7 @@ pub struct ClusterShared {
     pub advertised: Arc<OnceLock<String>>,
     pub subscriber: Arc<Subscriber>,
     pub publish_counters: Arc<PublishCounters>,
-    /// For the stored values of snapshots, on the blocking threads.
-    pub values: Arc<Reconnecting>,
+    pub redis_url: String,
 }
 
 /// One shard's link to the other nodes.
@@ -52,6 +54,9 @@ pub struct ClusterLink {
     publisher: Sender<Publish>,
     /// What the subscriber hands this shard.
     pub inbound: Arc<Inbox<Inbound>>,
+    /// This shard's own connection for stored values (snapshots), used on its blocking
+    /// threads, so no shard waits behind another's reads.
+    values: Arc<Reconnecting>,
     published_generation: Cell<u64>,
     /// Per partition: owned at the last publish (a partition gained is published whole).
     owned_before: RefCell<Vec<bool>>,
@@ -62,6 +67,7 @@ impl ClusterLink {
     pub fn new(shared: ClusterShared, inbound: Arc<Inbox<Inbound>>, partitions: usize) -> Self {
         Self {
             publisher: shared.publisher.clone(),
+            values: Arc::new(Reconnecting::lazy(&shared.redis_url)),
             shared,
             inbound,
             published_generation: Cell::new(0),
@@ -97,9 +103,9 @@ impl ClusterLink {
     }
 
     /// True when the owner of partition `p` has not been heard refreshing for two
-    /// refresh intervals.
+    /// refresh intervals (plus `BEAT_SLACK`: beats have a period and a way to travel).
     pub fn stale(&self, partition: u32, interval_ms: i64, now: i64) -> bool {
-        now - self.shared.subscriber.beats.last(partition) > 2 * interval_ms
+        now - self.shared.subscriber.beats.last(partition) > 2 * interval_ms + BEAT_SLACK_MS
     }
 }
 
@@ -214,20 +220,26 @@ pub async fn open(svc: &Rc<Services>, dashboard: Uuid, widgets: Vec<Uuid>) -> Ve
         return Vec::new();
     };
     let answer = link.shared.subscriber.watch(svc.id, dashboard);
-    let values = Arc::clone(&link.shared.values);
-    let read = glommio::executor()
-        .spawn_blocking(move || {
-            // Without Redis there is nothing to read; the reconnect re-reads it.
-            if answer.recv_timeout(WATCH_WAIT) != Ok(true) {
-                return Err("redis is unreachable".to_owned());
+    // Waits for the subscription without holding a blocking thread.
+    let give_up = Instant::now() + WATCH_WAIT;
+    let subscribed = loop {
+        match answer.try_recv() {
+            Ok(done) => break done,
+            Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < give_up => {
+                glommio::timer::sleep(Duration::from_millis(2)).await;
             }
-            livedash_replication::redis::values::read_values(&values, dashboard, &widgets)
-        })
-        .await;
-    read.unwrap_or_else(|e| {
-        tracing::debug!(shard = svc.id, "stored values of {dashboard}: {e}");
-        Vec::new()
-    })
+            Err(_) => break false,
+        }
+    };
+    if !subscribed {
+        // Without Redis there is nothing to read; the reconnect re-reads it.
+        tracing::debug!(
+            shard = svc.id,
+            "stored values of {dashboard}: redis is unreachable"
+        );
+        return Vec::new();
+    }
+    reread(svc, dashboard, widgets).await
 }
 
 /// Reads the stored values of `widgets` of `dashboard` again (after values were lost).
@@ -235,13 +247,16 @@ pub async fn reread(svc: &Rc<Services>, dashboard: Uuid, widgets: Vec<Uuid>) -> 
     let Some(link) = &svc.cluster else {
         return Vec::new();
     };
-    let values = Arc::clone(&link.shared.values);
+    let values = Arc::clone(&link.values);
     glommio::executor()
         .spawn_blocking(move || {
             livedash_replication::redis::values::read_values(&values, dashboard, &widgets)
         })
         .await
-        .unwrap_or_default()
+        .unwrap_or_else(|e| {
+            tracing::debug!(shard = svc.id, "stored values of {dashboard}: {e}");
+            Vec::new()
+        })
 }
 
 /// This shard no longer streams `dashboard`.

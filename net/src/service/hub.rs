@@ -115,14 +115,26 @@ impl Hub {
             Joined::Room(dashboard) => Ok(Some(dashboard)),
             Joined::Missing => Ok(None),
             Joined::Opened(dashboard, delta) => {
-                change_interest(svc, id, delta).await?;
+                let interest = change_interest(svc, id, delta).await;
                 if svc.cluster.is_some() {
+                    // Subscribed whatever the owner shards answered: the connections
+                    // that join this room meanwhile need other nodes' values.
                     let widgets = dashboard.widgets.iter().map(|w| w.widget_id).collect();
                     let stored = cluster::open(svc, id, widgets).await;
-                    hub.rooms
-                        .borrow_mut()
-                        .stored(id, stored, |m| svc.not_owned(m).is_none());
+                    // The snapshot that follows sends what was read.
+                    hub.rooms.borrow_mut().stored(
+                        id,
+                        stored,
+                        |m| svc.not_owned(m).is_none(),
+                        svc.config.history_len,
+                    );
+                    if hub.rooms.borrow().loaded(id).is_none() {
+                        // The room went while it opened (dashboard deleted, or every
+                        // connection left): its subscription goes too.
+                        cluster::close(svc, id);
+                    }
                 }
+                interest?;
                 Ok(Some(dashboard))
             }
         }
@@ -227,18 +239,14 @@ impl Hub {
         let streamed = svc.hub.rooms.borrow().streamed();
         for (id, widgets) in streamed {
             let stored = cluster::reread(svc, id, widgets).await;
-            let values: Vec<WidgetValue> = stored.iter().map(|s| s.value.clone()).collect();
-            svc.hub
-                .rooms
-                .borrow_mut()
-                .stored(id, stored, |m| svc.not_owned(m).is_none());
-            let values =
-                svc.hub
-                    .rooms
-                    .borrow_mut()
-                    .remote(id, values, |m| svc.not_owned(m).is_none(), 0);
-            if !values.is_empty() {
-                Self::pushed(svc, values.into_iter().map(|v| (id, v)).collect());
+            let newer = svc.hub.rooms.borrow_mut().stored(
+                id,
+                stored,
+                |m| svc.not_owned(m).is_none(),
+                svc.config.history_len,
+            );
+            if !newer.is_empty() {
+                Self::pushed(svc, newer.into_iter().map(|v| (id, v)).collect());
             }
         }
     }

@@ -373,29 +373,44 @@ impl Rooms {
     }
 
     /// Cluster mode: the stored values of other nodes' widgets, read when the room
-    /// opened (or again after values were lost). A value already newer here stays.
-    pub fn stored(&mut self, id: Uuid, stored: Vec<StoredValue>, local: impl Fn(&str) -> bool) {
+    /// opened (or again after values were lost). Histories merge with the points already
+    /// heard; a value newer than the one here replaces it and is returned (to be sent).
+    pub fn stored(
+        &mut self,
+        id: Uuid,
+        stored: Vec<StoredValue>,
+        local: impl Fn(&str) -> bool,
+        history_len: usize,
+    ) -> Vec<WidgetValue> {
         let Some(room) = self.rooms.get_mut(&id) else {
-            return;
+            return Vec::new();
         };
         room.loaded = true;
+        let mut taken = Vec::new();
         for s in stored {
-            let Some(w) = room.widget(&s.value.widget_id) else {
+            let wid = s.value.widget_id;
+            let Some(w) = room.widget(&wid) else {
                 continue;
             };
             if local(&w.spec.metric_name) {
                 continue;
             }
+            let heard = room.remote_history.entry(wid).or_default();
+            let mut all: Vec<HistoryPoint> = s.history.into_iter().chain(heard.drain(..)).collect();
+            all.sort_by_key(|p| p.0);
+            all.dedup_by_key(|p| p.0);
+            let skip = all.len().saturating_sub(history_len.max(1));
+            heard.extend(all.into_iter().skip(skip));
             let newer = room
                 .latest
-                .get(&s.value.widget_id)
-                .is_none_or(|v| v.window_end <= s.value.window_end);
+                .get(&wid)
+                .is_none_or(|v| v.window_end < s.value.window_end);
             if newer {
-                room.remote_history
-                    .insert(s.value.widget_id, s.history.into_iter().collect());
-                room.latest.insert(s.value.widget_id, s.value);
+                room.latest.insert(wid, s.value.clone());
+                taken.push(s.value);
             }
         }
+        taken
     }
 
     /// Whether the room's stored values were read (cluster mode); `None` without a room.
@@ -430,6 +445,7 @@ impl Rooms {
             }
             history.push_back((v.window_end, v.value));
             room.stale_sent.remove(&v.widget_id);
+            room.latest.insert(v.widget_id, v.clone());
             out.push(v);
         }
         out

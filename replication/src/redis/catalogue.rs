@@ -24,14 +24,15 @@ pub const KEPT_KEY: &str = "livedash:catalogue:kept";
 
 /// Writes a dashboard if its stored version is the one the writer started from.
 /// KEYS: the dashboards hash, the kept marker, then (on a delete) the keys of its values
-/// to drop.
-/// ARGV: id, expected version, json ('' to delete), channel.
+/// to drop. ARGV: id, expected version, json ('' to delete), channel.
 /// Answers {1, new version} when written, {0, stored version} when another write came
-/// first (0: no such dashboard).
+/// first (0: no such dashboard), {-1, 0} when Redis lost the catalogue (no marker): the
+/// nodes write their copies back first.
 const CAS_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0} end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local v = 0
-if cur then v = tonumber(string.match(cur, '^(%d+)')) end
+if cur then v = tonumber(string.match(cur, '^(%d+)')) or 0 end
 if v ~= tonumber(ARGV[2]) then return {0, v} end
 local nv = v + 1
 if ARGV[3] == '' then
@@ -40,20 +41,25 @@ if ARGV[3] == '' then
 else
   redis.call('HSET', KEYS[1], ARGV[1], nv .. ' ' .. ARGV[3])
 end
-redis.call('SET', KEYS[2], '1')
 redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. nv)
 return {1, nv}
 ";
 
 static CAS: LazyLock<Script> = LazyLock::new(|| Script::new(CAS_SCRIPT));
 
-/// Writes back dashboards Redis lost, each at the version its node had, unless some
-/// node wrote it back first. KEYS: the dashboards hash, the kept marker. ARGV: channel,
-/// then id and `<version> <json>` per dashboard.
+/// Writes back what a node holds after Redis lost the catalogue, or where Redis holds an
+/// older version: the highest version of each dashboard wins, whichever node writes
+/// first. KEYS: the dashboards hash, the kept marker. ARGV: channel, then id and
+/// `<version> <json>` per dashboard.
 const RESTORE_SCRIPT: &str = r"
 for i = 2, #ARGV, 2 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
-    redis.call('PUBLISH', ARGV[1], ARGV[i] .. ' ' .. string.match(ARGV[i + 1], '^(%d+)'))
+  local mine = tonumber(string.match(ARGV[i + 1], '^(%d+)'))
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local v = -1
+  if cur then v = tonumber(string.match(cur, '^(%d+)')) or -1 end
+  if v < mine then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('PUBLISH', ARGV[1], ARGV[i] .. ' ' .. mine)
   end
 end
 redis.call('SET', KEYS[2], '1')
@@ -69,6 +75,8 @@ pub enum Written {
     Stored(u64),
     /// Another write came first: the stored version (0 when the dashboard is gone).
     Conflict(u64),
+    /// Redis lost the catalogue: nothing was written.
+    Lost,
 }
 
 /// A dashboard as stored, with its version.
@@ -122,7 +130,8 @@ impl SharedCatalogue {
         Ok((all, kept))
     }
 
-    /// Writes back the dashboards a node holds after Redis lost the catalogue.
+    /// Writes back the dashboards a node holds where Redis lost them or holds an older
+    /// version (and marks the catalogue kept).
     pub fn restore(&self, dashboards: &[(Dashboard, u64)]) -> Result<(), String> {
         let mut args = Vec::with_capacity(dashboards.len() * 2);
         for (d, version) in dashboards {
@@ -141,15 +150,20 @@ impl SharedCatalogue {
         Ok(())
     }
 
-    /// Dashboard `id` as stored now, if it exists.
-    pub fn get(&self, id: Uuid) -> Result<Option<StoredDashboard>, String> {
-        let stored: Option<String> = self.redis.with(|c| {
-            redis::cmd("HGET")
+    /// Dashboard `id` as stored now, if it exists, and whether the catalogue was kept
+    /// (false: Redis lost it, so a missing dashboard is not a deleted one).
+    pub fn get(&self, id: Uuid) -> Result<(Option<StoredDashboard>, bool), String> {
+        let (stored, kept): (Option<String>, bool) = self.redis.with(|c| {
+            redis::pipe()
+                .cmd("HGET")
                 .arg(DASHBOARDS_KEY)
                 .arg(id.to_string())
+                .cmd("EXISTS")
+                .arg(KEPT_KEY)
                 .query(c)
         })?;
-        stored.map(|s| parse(&id.to_string(), &s)).transpose()
+        let stored = stored.map(|s| parse(&id.to_string(), &s)).transpose()?;
+        Ok((stored, kept))
     }
 
     /// Writes `dashboard` if the stored version is `expected` (0: it must not exist yet).
@@ -179,10 +193,10 @@ impl SharedCatalogue {
                 .arg(CATALOGUE_CHANNEL)
                 .invoke(c)
         })?;
-        Ok(if ok == 1 {
-            Written::Stored(version)
-        } else {
-            Written::Conflict(version)
+        Ok(match ok {
+            1 => Written::Stored(version),
+            -1 => Written::Lost,
+            _ => Written::Conflict(version),
         })
     }
 }

@@ -120,6 +120,14 @@ impl Reconnecting {
         })
     }
 
+    /// A client that connects at its first call.
+    pub fn lazy(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            conn: Mutex::new(None),
+        }
+    }
+
     /// Runs `f` on the connection, reconnecting first if the last call failed. A call
     /// on a connection kept from before that fails for want of a connection (Redis
     /// restarted meanwhile) is made once more on a new one.

@@ -23,6 +23,8 @@ use crate::inbox::Inbox;
 
 /// How long a read waits before the thread looks at new subscriptions.
 const POLL: Duration = Duration::from_millis(20);
+/// Longest wait for Redis to confirm a subscription.
+const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 /// How long the thread waits for a shard to make room in its inbox.
 const PATIENCE: Duration = Duration::from_millis(50);
 const VALUES_PREFIX: &str = "livedash:v:";
@@ -175,6 +177,24 @@ impl Subscriber {
     }
 }
 
+enum Change {
+    Subscribe,
+    Unsubscribe,
+}
+
+/// Subscribes to or unsubscribes from one channel, waiting for the confirmation with the
+/// connection's normal timeout (the short poll is for messages only).
+fn change(ps: &mut redis::PubSub<'_>, change: Change, channel: &str) -> Result<(), String> {
+    ps.set_read_timeout(Some(CONFIRM_WAIT))
+        .map_err(|e| e.to_string())?;
+    let done = match change {
+        Change::Subscribe => ps.subscribe(channel),
+        Change::Unsubscribe => ps.unsubscribe(channel),
+    };
+    done.and_then(|()| ps.set_read_timeout(Some(POLL)))
+        .map_err(|e| e.to_string())
+}
+
 struct Run {
     url: String,
     node: String,
@@ -239,14 +259,12 @@ impl Run {
         for (p, at) in stored {
             self.beats.heard(p, at.min(now));
         }
-        conn.set_read_timeout(Some(POLL))
-            .map_err(|e| e.to_string())?;
         let mut ps = conn.as_pubsub();
-        ps.subscribe(&[BEAT_CHANNEL, CATALOGUE_CHANNEL])
-            .map_err(|e| e.to_string())?;
-        let channels: Vec<String> = self.subs.keys().map(|d| values_channel(*d)).collect();
-        if !channels.is_empty() {
-            ps.subscribe(&channels).map_err(|e| e.to_string())?;
+        // One channel per command: each waits for its own confirmation.
+        let mut channels = vec![BEAT_CHANNEL.to_owned(), CATALOGUE_CHANNEL.to_owned()];
+        channels.extend(self.subs.keys().map(|d| values_channel(*d)));
+        for channel in channels {
+            change(&mut ps, Change::Subscribe, &channel)?;
         }
         self.connected.store(true, Ordering::Release);
         // What was published while nobody listened is lost: shards re-read the stored
@@ -294,8 +312,7 @@ impl Run {
                     return Ok(());
                 };
                 if first {
-                    ps.subscribe(values_channel(dashboard))
-                        .map_err(|e| e.to_string())?;
+                    change(ps, Change::Subscribe, &values_channel(dashboard))?;
                 }
                 done.send(true).ok();
             }
@@ -312,8 +329,7 @@ impl Run {
                     .channels
                     .store(self.subs.len() as u64, Ordering::Relaxed);
                 if let Some(ps) = ps {
-                    ps.unsubscribe(values_channel(dashboard))
-                        .map_err(|e| e.to_string())?;
+                    change(ps, Change::Unsubscribe, &values_channel(dashboard))?;
                 }
             }
         }
