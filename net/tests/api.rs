@@ -866,3 +866,39 @@ fn telegraf_and_influxdb_clients_write_unchanged() {
     assert_eq!(r.status, 400, "{}", r.error());
     assert!(r.error().contains("gzip"), "{}", r.error());
 }
+
+#[test]
+fn the_request_log_names_each_request() {
+    use std::io::{BufRead, BufReader};
+    let dir = common::fresh_dir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_livedash"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("LIVEDASH_REQUEST_LOG", "1")
+        .env("LIVEDASH_LOG", "warn,livedash::request=info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let addr = livedash_loadgen::client::banner_addr(&banner).unwrap();
+    let mut c = Client::connect(addr);
+    assert_eq!(c.get("/healthz").status, 200);
+    assert_eq!(c.get("/dashboards/nope").status, 404);
+    let _ = child.kill();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = |path: &str| log.lines().find(|l| l.contains(path)).map(str::to_owned);
+    let health = line("GET /healthz").unwrap_or_else(|| panic!("no request line in {log:?}"));
+    assert!(
+        health.contains("status=200") && health.contains("us="),
+        "{health}"
+    );
+    let missing = line("GET /dashboards/nope").unwrap_or_else(|| panic!("{log:?}"));
+    assert!(missing.contains("status=404"), "{missing}");
+}

@@ -144,6 +144,15 @@ pub struct Config {
     /// true/false, 1/0, yes/no or on/off).
     #[arg(long, env = "LIVEDASH_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
     pub demo: bool,
+    /// Log every HTTP request at info level (target `livedash::request`): method, path,
+    /// status, response bytes and time taken; WebSocket upgrades too (the variable takes
+    /// true/false, 1/0, yes/no or on/off).
+    #[arg(
+        long,
+        env = "LIVEDASH_REQUEST_LOG",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub request_log: bool,
     /// Kafka brokers, `HOST:PORT[,HOST:PORT]`. Setting them turns on cluster mode: ingest
     /// writes to the topic and every shard consumes the partitions it owns [default: none,
     /// standalone].

@@ -110,7 +110,21 @@ impl http::Service for Front {
     type Upgrade = uuid::Uuid;
 
     async fn call(&self, request: http::Request) -> http::Response {
-        crate::api::route(&self.svc, request).await
+        if !self.svc.config.request_log {
+            return crate::api::route(&self.svc, request).await;
+        }
+        let (method, path) = (request.method.clone(), request.path.clone());
+        let started = Instant::now();
+        let response = crate::api::route(&self.svc, request).await;
+        tracing::info!(
+            target: "livedash::request",
+            shard = self.svc.id,
+            status = response.status,
+            bytes = response.body.len(),
+            us = started.elapsed().as_micros() as u64,
+            "{method} {path}"
+        );
+        response
     }
 
     fn accept_upgrade(&self, request: &http::Request) -> Result<uuid::Uuid, http::Response> {
@@ -120,7 +134,19 @@ impl http::Service for Front {
             .as_ref()
             .map(crate::service::cluster::ClusterLink::known_urls)
             .unwrap_or_default();
-        crate::stream::accept(&self.svc.config, &peers, request)
+        let accepted = crate::stream::accept(&self.svc.config, &peers, request);
+        if self.svc.config.request_log {
+            let status = accepted.as_ref().map_or_else(|r| r.status, |_| 101);
+            tracing::info!(
+                target: "livedash::request",
+                shard = self.svc.id,
+                status,
+                "{} {} (websocket)",
+                request.method,
+                request.path
+            );
+        }
+        accepted
     }
 
     async fn websocket(&self, dashboard: uuid::Uuid, stream: glommio::net::TcpStream) {
