@@ -151,12 +151,12 @@ pub fn run(
         let addrs: Vec<_> = match plan.targets.iter().map(|t| target_addr(t)).collect() {
             Ok(addrs) => addrs,
             Err(e) => {
-                eprintln!("producers: {e}");
+                stats.fail(format!("producers: {e}"));
                 return;
             }
         };
         if addrs.is_empty() {
-            eprintln!("producers: no target");
+            stats.fail("producers: no target".into());
             return;
         }
         let threads: Vec<_> = (0..plan.connections.max(1))
@@ -173,6 +173,7 @@ pub fn run(
                     // error.
                     let mut client: Option<Client> = None;
                     let mut at = c % addrs.len();
+                    let mut unreachable = 0;
                     let mut rng = Rng::for_producer(c);
                     let mut text = String::with_capacity(plan.batch * 100);
                     let content_type = match plan.format {
@@ -188,9 +189,29 @@ pub fn run(
                                 .map_err(ClientError::from)
                                 .and_then(|c| c.ingest_body(content_type, query, text.as_bytes())),
                         };
-                        if matches!(result, Err(ClientError::Io(_))) {
-                            client = None;
-                            at = (at + 1) % addrs.len();
+                        match &result {
+                            Ok(_) => {
+                                stats.reached.store(true, Ordering::Relaxed);
+                                unreachable = 0;
+                            }
+                            Err(ClientError::Io(e)) => {
+                                client = None;
+                                unreachable += 1;
+                                // Every node tried, none ever answered.
+                                if unreachable >= addrs.len()
+                                    && !stats.reached.load(Ordering::Relaxed)
+                                {
+                                    stats.fail(format!("cannot reach {}: {e}", addrs[at]));
+                                }
+                                at = (at + 1) % addrs.len();
+                            }
+                            Err(ClientError::Status { status, reason }) if *status < 500 => {
+                                stats.fail(format!(
+                                    "{} refused the events: HTTP {status}: {reason}",
+                                    addrs[at]
+                                ));
+                            }
+                            Err(_) => {}
                         }
                         let measuring = stats.measuring();
                         let latency = intended.elapsed();

@@ -98,7 +98,7 @@ pub fn run(
             }) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("kafka producer for {brokers}: {e}");
+                stats.fail(format!("kafka producer for {brokers}: {e}"));
                 Stats::count(&stats.errors, 1);
                 return;
             }
@@ -106,7 +106,7 @@ pub fn run(
         let count = match partitions(&producer, &topic) {
             Ok(n) => n,
             Err(e) => {
-                eprintln!("kafka producers: {e}");
+                stats.fail(format!("kafka producers: {e}"));
                 Stats::count(&stats.errors, 1);
                 return;
             }

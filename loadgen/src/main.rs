@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use livedash_engine::NewDashboard;
 use livedash_loadgen::client::{Client, target_addr};
 use livedash_loadgen::ingest::{Format, Plan};
-use livedash_loadgen::report::{Report, sample_process};
+use livedash_loadgen::report::{ProducerFigures, Report, StreamFigures, sample_process};
 use livedash_loadgen::stats::Stats;
 use livedash_loadgen::{baseline, ingest, kafka, report, sockets};
 
@@ -101,6 +101,9 @@ struct SeedArgs {
     /// HTTP connections for the livedash side.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Write both rates and their ratio as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +187,9 @@ struct Clients {
     /// Distinct metrics the created widgets watch (match the producers' --metrics).
     #[arg(long, default_value_t = 1000)]
     widget_metrics: usize,
+    /// Keep the dashboards this run created (by default they are deleted at the end).
+    #[arg(long)]
+    keep: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -229,20 +235,40 @@ fn main() -> anyhow::Result<()> {
     let first = common.targets[0].clone();
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
+    // Ctrl-C ends the run early; the report covers what was measured until then.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))?;
+    }
+    if name == "sockets" {
+        eprintln!(
+            "note: `sockets` runs no producers: values change only if something else sends \
+             events (`loadgen scenario` runs both)"
+        );
+    }
+    let halted = || interrupted.load(Ordering::Relaxed) || stats.fatal().is_some();
 
     let mut client_threads = Vec::new();
+    let mut created = Vec::new();
     let sockets_target = clients.as_ref().map_or(0, |c| c.sockets);
     if let Some(c) = &clients {
         let ids = if c.dashboard_ids.is_empty() {
-            sockets::create_dashboards(
+            let ids = sockets::create_dashboards(
                 &first,
                 common.token.as_deref(),
                 c.dashboards.max(1),
                 c.widgets,
                 c.widget_metrics,
                 c.refresh,
-            )?
+            )?;
+            if !c.keep {
+                created.clone_from(&ids);
+            }
+            ids
         } else {
+            for id in &c.dashboard_ids {
+                sockets::check_dashboard(&first, common.token.as_deref(), id)?;
+            }
             c.dashboard_ids.clone()
         };
         let on_text: sockets::OnText = {
@@ -263,6 +289,7 @@ fn main() -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Stats::get(&stats.sockets_connected) + Stats::get(&stats.errors) < c.sockets as u64
             && Instant::now() < deadline
+            && !halted()
         {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -299,7 +326,10 @@ fn main() -> anyhow::Result<()> {
         bail!("--rate and --batch must be at least 1");
     }
 
-    std::thread::sleep(common.warmup);
+    let warm_until = Instant::now() + common.warmup;
+    while Instant::now() < warm_until && !halted() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let server_before = sample_all(&common.server_pids);
     stats.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
@@ -308,7 +338,7 @@ fn main() -> anyhow::Result<()> {
         ProgressStyle::with_template("{spinner} {elapsed} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    while started.elapsed() < common.duration {
+    while started.elapsed() < common.duration && !halted() {
         std::thread::sleep(
             Duration::from_millis(250).min(common.duration.saturating_sub(started.elapsed())),
         );
@@ -335,33 +365,74 @@ fn main() -> anyhow::Result<()> {
         let _ = e.join();
     }
 
+    let cleaned = delete_dashboards(&first, common.token.as_deref(), &created);
+    if let Some(reason) = stats.fatal() {
+        bail!("{reason}");
+    }
+    cleaned?;
     let report = Report {
         scenario: name.to_string(),
         duration_s: elapsed,
-        target_events_per_s: producers.as_ref().map_or(0, |p| p.rate),
-        achieved_events_per_s: Stats::get(&stats.events_acked) as f64 / elapsed,
-        events_sent: Stats::get(&stats.events_sent),
-        events_acked: Stats::get(&stats.events_acked),
-        events_acked_total: Stats::get(&stats.events_acked_total),
-        events_rejected: Stats::get(&stats.events_rejected),
+        interrupted: interrupted.load(Ordering::Relaxed),
         errors: Stats::get(&stats.errors),
-        sockets_target: sockets_target as u64,
-        sockets_connected,
-        updates_received: Stats::get(&stats.updates_received),
-        e2e_latency_ms: Stats::percentiles(&stats.e2e),
-        push_delay_ms: Stats::percentiles(&stats.push),
-        reconnects: Stats::get(&stats.reconnects),
-        reconnect_gap_ms: Stats::percentiles(&stats.gap),
+        producers: producers.as_ref().map(|p| ProducerFigures {
+            target_events_per_s: p.rate,
+            achieved_events_per_s: Stats::get(&stats.events_acked) as f64 / elapsed,
+            events_sent: Stats::get(&stats.events_sent),
+            events_acked: Stats::get(&stats.events_acked),
+            events_acked_total: Stats::get(&stats.events_acked_total),
+            events_rejected: Stats::get(&stats.events_rejected),
+            ingest_latency_ms: Stats::percentiles(&stats.ingest),
+        }),
+        streams: clients.as_ref().map(|_| {
+            let reconnects = Stats::get(&stats.reconnects);
+            StreamFigures {
+                sockets_target: sockets_target as u64,
+                sockets_connected,
+                updates_received: Stats::get(&stats.updates_received),
+                e2e_latency_ms: Stats::percentiles(&stats.e2e),
+                push_delay_ms: Stats::percentiles(&stats.push),
+                reconnects,
+                reconnect_gap_ms: (reconnects > 0).then(|| Stats::percentiles(&stats.gap)),
+            }
+        }),
         server_cpu_seconds: server_before.zip(server_after).map(|(b, a)| a.0 - b.0),
         server_rss_bytes: server_after.map(|s| s.1),
     };
-    report.print(Stats::percentiles(&stats.ingest));
+    report.print();
     if let Some(path) = &common.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &common.plot {
         report::plot(path, &stats).with_context(|| format!("drawing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Deletes the dashboards a run created.
+fn delete_dashboards(target: &str, token: Option<&str>, ids: &[String]) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut client =
+        Client::connect(target_addr(target)?)?.with_token_opt(token.map(str::to_string));
+    for id in ids {
+        let r = client
+            .send(
+                "DELETE",
+                &format!("/dashboards/{id}"),
+                "application/json",
+                b"",
+            )
+            .with_context(|| format!("deleting dashboard {id} on {target}"))?;
+        if r.status != 204 && r.status != 404 {
+            bail!(
+                "deleting dashboard {id} on {target}: HTTP {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
     }
     Ok(())
 }
@@ -406,6 +477,7 @@ fn seed_baseline(args: SeedArgs) -> anyhow::Result<()> {
         tags,
         window,
         connections,
+        json,
     } = args;
     let b = baseline::Baseline {
         redis,
@@ -470,10 +542,19 @@ fn seed_baseline(args: SeedArgs) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let _ = producer.join();
     println!("livedash over HTTP:       {livedash_rate:.0} events/s ({connections} connections)");
-    println!(
-        "livedash / original design: {:.1}x",
-        livedash_rate / redis_rate.max(1.0)
-    );
+    let ratio = livedash_rate / redis_rate.max(1.0);
+    println!("livedash / original design: {ratio:.1}x");
+    if let Some(path) = &json {
+        let report = serde_json::json!({
+            "scenario": "seed-baseline",
+            "duration_s": duration.as_secs_f64(),
+            "redis_events_per_s": redis_rate,
+            "livedash_events_per_s": livedash_rate,
+            "ratio": ratio,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

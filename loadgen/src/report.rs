@@ -8,11 +8,29 @@ use serde::Serialize;
 
 use crate::stats::{Percentiles, Stats};
 
-/// The `--json` report.
+/// The `--json` report. What a run did not measure is left out: the producers' part
+/// without producers, the streams' part without streams, the server's without its pid.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: String,
     pub duration_s: f64,
+    /// Stopped early with Ctrl-C: the figures cover `duration_s`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+    pub errors: u64,
+    #[serde(flatten)]
+    pub producers: Option<ProducerFigures>,
+    #[serde(flatten)]
+    pub streams: Option<StreamFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_bytes: Option<u64>,
+}
+
+/// What the producers measured.
+#[derive(Debug, Serialize)]
+pub struct ProducerFigures {
     pub target_events_per_s: u64,
     pub achieved_events_per_s: f64,
     pub events_sent: u64,
@@ -20,18 +38,23 @@ pub struct Report {
     /// Acknowledged over the whole run, warm-up included (for checks of exact counts).
     pub events_acked_total: u64,
     pub events_rejected: u64,
-    pub errors: u64,
+    /// From each request's intended start to its answer (open loop).
+    pub ingest_latency_ms: Percentiles,
+}
+
+/// What the streams measured.
+#[derive(Debug, Serialize)]
+pub struct StreamFigures {
     pub sockets_target: u64,
     pub sockets_connected: u64,
     pub updates_received: u64,
     pub e2e_latency_ms: Percentiles,
     pub push_delay_ms: Percentiles,
-    /// Streams opened again after their node closed them or went away.
+    /// Streams that closed, came back (on the next node) and got updates again.
     pub reconnects: u64,
     /// Per reconnect: the last update before the close to the first after it.
-    pub reconnect_gap_ms: Percentiles,
-    pub server_cpu_seconds: Option<f64>,
-    pub server_rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnect_gap_ms: Option<Percentiles>,
 }
 
 /// CPU seconds (user + system) and resident bytes of process `pid`.
@@ -52,38 +75,46 @@ pub fn sample_process(pid: u32) -> Option<(f64, u64)> {
 }
 
 impl Report {
-    pub fn print(&self, ingest: Percentiles) {
+    pub fn print(&self) {
         let p = |l: &Percentiles| {
             format!(
                 "p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1} ms",
                 l.p50, l.p90, l.p99, l.p999, l.max
             )
         };
-        println!("scenario {} for {:.1} s", self.scenario, self.duration_s);
-        if self.target_events_per_s > 0 {
+        println!(
+            "scenario {} for {:.1} s{}",
+            self.scenario,
+            self.duration_s,
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
+        );
+        if let Some(f) = &self.producers {
             println!(
                 "  events    {:.0}/s achieved of {}/s; sent {}, acked {}, rejected {}, errors {}",
-                self.achieved_events_per_s,
-                self.target_events_per_s,
-                self.events_sent,
-                self.events_acked,
-                self.events_rejected,
+                f.achieved_events_per_s,
+                f.target_events_per_s,
+                f.events_sent,
+                f.events_acked,
+                f.events_rejected,
                 self.errors
             );
-            println!("  ingest    {}", p(&ingest));
+            println!("  ingest    {}", p(&f.ingest_latency_ms));
         }
-        if self.sockets_target > 0 {
+        if let Some(f) = &self.streams {
             println!(
                 "  sockets   {} of {} connected, {} updates received",
-                self.sockets_connected, self.sockets_target, self.updates_received
+                f.sockets_connected, f.sockets_target, f.updates_received
             );
-            println!("  e2e       {}", p(&self.e2e_latency_ms));
-            println!("  push      {}", p(&self.push_delay_ms));
-            if self.reconnects > 0 {
-                let g = &self.reconnect_gap_ms;
+            println!("  e2e       {}", p(&f.e2e_latency_ms));
+            println!("  push      {}", p(&f.push_delay_ms));
+            if let Some(g) = &f.reconnect_gap_ms {
                 println!(
                     "  reconnect {} streams; gap p50 {:.0}  p99 {:.0}  max {:.0} ms",
-                    self.reconnects, g.p50, g.p99, g.max
+                    f.reconnects, g.p50, g.p99, g.max
                 );
             }
         }
@@ -112,11 +143,12 @@ pub fn plot(path: &Path, stats: &Stats) -> anyhow::Result<()> {
         .max()
         .unwrap_or(1)
         .max(1);
+    // Head room above the data for the legend, so it covers none of it.
     let y_max = series
         .iter()
         .flat_map(|s| s.1.iter().map(|p| p.1))
         .fold(1.0, f64::max)
-        * 1.1;
+        * 1.45;
     let mut chart = ChartBuilder::on(&top)
         .caption("latency over time (p99 per second)", ("sans-serif", 18))
         .margin(10)
@@ -139,6 +171,7 @@ pub fn plot(path: &Path, stats: &Stats) -> anyhow::Result<()> {
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE)
         .border_style(BLACK)
         .draw()?;
@@ -154,8 +187,8 @@ pub fn plot(path: &Path, stats: &Stats) -> anyhow::Result<()> {
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..x_top, 0u64..y_top)?;
     hist.configure_mesh()
-        .x_desc("ms")
-        .y_desc("updates")
+        .x_desc("end-to-end latency, ms")
+        .y_desc("widget values received")
         .draw()?;
     hist.draw_series(buckets.iter().map(|(lo, n)| {
         Rectangle::new([(*lo, 0), (*lo + width * 0.9, *n)], BLUE.mix(0.6).filled())

@@ -67,6 +67,21 @@ pub fn create_dashboards(
     Ok(ids)
 }
 
+/// Checks that dashboard `id` exists on `target`, so a wrong id is reported at once.
+pub fn check_dashboard(target: &str, token: Option<&str>, id: &str) -> anyhow::Result<()> {
+    let mut client =
+        client::Client::connect(target_addr(target)?)?.with_token_opt(token.map(str::to_string));
+    let r = client.send("GET", &format!("/dashboards/{id}"), "application/json", b"")?;
+    match r.status {
+        200 => Ok(()),
+        404 => anyhow::bail!("dashboard {id} does not exist on {target}"),
+        status => anyhow::bail!(
+            "dashboard {id} on {target}: HTTP {status}: {}",
+            String::from_utf8_lossy(&r.body)
+        ),
+    }
+}
+
 #[derive(Deserialize)]
 struct Update {
     #[serde(rename = "type")]
@@ -191,6 +206,7 @@ impl Client {
                 Client::Handshaking(mid) => match mid.handshake() {
                     Ok((ws, _)) => {
                         Stats::count(&stats.sockets_connected, 1);
+                        stats.reached.store(true, Ordering::Relaxed);
                         *self = Client::Open(ws);
                         // Frames may already wait behind the handshake's response.
                     }
@@ -198,7 +214,8 @@ impl Client {
                         *self = Client::Handshaking(mid);
                         return true;
                     }
-                    Err(HandshakeError::Failure(_)) => {
+                    Err(HandshakeError::Failure(e)) => {
+                        refused(stats, &e);
                         Stats::count(&stats.errors, 1);
                         return false;
                     }
@@ -213,7 +230,20 @@ impl Client {
                                 }
                                 on_text(&text);
                             }
-                            Ok(Message::Close(_)) => break,
+                            Ok(Message::Close(frame)) => {
+                                // 4xxx: the node will not serve this stream (no such
+                                // dashboard, deleted): trying again cannot help.
+                                if let Some(f) =
+                                    frame.filter(|f| (4000..5000).contains(&u16::from(f.code)))
+                                {
+                                    stats.fail(format!(
+                                        "the node closed a stream: {} {}",
+                                        u16::from(f.code),
+                                        f.reason
+                                    ));
+                                }
+                                break;
+                            }
                             Ok(_) => {}
                             Err(tungstenite::Error::Io(e))
                                 if e.kind() == std::io::ErrorKind::WouldBlock =>
@@ -258,20 +288,47 @@ fn open(plan: &Plan, poll: &Poll, index: usize, node: usize, token: usize) -> Cl
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let Ok(tcp) = opened else {
-        Stats::count(&plan.stats.errors, 1);
-        return Client::Done;
+    let tcp = match opened {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            Stats::count(&plan.stats.errors, 1);
+            if plan.addrs.len() == 1 && !plan.stats.reached.load(Ordering::Relaxed) {
+                plan.stats.fail(format!("cannot reach {addr}: {e}"));
+            }
+            return Client::Done;
+        }
     };
     match client_with_config(url, tcp, Some(config)) {
         Ok((ws, _)) => {
             Stats::count(&plan.stats.sockets_connected, 1);
+            plan.stats.reached.store(true, Ordering::Relaxed);
             Client::Open(ws)
         }
         Err(HandshakeError::Interrupted(mid)) => Client::Handshaking(mid),
-        Err(HandshakeError::Failure(_)) => {
+        Err(HandshakeError::Failure(e)) => {
+            refused(&plan.stats, &e);
             Stats::count(&plan.stats.errors, 1);
             Client::Done
         }
+    }
+}
+
+/// A handshake the node answered with a client error (no token, a wrong one): the run
+/// cannot go on.
+fn refused(stats: &Stats, e: &tungstenite::Error) {
+    if let tungstenite::Error::Http(response) = e
+        && response.status().is_client_error()
+    {
+        let body = response
+            .body()
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        stats.fail(format!(
+            "the node refused a stream: HTTP {}: {}",
+            response.status().as_u16(),
+            body.trim()
+        ));
     }
 }
 

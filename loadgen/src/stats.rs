@@ -92,6 +92,10 @@ pub struct Stats {
     pub push: Mutex<Latency>,
     /// Per reconnected stream: its last update before the close to its first after.
     pub gap: Mutex<Latency>,
+    /// Why the run cannot go on (the node refused the events, a stream, a dashboard).
+    fatal: Mutex<Option<String>>,
+    /// Some request or stream got through to a node.
+    pub reached: AtomicBool,
 }
 
 impl Default for Stats {
@@ -111,6 +115,8 @@ impl Default for Stats {
             e2e: Mutex::new(Latency::default()),
             push: Mutex::new(Latency::default()),
             gap: Mutex::new(Latency::default()),
+            fatal: Mutex::new(None),
+            reached: AtomicBool::new(false),
         }
     }
 }
@@ -129,6 +135,20 @@ impl Stats {
         if let Ok(mut l) = which.lock() {
             l.record(second, us);
         }
+    }
+
+    /// Ends the run with `reason` (the first one given wins).
+    pub fn fail(&self, reason: String) {
+        if let Ok(mut fatal) = self.fatal.lock()
+            && fatal.is_none()
+        {
+            *fatal = Some(reason);
+        }
+    }
+
+    /// Why the run must end, if it must.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().ok().and_then(|f| f.clone())
     }
 
     pub fn count(counter: &AtomicU64, n: u64) {

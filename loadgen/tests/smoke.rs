@@ -28,9 +28,14 @@ fn livedash_bin() -> PathBuf {
 
 /// Starts a node on a free port with a private data directory; returns it and its address.
 fn start_node(data: &std::path::Path) -> (std::process::Child, String) {
+    start_node_with(data, &[])
+}
+
+fn start_node_with(data: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
     let mut node = Command::new(livedash_bin())
         .args(["--listen", "127.0.0.1:0", "--shards", "2", "--data-dir"])
         .arg(data)
+        .args(extra)
         .env("LIVEDASH_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -100,8 +105,14 @@ fn seed_baseline_runs_both_sides() {
             "--metrics",
             "100",
         ])
+        .arg("--json")
+        .arg(data.join("baseline.json"))
         .output()
         .unwrap();
+    let baseline: Value = std::fs::read(data.join("baseline.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
     let _ = node.kill();
     let _ = redis.kill();
     let _ = node.wait();
@@ -125,6 +136,137 @@ fn seed_baseline_runs_both_sides() {
     assert!(rate("original design on Redis:") > 0.0, "{text}");
     assert!(rate("livedash over HTTP:") > 0.0, "{text}");
     assert!(text.contains("livedash / original design:"), "{text}");
+    assert!(
+        baseline["redis_events_per_s"].as_f64() > Some(0.0)
+            && baseline["ratio"].as_f64() > Some(0.0),
+        "{baseline}"
+    );
+}
+
+/// `GET path` on `addr`: the status and body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |b| b.1).to_owned();
+    (status, body)
+}
+
+fn loadgen(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn failures_say_why_and_exit_non_zero() {
+    let data = std::env::temp_dir().join(format!("loadgen-fail-{}", std::process::id()));
+    let (mut node, addr) = start_node_with(&data, &["--ingest-token", "secret"]);
+    let target = format!("http://{addr}");
+    let common = ["--duration", "2s", "--warmup", "0s"];
+    // An unknown dashboard.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let out = loadgen(
+        &[
+            &[
+                "sockets",
+                "--target",
+                &target,
+                "--sockets",
+                "2",
+                "--dashboard",
+                &unknown,
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("runs no producers"), "{err}");
+    // A missing token.
+    let out = loadgen(
+        &[
+            &["ingest", "--target", &target, "--rate", "1000"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("HTTP 401"), "{err}");
+    let _ = node.kill();
+    let _ = node.wait();
+    // Nobody listens.
+    let out = loadgen(
+        &[
+            &["ingest", "--target", &target, "--rate", "1000"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot reach"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn ctrl_c_prints_the_report_so_far() {
+    let data = std::env::temp_dir().join(format!("loadgen-int-{}", std::process::id()));
+    let (mut node, addr) = start_node(&data);
+    let json = data.join("int.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "ingest",
+            "--target",
+            &format!("http://{addr}"),
+            "--rate",
+            "2000",
+        ])
+        .args(["--duration", "60s", "--warmup", "0s", "--json"])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(interrupted)"), "{text}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    assert_eq!(r["interrupted"], true, "{r}");
+    assert!(r["duration_s"].as_f64().unwrap() < 30.0, "{r}");
+    assert!(r["events_acked"].as_u64() > Some(0), "{r}");
+    assert!(r["ingest_latency_ms"]["p99"].as_f64() > Some(0.0), "{r}");
+    // Not measured, so not reported: no streams ran.
+    assert!(
+        r.get("e2e_latency_ms").is_none() && r.get("sockets_target").is_none(),
+        "{r}"
+    );
 }
 
 #[test]
@@ -175,6 +317,8 @@ fn scenario_report_is_consistent() {
         .arg(&plot)
         .output()
         .unwrap();
+    // The dashboards the run created are gone.
+    let (status, listed) = get(&addr, "/dashboards");
     let _ = node.kill();
     let _ = node.wait();
     assert!(
@@ -201,6 +345,8 @@ fn scenario_report_is_consistent() {
         "{r}"
     );
     assert!(n("updates_received") > 0, "{r}");
+    assert_eq!((status, listed.trim()), (200, "[]"));
+    assert!(r["ingest_latency_ms"]["p99"].as_f64() > Some(0.0), "{r}");
     for key in ["e2e_latency_ms", "push_delay_ms"] {
         let p = &r[key];
         let v: Vec<f64> = ["p50", "p90", "p99", "p999", "max"]
