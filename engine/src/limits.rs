@@ -33,3 +33,8 @@ pub const MAX_LAYOUT_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_SKEW_MS: i64 = 5_000;
 /// Default number of recent values kept per widget for charts drawn on connect.
 pub const DEFAULT_HISTORY_LEN: usize = 300;
+/// Columns of the dashboard grid: `layout.items` places widgets on it.
+pub const LAYOUT_COLUMNS: u64 = 12;
+/// Highest row and tallest widget of `layout.items`, in grid rows.
+pub const MAX_LAYOUT_ROW: u64 = 10_000;
+pub const MAX_LAYOUT_HEIGHT: u64 = 100;

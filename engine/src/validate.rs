@@ -45,6 +45,9 @@ pub enum ValidationError {
     NotObject { field: &'static str },
     #[error("widget {0} appears twice on the dashboard")]
     DuplicateWidget(uuid::Uuid),
+    /// `layout.items` places a widget wrongly; the text names the place and the rule.
+    #[error("layout.items{0}")]
+    LayoutItem(String),
 }
 
 fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), ValidationError> {
@@ -186,6 +189,54 @@ pub fn dashboard(d: &Dashboard) -> Result<(), ValidationError> {
         widget(&w.spec)?;
         if !seen.insert(w.widget_id) {
             return Err(ValidationError::DuplicateWidget(w.widget_id));
+        }
+    }
+    layout_items(d, &seen)
+}
+
+/// Checks `layout.items`, where the web UI places widgets: an object keyed by widget ids
+/// of the dashboard, each `{"x", "y", "w", "h"}` in whole grid cells within the
+/// `LAYOUT_COLUMNS` columns.
+fn layout_items(
+    d: &Dashboard,
+    widgets: &std::collections::HashSet<uuid::Uuid>,
+) -> Result<(), ValidationError> {
+    let Some(items) = d.layout.get("items") else {
+        return Ok(());
+    };
+    let bad = |at: String| Err(ValidationError::LayoutItem(at));
+    let Some(items) = items.as_object() else {
+        return bad(" must be an object keyed by widget id".into());
+    };
+    for (id, item) in items {
+        let known = uuid::Uuid::parse_str(id).is_ok_and(|u| widgets.contains(&u));
+        if !known {
+            return bad(format!(".{id}: the dashboard has no widget {id}"));
+        }
+        let Some(place) = item.as_object() else {
+            return bad(format!(
+                ".{id} must be an object {{\"x\", \"y\", \"w\", \"h\"}}"
+            ));
+        };
+        let cell = |key: &str, min: u64, max: u64| -> Result<u64, ValidationError> {
+            match place.get(key).and_then(serde_json::Value::as_u64) {
+                Some(v) if (min..=max).contains(&v) => Ok(v),
+                _ => Err(ValidationError::LayoutItem(format!(
+                    ".{id}.{key} must be a whole number from {min} to {max}"
+                ))),
+            }
+        };
+        let x = cell("x", 0, LAYOUT_COLUMNS - 1)?;
+        cell("y", 0, MAX_LAYOUT_ROW)?;
+        cell("w", 1, LAYOUT_COLUMNS - x)?;
+        cell("h", 1, MAX_LAYOUT_HEIGHT)?;
+        if let Some(other) = place
+            .keys()
+            .find(|k| !["x", "y", "w", "h"].contains(&k.as_str()))
+        {
+            return bad(format!(
+                ".{id}.{other}: unknown field; x, y, w and h are allowed"
+            ));
         }
     }
     Ok(())
@@ -335,6 +386,44 @@ mod tests {
         assert_eq!(
             dashboard(&d),
             Err(ValidationError::NotObject { field: "layout" })
+        );
+        d.layout = serde_json::Value::Null;
+        assert_eq!(dashboard(&d), Ok(()));
+        let id = d.widgets[0].widget_id;
+        for (items, ok) in [
+            (
+                serde_json::json!({id.to_string(): {"x": 0, "y": 0, "w": 12, "h": 3}}),
+                true,
+            ),
+            (
+                serde_json::json!({id.to_string(): {"x": 8, "y": 0, "w": 5, "h": 3}}),
+                false,
+            ),
+            (
+                serde_json::json!({id.to_string(): {"x": 0, "y": 0, "w": 0, "h": 3}}),
+                false,
+            ),
+            (
+                serde_json::json!({id.to_string(): {"x": 0, "y": -1, "w": 2, "h": 3}}),
+                false,
+            ),
+            (
+                serde_json::json!({id.to_string(): {"x": 0, "y": 0, "w": 2, "h": 3, "z": 1}}),
+                false,
+            ),
+            (
+                serde_json::json!({uuid::Uuid::nil().to_string(): {"x": 0, "y": 0, "w": 2, "h": 3}}),
+                false,
+            ),
+            (serde_json::json!([]), false),
+        ] {
+            d.layout = serde_json::json!({ "items": items });
+            assert_eq!(dashboard(&d).is_ok(), ok, "{}", d.layout);
+        }
+        d.layout = serde_json::json!({"items": {id.to_string(): {"x": 9, "y": 0, "w": 4, "h": 1}}});
+        assert_eq!(
+            dashboard(&d).unwrap_err().to_string(),
+            format!("layout.items.{id}.w must be a whole number from 1 to 3")
         );
         d.layout = serde_json::Value::Null;
         d.name = "é".repeat(MAX_DASHBOARD_NAME_CHARS + 1);

@@ -277,6 +277,16 @@ impl Catalogue {
                 })?;
             removals.push(dashboard.widgets.remove(at));
         }
+        // A removed widget leaves the layout too.
+        if let Some(items) = dashboard
+            .layout
+            .get_mut("items")
+            .and_then(Value::as_object_mut)
+        {
+            for w in &removals {
+                items.remove(&w.widget_id.to_string());
+            }
+        }
         for spec in patch.add {
             let widget = Widget::new((self.ids)(), id, spec);
             dashboard.widgets.push(widget.clone());
@@ -498,6 +508,27 @@ mod tests {
             c.prepare(Edit::Patch(other, WidgetPatch::default())),
             Err(Refusal::NoDashboard(other))
         );
+    }
+
+    #[test]
+    fn a_removed_widget_leaves_the_layout() {
+        let (mut c, id, wid) = with_one_widget();
+        let layout =
+            json!({"items": {wid.to_string(): {"x": 0, "y": 0, "w": 4, "h": 3}}, "theme": "dark"});
+        let change = c
+            .prepare(Edit::Update(
+                id,
+                DashboardUpdate {
+                    name: "ops".into(),
+                    layout: Some(layout),
+                },
+            ))
+            .unwrap();
+        c.commit(&change);
+        let patch: WidgetPatch = serde_json::from_value(json!({"remove": [wid]})).unwrap();
+        let change = c.prepare(Edit::Patch(id, patch)).unwrap();
+        let d = change.dashboard.unwrap();
+        assert_eq!(d.layout, json!({"items": {}, "theme": "dark"}));
     }
 
     #[test]

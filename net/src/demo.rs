@@ -7,7 +7,7 @@ use std::f64::consts::TAU;
 use std::rc::Rc;
 use std::time::Duration;
 
-use livedash_engine::{MetricEvent, NewDashboard, Tags};
+use livedash_engine::{DashboardUpdate, MetricEvent, NewDashboard, Tags};
 use rand::Rng;
 use serde_json::json;
 
@@ -39,21 +39,37 @@ async fn ensure_dashboard(svc: &Rc<Services>) -> Result<(), catalogue::Catalogue
     }
     let body = json!({
         "name": NAME,
-        "layout": {"columns": 3},
         "widgets": [
-            widget("demo.http.latency_ms", "p99", 60, 1.0, json!({}), json!({"chart": "line", "unit": "ms", "warn": 600, "crit": 900})),
-            widget("demo.http.latency_ms", "p50", 60, 1.0, json!({}), json!({"chart": "line", "unit": "ms"})),
+            widget("demo.http.latency_ms", "p99", 60, 1.0, json!({"route": "/checkout"}), json!({"chart": "line", "unit": "ms", "warn": 600, "crit": 900, "title": "checkout latency, p99"})),
+            widget("demo.http.latency_ms", "p50", 60, 1.0, json!({"route": "/search"}), json!({"chart": "line", "unit": "ms", "title": "search latency, p50"})),
             widget("demo.http.latency_ms", "avg", 60, 0.5, json!({"route": "/checkout"}), json!({"chart": "stat", "unit": "ms", "warn": 250, "crit": 400, "title": "checkout latency, avg"})),
             widget("demo.http.requests", "count", 10, 0.5, json!({}), json!({"chart": "stat", "title": "requests, last 10 s"})),
             widget("demo.cpu.usage", "max", 30, 1.0, json!({"host": "web-1"}), json!({"chart": "gauge", "unit": "%", "min": 0, "max": 100, "warn": 70, "crit": 90, "title": "web-1 CPU, max"})),
-            widget("demo.cpu.usage", "avg", 300, 1.0, json!({}), json!({"chart": "line", "unit": "%"})),
-            widget("demo.queue.depth", "max", 60, 1.0, json!({}), json!({"chart": "line"})),
-            widget("demo.orders.value", "sum", 300, 1.0, json!({}), json!({"chart": "table", "title": "all values"})),
+            widget("demo.cpu.usage", "avg", 300, 1.0, json!({}), json!({"chart": "line", "unit": "%", "title": "CPU, all hosts, avg"})),
+            widget("demo.queue.depth", "max", 60, 1.0, json!({}), json!({"chart": "line", "title": "queue depth, max"})),
+            widget("demo.orders.value", "sum", 300, 1.0, json!({}), json!({"chart": "stat", "unit": "$", "title": "order value, last 5 min"})),
         ]
     });
     let new: NewDashboard = serde_json::from_value(body)
         .map_err(|e| crate::catalogue::Refusal::Invalid(e.to_string()))?;
-    catalogue::edit(svc, Edit::Create(new)).await?;
+    let Some(created) = catalogue::edit(svc, Edit::Create(new)).await? else {
+        return Ok(());
+    };
+    // Placed on the web UI's 12-column grid, three widgets a row.
+    let items: serde_json::Map<String, serde_json::Value> = created
+        .widgets
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let place = json!({"x": (i % 3) * 4, "y": (i / 3) * 3, "w": 4, "h": 3});
+            (w.widget_id.to_string(), place)
+        })
+        .collect();
+    let update = DashboardUpdate {
+        name: NAME.to_owned(),
+        layout: Some(json!({ "items": items })),
+    };
+    catalogue::edit(svc, Edit::Update(created.dashboard_id, update)).await?;
     tracing::info!("demo dashboard created");
     Ok(())
 }

@@ -706,16 +706,40 @@ fn demo_mode_creates_a_live_dashboard() {
     let server = Server::start(&["--demo"]);
     let mut c = server.client();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Created, then laid out on the web UI's grid: every widget has a place.
     let demo = loop {
         let list = c.get("/dashboards").json();
-        if let Some(d) = list.as_array().and_then(|l| l.first()).cloned() {
+        if let Some(d) = list.as_array().and_then(|l| l.first()).cloned()
+            && d["layout"]["items"].as_object().map(|i| i.len())
+                == d["widgets"].as_array().map(Vec::len)
+        {
             break d;
         }
-        assert!(std::time::Instant::now() < deadline, "no demo dashboard");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no laid-out demo dashboard"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert_eq!(demo["name"], json!("livedash demo"));
-    assert!(demo["widgets"].as_array().unwrap().len() >= 6);
+    let widgets = demo["widgets"].as_array().unwrap();
+    assert!(widgets.len() >= 6);
+    // What the README says it shows: latency per route, the order value.
+    let latency: Vec<&Value> = widgets
+        .iter()
+        .filter(|w| w["metric_name"] == "demo.http.latency_ms")
+        .collect();
+    assert!(
+        latency.iter().all(|w| w["filter"]["route"].is_string()),
+        "{latency:?}"
+    );
+    assert!(
+        widgets
+            .iter()
+            .any(|w| w["metric_name"] == "demo.orders.value"
+                && w["aggregation"] == "sum"
+                && w["display_config"]["chart"] == "stat")
+    );
     // Its widgets fill up: the request counter counts within a second or two.
     let counter = demo["widgets"]
         .as_array()
