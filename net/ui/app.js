@@ -6,6 +6,9 @@ const $ = (sel, el = document) => el.querySelector(sel);
 const main = $('#main');
 const TOKEN_KEY = 'livedash-token';
 const COLS = 12;
+// A table lists the values of the dashboard's other widgets; the API still wants a
+// metric for it, and gets this one, which nothing sends.
+const TABLE_METRIC = 'livedash.table';
 
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -167,6 +170,7 @@ class DashboardView {
     ws.onclose = (ev) => {
       if (this.ws !== ws || this.closed) return;
       this.live = false;
+      $('#lag').textContent = '';
       this.markAll();
       if (ev.code === 4404 || ev.code === 4410) {
         setStatus(ev.code === 4404 ? 'no such dashboard' : 'dashboard deleted', 'down');
@@ -227,7 +231,7 @@ class DashboardView {
   }
 
   layoutOf(w, used) {
-    const items = (this.dashboard.layout && this.dashboard.layout.items) || {};
+    const items = { ...((this.dashboard.layout && this.dashboard.layout.items) || {}), ...(this.pending || {}) };
     const it = items[w.widget_id];
     if (it) return { x: it.x | 0, y: it.y | 0, w: Math.max(1, it.w | 0), h: Math.max(1, it.h | 0) };
     // First free 4x3 spot, row by row.
@@ -252,6 +256,9 @@ class DashboardView {
       used.push(l);
       this.grid.append(this.card(w, l));
     }
+    // A stored layout with overlaps (from an older client) is settled top to bottom.
+    const byRow = [...this.cards.values()].sort((a, b) => a.layout.y - b.layout.y || a.layout.x - b.layout.x);
+    for (const c of byRow) this.pushDown(c);
     if (d.widgets.length === 0) this.grid.append(h('p', { class: 'empty' }, 'No widgets yet. Use "Add widget".'));
     this.markAll();
   }
@@ -275,16 +282,35 @@ class DashboardView {
       if (e.shiftKey) { l.w = Math.min(COLS - l.x, Math.max(1, l.w + d[0])); l.h = Math.max(1, l.h + d[1]); }
       else { l.x = Math.min(COLS - l.w, Math.max(0, l.x + d[0])); l.y = Math.max(0, l.y + d[1]); }
       this.place(card);
+      this.pushDown(card);
       this.saveLayout();
     });
     this.cards.set(w.widget_id, card);
     return el;
   }
 
+  // Widgets never overlap: every widget that `moved` now covers goes down below it, and
+  // so on for the ones those cover (as in Grafana's grid).
+  pushDown(moved) {
+    const overlaps = (a, b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+    const queue = [moved];
+    while (queue.length) {
+      const a = queue.shift();
+      for (const c of this.cards.values()) {
+        if (c === a || c === moved || !overlaps(a.layout, c.layout)) continue;
+        c.layout.y = a.layout.y + a.layout.h;
+        this.place(c);
+        queue.push(c);
+      }
+    }
+  }
+
   place(card) {
     const l = card.layout;
     card.el.style.gridColumn = (l.x + 1) + ' / span ' + l.w;
     card.el.style.gridRow = (l.y + 1) + ' / span ' + l.h;
+    // On narrow screens, where widgets stack, they keep the layout's reading order.
+    card.el.style.order = String(l.y * COLS + l.x);
     this.mark(card.widget.widget_id);
   }
 
@@ -309,6 +335,7 @@ class DashboardView {
           l.h = Math.max(1, from.l.h + dy);
         }
         this.place(card);
+        this.pushDown(card);
       };
       const up = () => {
         window.removeEventListener('pointermove', move);
@@ -322,16 +349,24 @@ class DashboardView {
     resizer.addEventListener('pointerdown', (e) => start(e, 'resize'));
   }
 
+  // Saves the layout a moment after the last change. Until it is saved, the layout here
+  // wins over the one a dashboard frame or an edit's answer carries.
   saveLayout() {
+    const items = {};
+    for (const [id, c] of this.cards) items[id] = { ...c.layout };
+    this.pending = items;
     clearTimeout(this.layoutTimer);
     this.layoutTimer = setTimeout(async () => {
-      const items = {};
-      for (const [id, c] of this.cards) items[id] = c.layout;
-      const layout = { ...(this.dashboard.layout || {}), items };
+      // The widgets there are now (one may have been removed meanwhile).
+      const sent = this.pending;
+      const now = {};
+      for (const [id, c] of this.cards) now[id] = { ...c.layout };
+      const layout = { ...(this.dashboard.layout || {}), items: now };
       try {
         const d = await api('PUT', '/dashboards/' + this.id, { name: this.dashboard.name, layout });
         this.dashboard.layout = d.layout;
       } catch (err) { this.error.textContent = 'Layout not saved: ' + err.message; }
+      if (this.pending === sent) this.pending = null;
     }, 300);
   }
 
@@ -353,6 +388,18 @@ class DashboardView {
     const err = $('#widget-error');
     err.textContent = '';
     form.reset();
+    // Fields that do not apply to the chart kind are hidden: a table lists the other
+    // widgets' values and has no metric of its own; min and max are a gauge's.
+    const kindFields = () => {
+      const kind = form.elements.chart.value;
+      for (const label of form.querySelectorAll('[data-for]')) {
+        const hide = (label.dataset.for === 'metric' && kind === 'table') || (label.dataset.for === 'gauge' && kind !== 'gauge');
+        label.hidden = hide;
+        for (const input of label.querySelectorAll('input, select')) input.disabled = hide;
+      }
+    };
+    form.elements.chart.onchange = kindFields;
+    form.oninput = () => { err.textContent = ''; };
     $('#widget-dialog-title').textContent = w ? 'Edit widget' : 'Add widget';
     if (w) {
       const cfg = w.display_config || {};
@@ -362,13 +409,26 @@ class DashboardView {
       set('filter', Object.entries(w.filter || {}).map(([k, v]) => k + '=' + v).join(', '));
       for (const k of ['chart', 'title', 'unit', 'color', 'warn', 'crit', 'min', 'max']) set(k, cfg[k]);
     }
+    kindFields();
     api('GET', '/metrics').then((names) => {
       $('#metric-names').replaceChildren(...names.map((n) => h('option', { value: n })));
     }).catch(() => {});
     form.onsubmit = async (e) => {
       e.preventDefault();
+      err.textContent = '';
       const v = (n) => form.elements[n].value.trim();
       const num = (n) => (v(n) === '' ? undefined : Number(v(n)));
+      const kind = v('chart');
+      const problem = (() => {
+        if (kind !== 'table' && !/^[A-Za-z0-9_.:\/-]+$/.test(v('metric_name'))) return 'Metric: letters, digits and _ . : / - only';
+        const refresh = num('refresh_interval_seconds');
+        if (!(refresh >= 0.1 && refresh <= 3600)) return 'Refresh: from 0.1 to 3600 seconds';
+        const [warn, crit] = [num('warn'), num('crit')];
+        if (warn !== undefined && crit !== undefined && !(warn < crit)) return 'Warning at must be below Critical at';
+        if (kind === 'gauge' && !(num('min') < num('max'))) return 'Gauge min must be below Gauge max';
+        return null;
+      })();
+      if (problem) { err.textContent = problem; return; }
       const filter = {};
       for (const part of v('filter').split(',').map((s) => s.trim()).filter(Boolean)) {
         const at = part.indexOf('=');
@@ -378,12 +438,14 @@ class DashboardView {
       const display = { chart: v('chart'), color: v('color') };
       if (v('title')) display.title = v('title');
       if (v('unit')) display.unit = v('unit');
-      for (const k of ['warn', 'crit', 'min', 'max']) if (num(k) !== undefined) display[k] = num(k);
-      const spec = {
-        metric_name: v('metric_name'), aggregation: v('aggregation'),
-        window_seconds: Math.round(num('window_seconds')), refresh_interval_seconds: num('refresh_interval_seconds'),
-        filter, display_config: display,
-      };
+      for (const k of kind === 'gauge' ? ['warn', 'crit', 'min', 'max'] : ['warn', 'crit']) if (num(k) !== undefined) display[k] = num(k);
+      const spec = kind === 'table'
+        ? { metric_name: TABLE_METRIC, aggregation: 'count', window_seconds: 60, refresh_interval_seconds: num('refresh_interval_seconds'), filter: {}, display_config: display }
+        : {
+          metric_name: v('metric_name'), aggregation: v('aggregation'),
+          window_seconds: Math.round(num('window_seconds')), refresh_interval_seconds: num('refresh_interval_seconds'),
+          filter, display_config: display,
+        };
       const body = w ? { update: [{ widget_id: w.widget_id, ...spec }] } : { add: [spec] };
       try {
         this.setDashboard(await api('PATCH', '/dashboards/' + this.id + '/widgets', body));
@@ -419,7 +481,8 @@ class DashboardView {
     const stale = !this.live || st.stale === true;
     c.el.classList.toggle('stale', stale);
     let badge = c.el.querySelector('.badge');
-    if (stale && !badge) c.el.append(badge = h('span', { class: 'badge' }, 'stale'));
+    // In the header's flow, before its buttons: it never covers one.
+    if (stale && !badge) c.el.querySelector('.name').after(badge = h('span', { class: 'badge' }, 'stale'));
     if (!stale && badge) badge.remove();
     if (c.kind === 'line') return this.drawLine(c, st, cfg);
     if (c.kind === 'gauge') return this.drawGauge(c, st, cfg);

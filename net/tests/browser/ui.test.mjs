@@ -69,6 +69,9 @@ const waitForText = async (locator, text) => {
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
   page.on('pageerror', (e) => { console.error('page error:', e); process.exitCode = 1; });
+  // The browser reports invalid markup (a pattern that is no valid regular expression).
+  const consoleErrors = [];
+  page.on('console', (m) => { if (m.type() === 'error' && /pattern|regular expression/i.test(m.text())) consoleErrors.push(m.text()); });
   await page.goto(base + '/');
   await page.getByLabel('New dashboard name').fill('Checkout');
   await page.getByRole('button', { name: 'Create dashboard' }).click();
@@ -117,10 +120,81 @@ try {
   await waitForText(statValue(page), '42 ms');
   if (await span() !== '2 / span 6') throw new Error(`layout not saved: ${await span()}`);
 
+  // The widget form checks each kind before sending, and clears its error on change.
+  const formError = page.locator('#widget-error');
+  await page.getByRole('button', { name: 'Add widget' }).click();
+  await page.getByLabel('Chart').selectOption('gauge');
+  await page.getByLabel('Metric').fill('ui.cpu');
+  await page.getByLabel('Gauge min').fill('10');
+  await page.getByLabel('Gauge max').fill('5');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await waitForText(formError, 'Gauge min must be below Gauge max');
+  await page.getByLabel('Gauge max').fill('50');
+  await waitForText(formError, '');
+  await page.getByLabel('Warning at').fill('40');
+  await page.getByLabel('Critical at').fill('30');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await waitForText(formError, 'Warning at must be below Critical at');
+  await page.getByLabel('Critical at').fill('45');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.locator('.widget[data-kind="gauge"]').waitFor();
+  // A table needs no metric: the field is not shown.
+  await page.getByRole('button', { name: 'Add widget' }).click();
+  await page.getByLabel('Chart').selectOption('table');
+  if (await page.getByLabel('Metric').isVisible()) throw new Error('a table asks for a metric');
+  if (await page.getByLabel('Gauge min').isVisible()) throw new Error('a table asks for a gauge range');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.locator('.widget[data-kind="table"]').waitFor();
+
+  // Widgets never overlap: the gauge moved onto the stat pushes the stat down.
+  const boxes = async () => Promise.all((await page.locator('.widget').all()).map((w) => w.boundingBox()));
+  const overlapping = async () => {
+    const b = await boxes();
+    for (let i = 0; i < b.length; i++) for (let j = i + 1; j < b.length; j++) {
+      const [p, q] = [b[i], b[j]];
+      if (p.x < q.x + q.width - 1 && q.x < p.x + p.width - 1 && p.y < q.y + q.height - 1 && q.y < p.y + p.height - 1) return true;
+    }
+    return false;
+  };
+  const gauge = page.locator('.widget[data-kind="gauge"]');
+  await gauge.locator('.head').focus();
+  for (let i = 0; i < 8; i++) await page.keyboard.press('ArrowUp');
+  for (let i = 0; i < 12; i++) await page.keyboard.press('ArrowLeft');
+  if (await overlapping()) throw new Error('widgets overlap after a move');
+  const statBox = await card.boundingBox(), gaugeBox = await gauge.boundingBox();
+  if (!(statBox.y >= gaugeBox.y + gaugeBox.height - 1)) throw new Error('the stat was not pushed below the gauge');
+  // Narrow screens: one widget a row, none overlapping.
+  await page.setViewportSize({ width: 480, height: 900 });
+  const gridWidth = (await page.locator('.grid').boundingBox()).width;
+  for (const b of await boxes()) if (b.width < gridWidth * 0.95) throw new Error(`not reflowed: ${b.width} of ${gridWidth}`);
+  if (await overlapping()) throw new Error('widgets overlap on a narrow screen');
+  await page.setViewportSize({ width: 1200, height: 800 });
+  // A removed widget leaves the saved layout.
+  const table = page.locator('.widget[data-kind="table"]');
+  const tableId = await table.getAttribute('data-widget');
+  page.once('dialog', (d) => d.accept());
+  await table.getByRole('button', { name: /^Remove/ }).click();
+  await table.waitFor({ state: 'detached' });
+  await page.waitForTimeout(800);
+  const saved = await (await fetch(`${base}/dashboards/${url.split('/').pop()}`)).json();
+  if (tableId in (saved.layout.items || {})) throw new Error('the removed widget is still in layout.items');
+  if (Object.keys(saved.layout.items).length !== 2) throw new Error(`layout.items: ${JSON.stringify(saved.layout.items)}`);
+  const gaugeId = await gauge.getAttribute('data-widget');
+  const moved = saved.layout.items[gaugeId];
+  if (moved.x !== 0 || moved.y !== 0) throw new Error(`the moved gauge was saved at ${JSON.stringify(moved)}`);
+
   // Kill the node: the page notices and keeps retrying; restart it and the page comes back.
   await killNode(node);
   await statusIs(page, 'reconnecting');
   await page.locator('.widget.stale').first().waitFor();
+  // Disconnected: no lag figure, and the stale badge sits beside the buttons, not on them.
+  await waitForText(page.locator('#lag'), '');
+  const staleCard = page.locator('.widget.stale').first();
+  const badge = await staleCard.locator('.head .badge').boundingBox();
+  for (const b of await staleCard.locator('.head button').all()) {
+    const r = await b.boundingBox();
+    if (badge.x < r.x + r.width && r.x < badge.x + badge.width) throw new Error('the stale badge covers a button');
+  }
   node = await startNode(port, dataDir);
   await statusIs(page, 'live');
   // Windows live in memory: after the restart the widget starts empty, then counts again.
@@ -141,6 +215,7 @@ try {
   await ingest(5);
   await waitForText(statValue(secured), '5 ms');
   if (asked !== 1) throw new Error(`asked for the token ${asked} times`);
+  if (consoleErrors.length) throw new Error(`console errors: ${consoleErrors.join('; ')}`);
   console.log(`ui test passed; screenshot at ${screenshot}`);
 } finally {
   await browser.close();
