@@ -172,6 +172,9 @@ impl Catalogue {
     }
 
     fn create(&mut self, new: NewDashboard) -> Result<Change, Refusal> {
+        for (i, spec) in new.widgets.iter().enumerate() {
+            validate::widget(spec).map_err(|e| invalid(format!("widgets[{i}].{e}")))?;
+        }
         let id = (self.ids)();
         let widgets: Vec<Widget> = new
             .widgets
@@ -257,6 +260,7 @@ impl Catalogue {
             }
             widget.spec = serde_json::from_value(Value::Object(merged))
                 .map_err(|e| invalid(format!("update[{i}]: {e}")))?;
+            validate::widget(&widget.spec).map_err(|e| invalid(format!("update[{i}].{e}")))?;
             upserts.push(widget.clone());
         }
         for (i, widget_id) in patch.remove.into_iter().enumerate() {
@@ -287,7 +291,8 @@ impl Catalogue {
                 items.remove(&w.widget_id.to_string());
             }
         }
-        for spec in patch.add {
+        for (i, spec) in patch.add.into_iter().enumerate() {
+            validate::widget(&spec).map_err(|e| invalid(format!("add[{i}].{e}")))?;
             let widget = Widget::new((self.ids)(), id, spec);
             dashboard.widgets.push(widget.clone());
             upserts.push(widget);
@@ -464,6 +469,29 @@ mod tests {
         assert_eq!(d.widgets[0].spec.metric_name, "a");
         assert_eq!(d.widgets[1].widget_id, Uuid::from_u128(3));
         assert_eq!(change.upserts.len(), 2);
+    }
+
+    #[test]
+    fn patch_errors_name_their_place() {
+        let (mut c, id, wid) = with_one_widget();
+        for (body, place) in [
+            (
+                json!({"add": [spec("ok"), {"metric_name": "b", "aggregation": "sum", "window_seconds": 0, "refresh_interval_seconds": 1.0}]}),
+                "add[1].window_seconds",
+            ),
+            (
+                json!({"update": [{"widget_id": wid, "refresh_interval_seconds": 0.0}]}),
+                "update[0].refresh_interval_seconds",
+            ),
+            (
+                json!({"add": [{"metric_name": "a b", "aggregation": "sum", "window_seconds": 5, "refresh_interval_seconds": 1.0}]}),
+                "add[0].metric_name",
+            ),
+        ] {
+            let patch: WidgetPatch = serde_json::from_value(body).unwrap();
+            let err = c.prepare(Edit::Patch(id, patch)).unwrap_err().to_string();
+            assert!(err.starts_with(place), "{err}");
+        }
     }
 
     #[test]
