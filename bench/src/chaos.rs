@@ -318,9 +318,11 @@ impl Member {
     }
 }
 
-/// Waits until the members together serve every widget exactly; the time it took, or
-/// what was still wrong.
+/// Waits until every member serves every widget exactly (in a cluster a node answers for
+/// the widgets of other nodes' partitions from what their owners published); the time it
+/// took, or what was still wrong.
 fn settle(members: &[&Member], truth: &Truth, widgets: usize) -> Result<Duration, Vec<String>> {
+    let widgets = widgets * members.len();
     let started = Instant::now();
     let mut last = vec!["no answer".to_string()];
     while started.elapsed() < PATIENCE {
@@ -342,7 +344,7 @@ fn settle(members: &[&Member], truth: &Truth, widgets: usize) -> Result<Duration
         if answered {
             last = wrong;
             if owned != widgets {
-                last.push(format!("{owned} of {widgets} widgets owned"));
+                last.push(format!("{owned} of {widgets} widget readings answered"));
             }
         }
         std::thread::sleep(Duration::from_millis(100));
