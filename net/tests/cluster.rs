@@ -14,38 +14,13 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::cluster::{PARTITIONS, TOPIC, add, batch, eventually, owned};
+use common::cluster::{PARTITIONS, add, batch, cluster, eventually, owned};
 use common::{Client, ReplyExt, Server, create_dashboard};
 use livedash_engine::Placement;
-use livedash_loadgen::broker::Broker;
-use livedash_loadgen::redis::RedisServer;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<TcpStream>;
-
-/// A private broker with the test topic, a private Redis, and the arguments of a node
-/// of group `group` on both (cluster mode).
-fn cluster(group: &str) -> (Broker, RedisServer, Vec<String>) {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, PARTITIONS);
-    let redis = RedisServer::start();
-    let args = [
-        "--shards",
-        "2",
-        "--kafka-brokers",
-        &broker.addr(),
-        "--kafka-topic",
-        TOPIC,
-        "--kafka-group",
-        group,
-        "--redis",
-        &redis.url(),
-    ]
-    .map(String::from)
-    .to_vec();
-    (broker, redis, args)
-}
 
 fn start(args: &[String]) -> Server {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

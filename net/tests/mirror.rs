@@ -10,9 +10,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::cluster::{PARTITIONS, TOPIC, eventually, owned, stats};
+use common::cluster::{PARTITIONS, cluster, eventually, owned, stats};
 use common::{Client, ReplyExt, Server, create_dashboard, now_ms};
-use livedash_loadgen::broker::Broker;
 use livedash_loadgen::redis::RedisServer;
 use livedash_replication::redis::{
     Flush, FlushResult, PartitionFlush, RedisSettings, Scope, Writer, claim, connect,
@@ -21,33 +20,6 @@ use livedash_replication::{Doorbell, Inbox};
 use serde_json::{Value, json};
 
 const AGGREGATIONS: [&str; 4] = ["sum", "count", "min", "max"];
-
-fn node_args(broker: &Broker, redis: &RedisServer, group: &str) -> Vec<String> {
-    [
-        "--shards",
-        "2",
-        "--kafka-brokers",
-        &broker.addr(),
-        "--kafka-topic",
-        TOPIC,
-        "--kafka-group",
-        group,
-        "--redis",
-        &redis.url(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// A private broker with the test topic, a private Redis, and the arguments of a node
-/// of consumer group `group` on both.
-fn cluster(group: &str) -> (Broker, RedisServer, Vec<String>) {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, PARTITIONS);
-    let redis = RedisServer::start();
-    let args = node_args(&broker, &redis, group);
-    (broker, redis, args)
-}
 
 fn start(dir: Option<std::path::PathBuf>, args: &[String]) -> Server {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

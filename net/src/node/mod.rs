@@ -28,6 +28,9 @@ use crate::store::DashboardStore;
 use cluster::{ClusterSettings, KafkaParts, StandaloneMirror};
 use livedash_replication::redis::catalogue::SharedCatalogue;
 
+/// How often the main thread looks for shutdown while it waits: an idle node should
+/// hardly wake up.
+const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Messages in flight per direction between two shards before a sender waits.
 const MESH_CAPACITY: usize = 1024;
 /// Memory each executor registers for I/O. Small: the locked-memory limit is tight and
@@ -79,12 +82,12 @@ impl NodeHandle {
         if let Some(source) = self.kafka {
             // Leave the consumer group while the shards still confirm revocations.
             while !self.shutdown.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(IDLE_POLL);
             }
             source.stop();
         }
         while self.progress.done.load(Ordering::Acquire) < self.progress.shards {
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(IDLE_POLL);
         }
         if self.progress.failed.load(Ordering::Acquire) {
             return Err(anyhow!("a shard failed; see the log"));

@@ -69,7 +69,7 @@ pub(super) async fn run(
         let svc = Rc::clone(&svc);
         spawn_local(async move {
             while !shutdown.load(Ordering::Relaxed) {
-                sleep(Duration::from_millis(50)).await;
+                sleep(Duration::from_millis(100)).await;
             }
             svc.stop.trigger();
             svc.hub.close_all(1001, "node shutting down");
@@ -217,7 +217,14 @@ async fn refresh_loop(svc: Rc<Services>) {
 /// or fresh again.
 async fn stale_loop(svc: Rc<Services>) {
     while !svc.stop.is_set() {
-        sleep(STALE_CHECK_EVERY).await;
+        // Without streams there is nothing to check: look again less often.
+        let idle = !svc.hub.streaming();
+        sleep(if idle {
+            5 * STALE_CHECK_EVERY
+        } else {
+            STALE_CHECK_EVERY
+        })
+        .await;
         crate::service::hub::Hub::check_stale(&svc).await;
     }
 }

@@ -176,6 +176,11 @@ impl Hub {
             .set(self.write_lag_ms_max.get().max(lag));
     }
 
+    /// True when this shard serves any stream.
+    pub fn streaming(&self) -> bool {
+        !self.rooms.borrow().is_empty()
+    }
+
     /// Number of connections on this shard.
     pub fn connections(&self) -> usize {
         self.rooms.borrow().outboxes().count()

@@ -52,6 +52,12 @@ impl Room {
         self.dashboard.widgets.iter().find(|w| &w.widget_id == id)
     }
 
+    /// True for a widget of this dashboard that another node owns (`local` says which
+    /// metrics this node owns).
+    fn others(&self, id: &Uuid, local: &impl Fn(&str) -> bool) -> bool {
+        self.widget(id).is_some_and(|w| !local(&w.spec.metric_name))
+    }
+
     fn update_of(&self, v: &WidgetValue) -> WidgetUpdate {
         WidgetUpdate::of(v, self.stale_sent.contains(&v.widget_id))
     }
@@ -389,10 +395,7 @@ impl Rooms {
         let mut taken = Vec::new();
         for s in stored {
             let wid = s.value.widget_id;
-            let Some(w) = room.widget(&wid) else {
-                continue;
-            };
-            if local(&w.spec.metric_name) {
+            if !room.others(&wid, &local) {
                 continue;
             }
             let heard = room.remote_history.entry(wid).or_default();
@@ -433,10 +436,7 @@ impl Rooms {
         };
         let mut out = Vec::with_capacity(values.len());
         for v in values {
-            let Some(w) = room.widget(&v.widget_id) else {
-                continue;
-            };
-            if local(&w.spec.metric_name) {
+            if !room.others(&v.widget_id, &local) {
                 continue;
             }
             let history = room.remote_history.entry(v.widget_id).or_default();
@@ -516,6 +516,11 @@ impl Rooms {
                 )
             })
             .collect()
+    }
+
+    /// True without any room.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
     }
 
     /// Every connection on this shard.

@@ -5,25 +5,12 @@
 // NODE_BIN, BROKERS, TOPIC and REDIS.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { freePort, killNode, launch } from './harness.mjs';
 
 const { NODE_BIN: bin, BROKERS: brokers, TOPIC: topic, REDIS: redis } = process.env;
 if (!bin || !brokers || !topic || !redis) throw new Error('NODE_BIN, BROKERS, TOPIC and REDIS must be set');
-
-const freePort = () => new Promise((resolve, reject) => {
-  const srv = createServer();
-  srv.on('error', reject);
-  srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
-});
-
-const killNode = (child) => new Promise((resolve) => {
-  if (child.exitCode !== null || child.signalCode !== null) { resolve(); return; }
-  child.once('exit', () => resolve());
-  child.kill('SIGKILL');
-});
 
 const dirs = [];
 function startNode(port) {
@@ -68,12 +55,7 @@ const nodeB = await startNode(portB);
 await until('B to own every partition', 60, async () => (await owned(b)) === 4);
 const nodeA = await startNode(portA);
 await until('A to own partitions', 90, async () => (await owned(a)) > 0 && (await owned(a)) + (await owned(b)) === 4);
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
   const created = await fetch(`${a}/dashboards`, {
     method: 'POST', headers: { 'Content-Type': 'application/json' },

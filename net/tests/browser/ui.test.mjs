@@ -4,27 +4,13 @@
 // Run by net/tests/browser.rs (cargo test), which passes NODE_BIN and SCREENSHOT.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { freePort, killNode, launch } from './harness.mjs';
 
 const bin = process.env.NODE_BIN;
 const screenshot = process.env.SCREENSHOT || 'ui.png';
 if (!bin) throw new Error('NODE_BIN is not set');
-
-const freePort = () => new Promise((resolve, reject) => {
-  const srv = createServer();
-  srv.on('error', reject);
-  srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
-});
-
-// Kills the node and waits until it is gone, so its port and data directory are free.
-const killNode = (child) => new Promise((resolve) => {
-  if (child.exitCode !== null || child.signalCode !== null) { resolve(); return; }
-  child.once('exit', () => resolve());
-  child.kill('SIGKILL');
-});
 
 function startNode(port, dataDir, extra = []) {
   const child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--shards', '2', ...extra], {
@@ -41,12 +27,7 @@ const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const dataDir = mkdtempSync(join(tmpdir(), 'livedash-ui-'));
 let node = await startNode(port, dataDir);
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const ingest = async (value) => {
   const r = await fetch(`${base}/ingest`, {
     method: 'POST', headers: { 'Content-Type': 'application/json' },

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use livedash_loadgen::broker::Broker;
+use livedash_loadgen::redis::RedisServer;
 use serde_json::{Value, json};
 
 use super::{Client, ReplyExt, Server, now_ms};
@@ -24,6 +25,29 @@ pub fn node(broker: &Broker, extra: &[&str]) -> Server {
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
+}
+
+/// A private broker with the test topic, a private Redis, and the arguments of a node
+/// of consumer group `group` on both (2 shards).
+pub fn cluster(group: &str) -> (Broker, RedisServer, Vec<String>) {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, PARTITIONS);
+    let redis = RedisServer::start();
+    let args = [
+        "--shards",
+        "2",
+        "--kafka-brokers",
+        &broker.addr(),
+        "--kafka-topic",
+        TOPIC,
+        "--kafka-group",
+        group,
+        "--redis",
+        &redis.url(),
+    ]
+    .map(String::from)
+    .to_vec();
+    (broker, redis, args)
 }
 
 /// Polls `f` until it returns `Some`, for at most `secs` seconds.

@@ -22,7 +22,7 @@ use super::{Backoff, connect};
 use crate::inbox::Inbox;
 
 /// How long a read waits before the thread looks at new subscriptions.
-const POLL: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(50);
 /// Longest wait for Redis to confirm a subscription.
 const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 /// How long the thread waits for a shard to make room in its inbox.
