@@ -103,7 +103,7 @@ impl ClusterLink {
     }
 
     /// True when the owner of partition `p` has not been heard refreshing for two
-    /// refresh intervals (plus `BEAT_SLACK`: beats have a period and a way to travel).
+    /// refresh intervals (plus `BEAT_SLACK_MS`: beats have a period and a way to travel).
     pub fn stale(&self, partition: u32, interval_ms: i64, now: i64) -> bool {
         now - self.shared.subscriber.beats.last(partition) > 2 * interval_ms + BEAT_SLACK_MS
     }
