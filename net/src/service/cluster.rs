@@ -51,7 +51,6 @@ pub struct ClusterShared {
 #[derive(Debug)]
 pub struct ClusterLink {
     pub shared: ClusterShared,
-    publisher: Sender<Publish>,
     /// What the subscriber hands this shard.
     pub inbound: Arc<Inbox<Inbound>>,
     /// This shard's own connection for stored values (snapshots), used on its blocking
@@ -66,7 +65,6 @@ pub struct ClusterLink {
 impl ClusterLink {
     pub fn new(shared: ClusterShared, inbound: Arc<Inbox<Inbound>>, partitions: usize) -> Self {
         Self {
-            publisher: shared.publisher.clone(),
             values: Arc::new(Reconnecting::lazy(&shared.redis_url)),
             shared,
             inbound,
@@ -175,7 +173,8 @@ pub fn publish(svc: &Services, changed: &[WidgetValue]) {
         }
     }
     // The publisher lives as long as the process.
-    link.publisher
+    link.shared
+        .publisher
         .send(Publish {
             beat,
             values: by_dashboard.into_iter().collect(),
