@@ -69,6 +69,8 @@ pub struct IngestStats {
     pub unmatched: u64,
     pub rejected_too_old: u64,
     pub rejected_too_far_ahead: u64,
+    /// Widget values computed by refreshes.
+    pub values_computed: u64,
 }
 
 /// The result of one `apply`.
@@ -470,6 +472,7 @@ impl Shard {
                     let Some(value) = Self::compute(&mut self.queries, state, now) else {
                         continue;
                     };
+                    self.stats.values_computed += 1;
                     if state.history.len() >= self.config.history_len {
                         state.history.pop_front();
                     }

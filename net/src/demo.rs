@@ -18,7 +18,7 @@ use crate::service::{Services, catalogue};
 
 const NAME: &str = "livedash demo";
 
-fn widget(
+pub fn widget(
     metric: &str,
     aggregation: &str,
     window: u64,
@@ -32,30 +32,22 @@ fn widget(
     })
 }
 
-/// Creates the demo dashboard unless one with its name exists.
-async fn ensure_dashboard(svc: &Rc<Services>) -> Result<(), catalogue::CatalogueError> {
-    if catalogue::list(svc).await?.iter().any(|d| d.name == NAME) {
-        return Ok(());
+/// Creates dashboard `name` with `widgets` (specs as the API takes them), placed on the
+/// web UI's 12-column grid three a row, unless a dashboard with that name exists.
+pub async fn ensure_dashboard(
+    svc: &Rc<Services>,
+    name: &str,
+    widgets: Vec<serde_json::Value>,
+) -> Result<bool, catalogue::CatalogueError> {
+    if catalogue::list(svc).await?.iter().any(|d| d.name == name) {
+        return Ok(false);
     }
-    let body = json!({
-        "name": NAME,
-        "widgets": [
-            widget("demo.http.latency_ms", "p99", 60, 1.0, json!({"route": "/checkout"}), json!({"chart": "line", "unit": "ms", "warn": 600, "crit": 900, "title": "checkout latency, p99"})),
-            widget("demo.http.latency_ms", "p50", 60, 1.0, json!({"route": "/search"}), json!({"chart": "line", "unit": "ms", "title": "search latency, p50"})),
-            widget("demo.http.latency_ms", "avg", 60, 0.5, json!({"route": "/checkout"}), json!({"chart": "stat", "unit": "ms", "warn": 250, "crit": 400, "title": "checkout latency, avg"})),
-            widget("demo.http.requests", "count", 10, 0.5, json!({}), json!({"chart": "stat", "title": "requests, last 10 s"})),
-            widget("demo.cpu.usage", "max", 30, 1.0, json!({"host": "web-1"}), json!({"chart": "gauge", "unit": "%", "min": 0, "max": 100, "warn": 70, "crit": 90, "title": "web-1 CPU, max"})),
-            widget("demo.cpu.usage", "avg", 300, 1.0, json!({}), json!({"chart": "line", "unit": "%", "title": "CPU, all hosts, avg"})),
-            widget("demo.queue.depth", "max", 60, 1.0, json!({}), json!({"chart": "line", "title": "queue depth, max"})),
-            widget("demo.orders.value", "sum", 300, 1.0, json!({}), json!({"chart": "stat", "unit": "$", "title": "order value, last 5 min"})),
-        ]
-    });
+    let body = json!({ "name": name, "widgets": widgets });
     let new: NewDashboard = serde_json::from_value(body)
         .map_err(|e| crate::catalogue::Refusal::Invalid(e.to_string()))?;
     let Some(created) = catalogue::edit(svc, Edit::Create(new)).await? else {
-        return Ok(());
+        return Ok(false);
     };
-    // Placed on the web UI's 12-column grid, three widgets a row.
     let items: serde_json::Map<String, serde_json::Value> = created
         .widgets
         .iter()
@@ -66,15 +58,84 @@ async fn ensure_dashboard(svc: &Rc<Services>) -> Result<(), catalogue::Catalogue
         })
         .collect();
     let update = DashboardUpdate {
-        name: NAME.to_owned(),
+        name: name.to_owned(),
         layout: Some(json!({ "items": items })),
     };
     catalogue::edit(svc, Edit::Update(created.dashboard_id, update)).await?;
-    tracing::info!("demo dashboard created");
-    Ok(())
+    Ok(true)
 }
 
-fn event(metric: &str, value: f64, tags: &[(&str, &str)], t: i64) -> MetricEvent {
+/// The demo's widgets.
+fn demo_widgets() -> Vec<serde_json::Value> {
+    vec![
+        widget(
+            "demo.http.latency_ms",
+            "p99",
+            60,
+            1.0,
+            json!({"route": "/checkout"}),
+            json!({"chart": "line", "unit": "ms", "warn": 600, "crit": 900, "title": "checkout latency, p99"}),
+        ),
+        widget(
+            "demo.http.latency_ms",
+            "p50",
+            60,
+            1.0,
+            json!({"route": "/search"}),
+            json!({"chart": "line", "unit": "ms", "title": "search latency, p50"}),
+        ),
+        widget(
+            "demo.http.latency_ms",
+            "avg",
+            60,
+            0.5,
+            json!({"route": "/checkout"}),
+            json!({"chart": "stat", "unit": "ms", "warn": 250, "crit": 400, "title": "checkout latency, avg"}),
+        ),
+        widget(
+            "demo.http.requests",
+            "count",
+            10,
+            0.5,
+            json!({}),
+            json!({"chart": "stat", "title": "requests, last 10 s"}),
+        ),
+        widget(
+            "demo.cpu.usage",
+            "max",
+            30,
+            1.0,
+            json!({"host": "web-1"}),
+            json!({"chart": "gauge", "unit": "%", "min": 0, "max": 100, "warn": 70, "crit": 90, "title": "web-1 CPU, max"}),
+        ),
+        widget(
+            "demo.cpu.usage",
+            "avg",
+            300,
+            1.0,
+            json!({}),
+            json!({"chart": "line", "unit": "%", "title": "CPU, all hosts, avg"}),
+        ),
+        widget(
+            "demo.queue.depth",
+            "max",
+            60,
+            1.0,
+            json!({}),
+            json!({"chart": "line", "title": "queue depth, max"}),
+        ),
+        widget(
+            "demo.orders.value",
+            "sum",
+            300,
+            1.0,
+            json!({}),
+            json!({"chart": "stat", "unit": "$", "title": "order value, last 5 min"}),
+        ),
+    ]
+}
+
+pub fn event(metric: &str, value: f64, tags: &[(&str, &str)], t: i64) -> MetricEvent {
     let tags: Tags = tags
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -89,8 +150,12 @@ fn event(metric: &str, value: f64, tags: &[(&str, &str)], t: i64) -> MetricEvent
 
 /// Runs on shard 0 until the node stops.
 pub async fn run(svc: Rc<Services>) {
-    if let Err(e) = ensure_dashboard(&svc).await {
-        tracing::warn!("cannot create the demo dashboard: {e}");
+    match ensure_dashboard(&svc, NAME, demo_widgets()).await {
+        Ok(true) => tracing::info!("demo dashboard created"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            "cannot create the demo dashboard: {e}; create it by hand or restart with --demo"
+        ),
     }
     let mut rng = rand::rng();
     let mut queue: f64 = 20.0;

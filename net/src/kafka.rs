@@ -321,14 +321,7 @@ fn decode(record: &Record, now: i64) -> Result<Parsed, String> {
 /// Warns when a partition is further behind than the shortest window of any widget of
 /// this shard (the original design's alert rule).
 fn check_lag(svc: &Services, warnings: &Warnings) {
-    let shortest_ms = {
-        let engine = svc.engine.borrow();
-        engine
-            .widget_ids()
-            .filter_map(|id| engine.widget(id).map(|w| w.spec.window_seconds))
-            .min()
-            .map(|s| s as i64 * 1000)
-    };
+    let shortest_ms = crate::service::stats::shortest_window_ms(&svc.engine.borrow());
     let Some(shortest_ms) = shortest_ms else {
         return;
     };

@@ -25,3 +25,4 @@ pub mod service;
 pub mod stop;
 pub mod store;
 pub mod stream;
+pub mod watch;

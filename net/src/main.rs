@@ -15,15 +15,26 @@ use livedash_net::store::FileStore;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+/// Logs to stderr: text, or one JSON object per line with `LIVEDASH_LOG_FORMAT=json`.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIVEDASH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let format = std::env::var("LIVEDASH_LOG_FORMAT").unwrap_or_default();
+    if format.eq_ignore_ascii_case("json") {
+        logs.json().with_current_span(false).init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+        if !(format.is_empty() || format.eq_ignore_ascii_case("text")) {
+            tracing::warn!("LIVEDASH_LOG_FORMAT={format} is not known: set json or text");
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LIVEDASH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logs();
     let resolved = match Config::resolve(std::env::args_os(), std::env::vars().map(|(k, _)| k)) {
         Ok(resolved) => resolved,
         Err(ConfigError::Args(e))

@@ -763,7 +763,7 @@ fn demo_mode_creates_a_live_dashboard() {
     }
     // Recent metric names are sampled, so they may take a few batches to show.
     loop {
-        let names = c.get("/metrics").json();
+        let names = c.get("/api/metric-names").json();
         if names
             .as_array()
             .unwrap()

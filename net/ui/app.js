@@ -410,7 +410,7 @@ class DashboardView {
       for (const k of ['chart', 'title', 'unit', 'color', 'warn', 'crit', 'min', 'max']) set(k, cfg[k]);
     }
     kindFields();
-    api('GET', '/metrics').then((names) => {
+    api('GET', '/api/metric-names').then((names) => {
       $('#metric-names').replaceChildren(...names.map((n) => h('option', { value: n })));
     }).catch(() => {});
     form.onsubmit = async (e) => {

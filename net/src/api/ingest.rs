@@ -16,6 +16,7 @@ use crate::clock::now_ms;
 use crate::http::{Request, Response};
 use crate::parse::{self, Parsed, Precision};
 use crate::service::Services;
+use crate::service::metrics::Format;
 
 /// The body as sent, or decompressed (`Content-Encoding: gzip`), at most `max` bytes.
 fn body(req: &Request, max: usize) -> Result<Cow<'_, [u8]>, ApiError> {
@@ -56,6 +57,11 @@ pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiEr
             .trim()
             .to_ascii_lowercase()
     });
+    let format = match media.as_deref() {
+        Some("text/plain") => Format::Line,
+        _ => Format::Json,
+    };
+    svc.metrics.request(format, req.body.len());
     let body = body(req, svc.config.max_body_bytes)?;
     let parsed = match media.as_deref() {
         None | Some("application/json") => parse::json(&body, now_ms()),
@@ -80,6 +86,7 @@ pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiEr
 /// was accepted, as InfluxDB answers; 400 with InfluxDB's error shape (`code`,
 /// `message`), plus ours (`error`, and the counts), when some were not.
 pub async fn influx(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiError> {
+    svc.metrics.request(Format::Influx, req.body.len());
     let body = body(req, svc.config.max_body_bytes)?;
     let parsed: Parsed = parse::line_protocol(&body, precision(req)?, now_ms())
         .map_err(|reason| ApiError::new(400, reason))?;

@@ -4,6 +4,7 @@
 
 pub mod dashboards;
 pub mod ingest;
+pub mod prometheus;
 pub mod stats;
 
 use std::rc::Rc;
@@ -12,10 +13,11 @@ use serde_json::json;
 
 use crate::access::{self, Access, Denied};
 use crate::http::{Request, Response};
-use crate::service::Services;
+use crate::service::calls::Alerts;
 use crate::service::calls::IngestError;
 use crate::service::catalogue::CatalogueError;
 use crate::service::mesh::{CallError, Failure};
+use crate::service::{CATALOGUE_SHARD, Services};
 
 /// An API failure: a status and a reason for the `{"error": ...}` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +107,7 @@ pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
     let method = req.method.as_str();
     let (access, allowed): (Access, &[&str]) = match segments.as_slice() {
         [""] | ["d", _] | ["assets", _] => (Access::Open, &["GET", "HEAD"]),
-        ["metrics"] => (Access::Read, &["GET", "HEAD"]),
+        ["metrics"] | ["api", "metric-names"] => (Access::Read, &["GET", "HEAD"]),
         ["healthz"] | ["readyz"] => (Access::Open, &["GET", "HEAD"]),
         ["ingest"] | ["api", "v2", "write"] | ["write"] => (Access::Ingest, &["POST"]),
         ["stats"] => (Access::Read, &["GET"]),
@@ -138,11 +140,9 @@ pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
         )),
         ["assets", "app.css"] => Ok(Response::asset("text/css; charset=utf-8", ui::APP_CSS)),
         ["assets", other] => Err(ApiError::new(404, format!("no asset {other}"))),
-        ["metrics"] => stats::metric_names(svc).await,
-        ["healthz"] => Ok(Response::json(
-            200,
-            &json!({ "status": "ok", "shard": svc.id }),
-        )),
+        ["metrics"] => prometheus::handle(svc).await,
+        ["api", "metric-names"] => stats::metric_names(svc).await,
+        ["healthz"] => Ok(health(svc).await),
         ["readyz"] => Ok(readiness(svc)),
         ["ingest"] => ingest::handle(svc, &req).await,
         ["api", "v2", "write"] | ["write"] => ingest::influx(svc, &req).await,
@@ -150,6 +150,21 @@ pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
         _ => dashboards::handle(svc, &req, &segments).await,
     };
     answer.unwrap_or_else(Response::from)
+}
+
+/// 200 while the node runs: `ok`, or `degraded` with the reasons (alerts that fire, or
+/// a catalogue shard that did not answer), so a liveness probe does not restart a node
+/// that is only slow.
+async fn health(svc: &Rc<Services>) -> Response {
+    let reasons: Vec<String> = match svc.call(CATALOGUE_SHARD, Alerts).await {
+        Ok(alerts) => alerts.into_iter().filter_map(|a| a.reason).collect(),
+        Err(e) => vec![format!("the alerts could not be read: {e}")],
+    };
+    let status = if reasons.is_empty() { "ok" } else { "degraded" };
+    Response::json(
+        200,
+        &json!({ "status": status, "reasons": reasons, "shard": svc.id }),
+    )
 }
 
 /// 200 when the node serves exact values; in cluster mode 503 (with the reason) until

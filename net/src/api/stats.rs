@@ -1,4 +1,5 @@
-//! `GET /stats` (every shard's counters) and `GET /metrics` (metric names seen recently).
+//! `GET /stats` (every shard's counters) and `GET /api/metric-names` (metric names seen
+//! recently).
 
 use std::rc::Rc;
 
@@ -9,7 +10,7 @@ use crate::http::Response;
 use crate::service::{Services, stats};
 
 pub async fn handle(svc: &Rc<Services>) -> Result<Response, ApiError> {
-    let shards = stats::all_shards(svc).await?;
+    let shards = stats::all_shards(svc, true).await?;
     let events: u64 = shards.iter().map(|s| s.engine_events).sum();
     let ns: u64 = shards.iter().map(|s| s.engine_apply_ns).sum();
     let per_event = (events > 0).then(|| ns as f64 / events as f64);

@@ -221,10 +221,35 @@ pub struct Config {
     /// node [default: http:// and the listen address].
     #[arg(long, env = "LIVEDASH_ADVERTISE_URL", value_name = "URL")]
     pub advertise_url: Option<String>,
+    /// Serve `GET /metrics` (Prometheus text format) and keep its latency histograms;
+    /// `false` answers 404 there and keeps only the counters of `/stats`.
+    #[arg(long, env = "LIVEDASH_METRICS", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub metrics: bool,
+    /// Keep a "livedash node" dashboard fed once a second from the node's own counters
+    /// (events/s, rejected/s, push delay and end-to-end p99, open streams, Kafka lag).
+    #[arg(long, env = "LIVEDASH_SELF_DASHBOARD", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub self_dashboard: bool,
+    /// The end-to-end alert fires when the 95th percentile of event time to frame
+    /// written, over the alert window, is above this many milliseconds.
+    #[arg(
+        long,
+        env = "LIVEDASH_ALERT_E2E_P95_MS",
+        value_name = "MS",
+        default_value_t = 2_000
+    )]
+    pub alert_e2e_p95_ms: u64,
+    /// The window the alerts look at, in seconds.
+    #[arg(
+        long,
+        env = "LIVEDASH_ALERT_WINDOW_SECONDS",
+        value_name = "S",
+        default_value_t = 60
+    )]
+    pub alert_window_seconds: u64,
 }
 
 /// Environment variables read outside `Config` (by the binary's log set-up).
-pub const OTHER_ENV: &[&str] = &["LIVEDASH_LOG"];
+pub const OTHER_ENV: &[&str] = &["LIVEDASH_LOG", "LIVEDASH_LOG_FORMAT"];
 
 /// A configuration the node refuses to start with.
 #[derive(Debug, thiserror::Error)]
@@ -418,6 +443,11 @@ impl Config {
             ("call_timeout_ms", self.call_timeout_ms),
             ("kafka_ack_timeout_ms", self.kafka_ack_timeout_ms),
             ("mirror_interval_ms", self.mirror_interval_ms),
+            ("alert_e2e_p95_ms", self.alert_e2e_p95_ms),
+            (
+                "alert_window_seconds",
+                self.alert_window_seconds.saturating_mul(1000),
+            ),
         ] {
             if ms == 0 {
                 return invalid(key, "must be at least 1 ms");

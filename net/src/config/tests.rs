@@ -117,7 +117,8 @@ fn known_env_comes_from_the_flags() {
     let known = Config::known_env();
     assert!(known.contains(&"LIVEDASH_CALL_TIMEOUT_MS".to_string()));
     assert!(known.contains(&"LIVEDASH_LOG".to_string()));
-    assert_eq!(known.len(), Config::toml_keys().len() + 2);
+    assert!(known.contains(&"LIVEDASH_LOG_FORMAT".to_string()));
+    assert_eq!(known.len(), Config::toml_keys().len() + 3);
 }
 
 #[test]

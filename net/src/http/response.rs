@@ -50,6 +50,16 @@ impl Response {
         }
     }
 
+    /// A body of any other type.
+    pub fn bytes(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            content_type,
+            body,
+            close: false,
+        }
+    }
+
     /// A status with no body (204 and the like).
     pub fn empty(status: u16) -> Self {
         Self {

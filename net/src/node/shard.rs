@@ -62,6 +62,9 @@ pub(super) async fn run(
     } else if svc.mirror.is_some() {
         spawn_local(crate::service::mirror::run_standalone(Rc::clone(&svc))).detach();
     }
+    if svc.id == 0 && (svc.config.metrics || svc.config.self_dashboard) {
+        spawn_local(crate::watch::run(Rc::clone(&svc))).detach();
+    }
     if svc.id == 0 && svc.config.demo {
         spawn_local(crate::demo::run(Rc::clone(&svc))).detach();
     }

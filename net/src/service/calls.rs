@@ -54,7 +54,11 @@ pub struct Watch {
 
 /// Changed values (with their dashboard) for the receiver's streams.
 #[derive(Debug)]
-pub struct Push(pub Vec<(Uuid, WidgetValue)>);
+pub struct Push {
+    pub values: Vec<(Uuid, WidgetValue)>,
+    /// When the owner computed them (epoch ms).
+    pub computed_at: i64,
+}
 
 /// A dashboard was created, changed or deleted (`dashboard: None`) as of a catalogue
 /// version: its streams on the receiver follow.
@@ -84,9 +88,16 @@ pub struct LocateWidget {
 #[derive(Debug)]
 pub struct EditDashboards(pub Edit);
 
-/// Counters, for `/stats`.
+/// Counters, for `/stats`, `/metrics` and the alerts.
 #[derive(Debug)]
-pub struct Stats;
+pub struct Stats {
+    /// Start the maximum write lag over (`/stats` shows the maximum since it last asked).
+    pub restart_max: bool,
+}
+
+/// The alerts, as the catalogue shard evaluated them last.
+#[derive(Debug)]
+pub struct Alerts;
 
 /// Metric names this shard saw recently.
 #[derive(Debug)]

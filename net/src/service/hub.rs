@@ -16,6 +16,8 @@ use super::calls::{
     CallError, CatalogueError, DashboardChanged, GetDashboard, Push, ReadStates, Watch,
 };
 use super::mesh::ShardCall;
+use super::metrics::Stamp;
+use super::outbox::Offered;
 use super::outbox::Outbox;
 use super::rooms::{Changed, Delivery, InterestDelta, Joined, Rooms, by_owner};
 use super::{CATALOGUE_SHARD, Services, cluster};
@@ -55,6 +57,8 @@ pub struct Hub {
     pub write_lag_ms_max: Cell<u64>,
     rooms: RefCell<Rooms>,
     pending: RefCell<Vec<(Uuid, WidgetValue)>>,
+    /// When the oldest pending value was computed.
+    pending_since: Cell<Option<i64>>,
     gathering: Cell<bool>,
     /// Lets one delivery run at a time, in the order they were framed.
     delivering: Semaphore,
@@ -70,6 +74,7 @@ impl Hub {
             write_lag_ms_max: Cell::new(0),
             rooms: RefCell::new(Rooms::new(placement)),
             pending: RefCell::new(Vec::new()),
+            pending_since: Cell::new(None),
             gathering: Cell::new(false),
             delivering: Semaphore::new(1),
         }
@@ -167,10 +172,17 @@ impl Hub {
         }
     }
 
-    /// Counts a frame written `lag_ms` after it was framed.
-    pub fn written(&self, lag_ms: i64) {
+    /// Counts a frame of `bytes` written now, with its stamp.
+    pub fn written(svc: &Services, bytes: usize, stamp: &Stamp) {
+        let now = now_ms();
+        svc.metrics.frame_written(bytes, stamp, now);
+        let hub = &svc.hub;
+        hub.frames_written.set(hub.frames_written.get() + 1);
+        hub.note_lag(now - stamp.framed_at);
+    }
+
+    fn note_lag(&self, lag_ms: i64) {
         let lag = u64::try_from(lag_ms).unwrap_or(0);
-        self.frames_written.set(self.frames_written.get() + 1);
         self.write_lag_ms_sum.set(self.write_lag_ms_sum.get() + lag);
         self.write_lag_ms_max
             .set(self.write_lag_ms_max.get().max(lag));
@@ -179,6 +191,11 @@ impl Hub {
     /// True when this shard serves any stream.
     pub fn streaming(&self) -> bool {
         !self.rooms.borrow().is_empty()
+    }
+
+    /// Dashboards streamed on this shard.
+    pub fn rooms(&self) -> usize {
+        self.rooms.borrow().len()
     }
 
     /// Number of connections on this shard.
@@ -193,9 +210,15 @@ impl Hub {
 
     /// Values pushed by an owner shard. They are framed a moment later, together with the
     /// pushes of the other owners for the same tick.
-    pub fn pushed(svc: &Rc<Services>, values: Vec<(Uuid, WidgetValue)>) {
+    /// `computed_at` is when the values were computed (epoch ms).
+    pub fn pushed(svc: &Rc<Services>, values: Vec<(Uuid, WidgetValue)>, computed_at: i64) {
         let hub = &svc.hub;
         hub.pending.borrow_mut().extend(values);
+        let oldest = hub
+            .pending_since
+            .get()
+            .map_or(computed_at, |t| t.min(computed_at));
+        hub.pending_since.set(Some(oldest));
         if hub.gathering.replace(true) {
             return;
         }
@@ -210,14 +233,16 @@ impl Hub {
             let hub = &svc.hub;
             hub.gathering.set(false);
             let pending = std::mem::take(&mut *hub.pending.borrow_mut());
-            let (deliveries, unencodable) = hub.rooms.borrow_mut().frame(pending, now_ms());
+            let computed_at = hub.pending_since.take();
+            let (deliveries, unencodable) =
+                hub.rooms.borrow_mut().frame(pending, now_ms(), computed_at);
             hub.frames_unencodable
                 .set(hub.frames_unencodable.get() + unencodable);
             // A fan-out that takes longer than a refresh interval must not let the next
             // tick's frames overtake its own on the connections it has not reached yet.
             // The semaphore is never closed, so the permit always comes.
             if let Ok(_turn) = hub.delivering.acquire_permit(1).await {
-                hub.deliver(deliveries).await;
+                Self::deliver(&svc, deliveries).await;
             }
         })
         .detach();
@@ -234,7 +259,8 @@ impl Hub {
             history_len,
         );
         if !taken.is_empty() {
-            Self::pushed(svc, taken.into_iter().map(|v| (dashboard, v)).collect());
+            let values = taken.into_iter().map(|v| (dashboard, v)).collect();
+            Self::pushed(svc, values, now_ms());
         }
     }
 
@@ -251,7 +277,7 @@ impl Hub {
                 svc.config.history_len,
             );
             if !newer.is_empty() {
-                Self::pushed(svc, newer.into_iter().map(|v| (id, v)).collect());
+                Self::pushed(svc, newer.into_iter().map(|v| (id, v)).collect(), now_ms());
             }
         }
     }
@@ -270,25 +296,31 @@ impl Hub {
             })
         });
         if let Ok(_turn) = svc.hub.delivering.acquire_permit(1).await {
-            svc.hub.deliver(deliveries).await;
+            Self::deliver(svc, deliveries).await;
         }
     }
 
     /// Hands `frame` to one connection, counting it as written if the socket took it.
-    fn offer(&self, outbox: &Outbox, frame: &Bytes, framed_at: i64) {
-        self.frames_queued.set(self.frames_queued.get() + 1);
-        if outbox.offer(frame, framed_at) {
-            self.written(now_ms() - framed_at);
+    fn offer(svc: &Services, outbox: &Outbox, frame: &Bytes, stamp: Stamp) {
+        let hub = &svc.hub;
+        hub.frames_queued.set(hub.frames_queued.get() + 1);
+        match outbox.offer(frame, stamp) {
+            Offered::Written => Self::written(svc, frame.len(), &stamp),
+            Offered::Queued => {}
+            Offered::Conflated => {
+                let c = &svc.metrics.conflations;
+                c.set(c.get() + 1);
+            }
         }
     }
 
     /// Writes each frame to its connections, yielding now and then so the shard's other
     /// work (ingest, its own ticks) is not held up by a large fan-out.
-    async fn deliver(&self, deliveries: Vec<Delivery>) {
+    async fn deliver(svc: &Services, deliveries: Vec<Delivery>) {
         let mut handed = 0usize;
         for d in deliveries {
             for o in &d.outboxes {
-                self.offer(o, &d.frame, d.framed_at);
+                Self::offer(svc, o, &d.frame, d.stamp);
                 handed += 1;
                 if handed.is_multiple_of(64) {
                     glommio::yield_if_needed().await;
@@ -394,7 +426,7 @@ impl ShardCall for Push {
     type Reply = ();
 
     async fn run(self, svc: &Rc<Services>) {
-        Hub::pushed(svc, self.0);
+        Hub::pushed(svc, self.values, self.computed_at);
     }
 }
 
@@ -419,9 +451,9 @@ impl ShardCall for DashboardChanged {
             } => {
                 match frame {
                     Ok(frame) => {
-                        let now = now_ms();
+                        let stamp = Stamp::framed(now_ms());
                         for o in &outboxes {
-                            svc.hub.offer(o, &frame, now);
+                            Hub::offer(svc, o, &frame, stamp);
                         }
                     }
                     Err(e) => {

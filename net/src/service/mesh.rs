@@ -15,8 +15,8 @@ use hashbrown::HashMap;
 
 use super::Services;
 use super::calls::{
-    ApplyEvents, DashboardChanged, EditDashboards, GetDashboard, InstallWidgets, ListDashboards,
-    LocateWidget, Push, ReadStates, ReadValue, RecentMetrics, Stats, Watch,
+    Alerts, ApplyEvents, DashboardChanged, EditDashboards, GetDashboard, InstallWidgets,
+    ListDashboards, LocateWidget, Push, ReadStates, ReadValue, RecentMetrics, Stats, Watch,
 };
 pub use super::calls::{CallError, Failure};
 
@@ -120,6 +120,7 @@ calls!(
     EditDashboards,
     Stats,
     RecentMetrics,
+    Alerts,
 );
 
 /// One message on the mesh.
@@ -241,7 +242,6 @@ mod tests {
 
     use super::*;
     use crate::service::calls::Stats;
-    use crate::service::stats::ShardStats;
 
     /// Shard 1 takes the call off the mesh and never answers: shard 0's call fails at
     /// its deadline, is counted, and the reply that comes too late is counted too.
@@ -261,9 +261,12 @@ mod tests {
                         let msg = rx.recv().await;
                         assert!(matches!(msg, Some(Msg::Call { from: 0, .. })), "{msg:?}");
                     } else {
-                        let error = mesh.remote(1, Stats).await.unwrap_err();
+                        let error = mesh
+                            .remote(1, Stats { restart_max: false })
+                            .await
+                            .unwrap_err();
                         assert_eq!(mesh.failed_calls.get(), 1);
-                        mesh.deliver(0, Reply::Stats(ShardStats::default()));
+                        mesh.deliver(0, Reply::Stats(Box::default()));
                         assert_eq!(mesh.late_replies.get(), 1);
                         tx.send(error).unwrap();
                     }

@@ -7,9 +7,11 @@ pub mod calls;
 pub mod catalogue;
 pub mod cluster;
 pub mod fanout;
+pub mod health;
 pub mod hub;
 pub mod ingest;
 pub mod mesh;
+pub mod metrics;
 pub mod mirror;
 pub mod outbox;
 pub mod refresh;
@@ -49,6 +51,10 @@ pub struct Services {
     /// The windows of the metrics this shard owns.
     pub engine: RefCell<Shard>,
     pub ingest: IngestCounters,
+    /// Histograms and counters for `/metrics`.
+    pub metrics: metrics::Metrics,
+    /// The alerts (evaluated on the catalogue shard).
+    pub health: health::Health,
     /// The dashboard catalogue, on the catalogue shard (0) only.
     pub catalogue: Option<CatalogueHost>,
     /// Owner side of the fan-out: which shards stream the widgets this shard owns.
@@ -84,6 +90,7 @@ impl Services {
             Some(link) => Placement::cluster(link.partition_count(), shards),
             None => Placement::standalone(shards),
         };
+        let metrics_on = config.metrics;
         Self {
             id: mesh.id(),
             shards,
@@ -93,6 +100,8 @@ impl Services {
             mesh,
             engine: RefCell::new(engine),
             ingest: IngestCounters::default(),
+            metrics: metrics::Metrics::new(metrics_on),
+            health: health::Health::default(),
             catalogue,
             interest: RefCell::new(Interest::default()),
             hub: Hub::new(placement),

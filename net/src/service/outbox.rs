@@ -11,8 +11,21 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use tungstenite::Bytes;
 
+use super::metrics::Stamp;
+
 /// Frames queued for one connection before it counts as lagging.
 pub const MAX_QUEUED_FRAMES: usize = 16;
+
+/// What became of a frame handed to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// The socket took it whole.
+    Written,
+    /// Queued for the connection's writer (or carried by the resync it owes).
+    Queued,
+    /// The queue overflowed: dropped for a resync with the newest values.
+    Conflated,
+}
 
 /// Why the server ends a stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,11 +37,11 @@ pub struct Closing {
 /// One connection's socket, while its writer is idle, and what it is waiting to send.
 #[derive(Debug)]
 pub struct Outbox {
-    /// Encoded frames with the time (epoch ms) they were framed.
-    queue: RefCell<VecDeque<(Bytes, i64)>>,
+    /// Encoded frames with their stamps.
+    queue: RefCell<VecDeque<(Bytes, Stamp)>>,
     /// The rest of a frame the hub began writing straight to the socket: it goes out
     /// before anything else, and conflation never drops it.
-    tail: RefCell<Option<(Bytes, i64)>>,
+    tail: RefCell<Option<(Bytes, Stamp)>>,
     /// The queue overflowed: the writer must send the dashboard and every newest value.
     resync: Cell<bool>,
     closing: RefCell<Option<Closing>>,
@@ -86,9 +99,8 @@ impl Outbox {
 
     /// Hands a frame to the connection. If its writer is idle with nothing queued, the
     /// frame goes straight to the socket (the common case: a socket with room in its
-    /// send buffer takes it whole); otherwise it is queued for the writer. Returns
-    /// whether the frame was written whole.
-    pub fn offer(&self, frame: &Bytes, framed_at: i64) -> bool {
+    /// send buffer takes it whole); otherwise it is queued for the writer.
+    pub fn offer(&self, frame: &Bytes, stamp: Stamp) -> Offered {
         let idle = self.queue.borrow().is_empty()
             && self.tail.borrow().is_none()
             && !self.resync.get()
@@ -100,39 +112,44 @@ impl Outbox {
             // The socket does not block (see the stream's session).
             let sock = socket2::SockRef::from(socket);
             match (&*sock).write(frame) {
-                Ok(n) if n == frame.len() => return true,
+                Ok(n) if n == frame.len() => return Offered::Written,
                 Ok(n) => {
-                    *self.tail.borrow_mut() = Some((frame.slice(n..), framed_at));
+                    *self.tail.borrow_mut() = Some((frame.slice(n..), stamp));
                     self.wake();
-                    return false;
+                    return Offered::Queued;
                 }
                 // Full, or broken: the writer waits for room, or finds the error.
                 Err(_) => {}
             }
         }
-        self.push(frame.clone(), framed_at);
-        false
+        self.push(frame.clone(), stamp)
     }
 
     /// Queues a frame; past the bound the queue is dropped and replaced by a resync of the
     /// newest values (conflation).
-    fn push(&self, frame: Bytes, framed_at: i64) {
+    fn push(&self, frame: Bytes, stamp: Stamp) -> Offered {
         let mut queue = self.queue.borrow_mut();
-        if queue.len() >= MAX_QUEUED_FRAMES {
+        let offered = if queue.len() >= MAX_QUEUED_FRAMES {
             queue.clear();
             self.resync.set(true);
+            Offered::Conflated
         } else if !self.resync.get() {
-            queue.push_back((frame, framed_at));
-        }
+            queue.push_back((frame, stamp));
+            Offered::Queued
+        } else {
+            // The resync owed carries this frame's values.
+            Offered::Queued
+        };
         drop(queue);
         self.wake();
+        offered
     }
 
-    pub fn pop(&self) -> Option<(Bytes, i64)> {
+    pub fn pop(&self) -> Option<(Bytes, Stamp)> {
         self.queue.borrow_mut().pop_front()
     }
 
-    pub fn take_tail(&self) -> Option<(Bytes, i64)> {
+    pub fn take_tail(&self) -> Option<(Bytes, Stamp)> {
         self.tail.borrow_mut().take()
     }
 
@@ -176,13 +193,17 @@ mod tests {
         Bytes::from(vec![n; 8])
     }
 
+    fn at(t: i64) -> Stamp {
+        Stamp::framed(t)
+    }
+
     #[test]
     fn without_a_socket_frames_queue_in_order() {
         let o = Outbox::default();
-        assert!(!o.offer(&frame(1), 10));
-        assert!(!o.offer(&frame(2), 20));
-        assert_eq!(o.pop(), Some((frame(1), 10)));
-        assert_eq!(o.pop(), Some((frame(2), 20)));
+        assert_eq!(o.offer(&frame(1), at(10)), Offered::Queued);
+        assert_eq!(o.offer(&frame(2), at(20)), Offered::Queued);
+        assert_eq!(o.pop(), Some((frame(1), at(10))));
+        assert_eq!(o.pop(), Some((frame(2), at(20))));
         assert_eq!(o.pop(), None);
         assert!(!o.take_resync());
     }
@@ -191,19 +212,19 @@ mod tests {
     fn overflow_conflates_into_one_resync() {
         let o = Outbox::default();
         for n in 0..MAX_QUEUED_FRAMES {
-            o.offer(&frame(n as u8), n as i64);
+            o.offer(&frame(n as u8), at(n as i64));
         }
         // One more: the queue is dropped and the writer must resync instead.
-        o.offer(&frame(99), 99);
+        assert_eq!(o.offer(&frame(99), at(99)), Offered::Conflated);
         assert_eq!(o.pop(), None);
         // While a resync is owed, newer frames are not queued: the resync carries them.
-        o.offer(&frame(100), 100);
+        o.offer(&frame(100), at(100));
         assert_eq!(o.pop(), None);
         assert!(o.take_resync());
         assert!(!o.take_resync());
         // After the resync, frames queue again.
-        o.offer(&frame(101), 101);
-        assert_eq!(o.pop(), Some((frame(101), 101)));
+        o.offer(&frame(101), at(101));
+        assert_eq!(o.pop(), Some((frame(101), at(101))));
     }
 
     #[test]

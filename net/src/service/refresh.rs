@@ -9,14 +9,23 @@ use livedash_engine::WidgetValue;
 use super::Services;
 use super::calls::Push;
 use super::hub::Hub;
+use crate::clock::now_ms;
 
 /// Runs the refreshes due at `now` and pushes the values that changed; returns when the
 /// next refresh is due.
 pub fn run(svc: &Rc<Services>, now: i64) -> Option<i64> {
-    let (mut changed, next) = {
+    let started = std::time::Instant::now();
+    let (mut changed, next, ran) = {
         let mut engine = svc.engine.borrow_mut();
-        (engine.tick(now), engine.next_due())
+        let before = engine.stats().values_computed;
+        let changed = engine.tick(now);
+        let ran = engine.stats().values_computed != before;
+        (changed, engine.next_due(), ran)
     };
+    let m = &svc.metrics;
+    if ran && m.on {
+        m.tick.observe(started.elapsed().as_secs_f64());
+    }
     if svc.kafka.is_some() {
         // Cluster mode: a widget whose partition another node owns has no value here.
         let engine = svc.engine.borrow();
@@ -26,27 +35,33 @@ pub fn run(svc: &Rc<Services>, now: i64) -> Option<i64> {
                 .is_some_and(|w| svc.not_owned(&w.spec.metric_name).is_none())
         });
     }
+    m.values_changed
+        .set(m.values_changed.get() + changed.len() as u64);
     super::cluster::publish(svc, &changed);
     if !changed.is_empty() {
-        push(svc, changed);
+        push(svc, changed, now_ms());
     }
     next
 }
 
 /// Sends changed values to the shards with streams that show them, one call each.
-fn push(svc: &Rc<Services>, changed: Vec<WidgetValue>) {
+fn push(svc: &Rc<Services>, changed: Vec<WidgetValue>, computed_at: i64) {
     let routed = svc.interest.borrow().route(changed, svc.shards);
     for (to, values) in routed.into_iter().enumerate() {
         if values.is_empty() {
             continue;
         }
         if to == svc.id {
-            Hub::pushed(svc, values);
+            Hub::pushed(svc, values, computed_at);
         } else {
             // A failed push is counted and logged by the mesh; the next tick sends newer
             // values.
             let svc = Rc::clone(svc);
-            spawn_local(async move { svc.mesh.remote(to, Push(values)).await.ok() }).detach();
+            let push = Push {
+                values,
+                computed_at,
+            };
+            spawn_local(async move { svc.mesh.remote(to, push).await.ok() }).detach();
         }
     }
 }

@@ -11,6 +11,7 @@ use livedash_replication::redis::values::StoredValue;
 use tungstenite::Bytes;
 use uuid::Uuid;
 
+use super::metrics::Stamp;
 use super::outbox::Outbox;
 use crate::catalogue::Versioned;
 use crate::frames::{Frame, WidgetUpdate};
@@ -165,7 +166,7 @@ pub enum Changed {
 #[derive(Debug)]
 pub struct Delivery {
     pub frame: Bytes,
-    pub framed_at: i64,
+    pub stamp: Stamp,
     pub outboxes: Vec<Rc<Outbox>>,
 }
 
@@ -312,7 +313,13 @@ impl Rooms {
     /// connections it goes to. Values of widgets no longer on their dashboard (a value can
     /// cross an edit in flight) are dropped. A frame that cannot be encoded is counted in
     /// the second part of the result.
-    pub fn frame(&mut self, pending: Vec<(Uuid, WidgetValue)>, now: i64) -> (Vec<Delivery>, u64) {
+    /// `computed_at`: when the oldest of the values was computed.
+    pub fn frame(
+        &mut self,
+        pending: Vec<(Uuid, WidgetValue)>,
+        now: i64,
+        computed_at: Option<i64>,
+    ) -> (Vec<Delivery>, u64) {
         let mut by_room: HashMap<Uuid, Vec<WidgetValue>> = HashMap::new();
         for (dashboard, value) in pending {
             by_room.entry(dashboard).or_default().push(value);
@@ -335,6 +342,16 @@ impl Rooms {
             // A pushed value was just computed by its owner: it is fresh.
             let updates: Vec<WidgetUpdate> =
                 shown.iter().map(|v| WidgetUpdate::of(v, false)).collect();
+            // The newest event the frame shows for the first time: a value that changed
+            // only because old events left its window brings no new event.
+            let newest_event = shown
+                .iter()
+                .filter(|v| {
+                    let before = room.latest.get(&v.widget_id);
+                    v.latest_event_time > before.and_then(|b| b.latest_event_time)
+                })
+                .filter_map(|v| v.latest_event_time)
+                .max();
             for v in shown {
                 room.stale_sent.remove(&v.widget_id);
                 room.latest.insert(v.widget_id, v);
@@ -345,7 +362,11 @@ impl Rooms {
             match room.encode(now, &updates) {
                 Ok(frame) => deliveries.push(Delivery {
                     frame,
-                    framed_at: now,
+                    stamp: Stamp {
+                        framed_at: now,
+                        computed_at,
+                        newest_event,
+                    },
                     outboxes: room.outboxes.clone(),
                 }),
                 Err(e) => {
@@ -496,7 +517,7 @@ impl Rooms {
             match room.encode(now, &updates) {
                 Ok(frame) => out.push(Delivery {
                     frame,
-                    framed_at: now,
+                    stamp: Stamp::framed(now),
                     outboxes: room.outboxes.clone(),
                 }),
                 Err(e) => tracing::error!("cannot encode an update of dashboard {id}: {e}"),
@@ -521,6 +542,11 @@ impl Rooms {
     /// True without any room.
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
+    }
+
+    /// Number of rooms (dashboards streamed).
+    pub fn len(&self) -> usize {
+        self.rooms.len()
     }
 
     /// Every connection on this shard.

@@ -10,6 +10,7 @@ use super::Services;
 use super::backfill::BackfillCounters;
 use super::calls::{RecentMetrics, Stats};
 use super::mesh::{CallError, ShardCall};
+use super::metrics::MetricsSnapshot;
 use super::mirror::MirrorCounters;
 use super::topic::{self, KafkaCounters, PartitionLag};
 use crate::parse::Refusals;
@@ -26,6 +27,13 @@ pub struct ShardStats {
     pub refused: Refusals,
     pub widgets: usize,
     pub queries: usize,
+    /// Widget values computed by refreshes.
+    pub values_computed: u64,
+    /// Dashboards this shard streams (one subscription each to their widgets' owners).
+    pub streamed_dashboards: usize,
+    /// The shortest window of a widget this shard owns, in ms.
+    #[serde(skip)]
+    pub shortest_window_ms: Option<i64>,
     pub window_bytes: usize,
     /// Time spent applying events to windows, in nanoseconds.
     pub engine_apply_ns: u64,
@@ -54,6 +62,9 @@ pub struct ShardStats {
     /// The state mirror's counters, with `--redis`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorCounters>,
+    /// Histograms and counters of `/metrics` only.
+    #[serde(skip)]
+    pub metrics: MetricsSnapshot,
 }
 
 /// A shard's side of the topic.
@@ -69,14 +80,14 @@ pub struct KafkaStats {
 }
 
 impl ShardCall for Stats {
-    type Reply = ShardStats;
+    type Reply = Box<ShardStats>;
 
-    async fn run(self, svc: &Rc<Services>) -> ShardStats {
+    async fn run(self, svc: &Rc<Services>) -> Box<ShardStats> {
         let engine = svc.engine.borrow();
         let st = engine.stats();
         let hub = &svc.hub;
         let mesh = &svc.mesh;
-        ShardStats {
+        Box::new(ShardStats {
             shard: svc.id,
             accepted: st.accepted,
             unmatched: st.unmatched,
@@ -85,6 +96,9 @@ impl ShardCall for Stats {
             refused: svc.ingest.refusals.get(),
             widgets: engine.widget_count(),
             queries: engine.query_count(),
+            values_computed: st.values_computed,
+            streamed_dashboards: hub.rooms(),
+            shortest_window_ms: shortest_window_ms(&engine),
             window_bytes: engine.window_heap_bytes(),
             engine_apply_ns: svc.ingest.apply_ns.get(),
             engine_events: svc.ingest.events.get(),
@@ -94,11 +108,16 @@ impl ShardCall for Stats {
             frames_written: hub.frames_written.get(),
             frames_unencodable: hub.frames_unencodable.get(),
             write_lag_ms_sum: hub.write_lag_ms_sum.get(),
-            write_lag_ms_max: hub.write_lag_ms_max.replace(0),
+            write_lag_ms_max: if self.restart_max {
+                hub.write_lag_ms_max.replace(0)
+            } else {
+                hub.write_lag_ms_max.get()
+            },
             failed_calls: mesh.failed_calls.get(),
             late_replies: mesh.late_replies.get(),
             unsent_replies: mesh.unsent_replies.get(),
             mirror: svc.mirror.as_ref().map(|m| m.counters.get()),
+            metrics: svc.metrics.snapshot(),
             kafka: svc.kafka.as_ref().map(|link| {
                 Box::new(KafkaStats {
                     counters: link.counters.get(),
@@ -107,7 +126,7 @@ impl ShardCall for Stats {
                     backfills: svc.backfills.counters.get(),
                 })
             }),
-        }
+        })
     }
 }
 
@@ -119,11 +138,23 @@ impl ShardCall for RecentMetrics {
     }
 }
 
-/// Every shard's counters, in shard order.
-pub async fn all_shards(svc: &Rc<Services>) -> Result<Vec<ShardStats>, CallError> {
+/// The shortest window of any widget of `engine`, in ms.
+pub fn shortest_window_ms(engine: &livedash_engine::Shard) -> Option<i64> {
+    engine
+        .widget_ids()
+        .filter_map(|id| engine.widget(id).map(|w| w.spec.window_seconds))
+        .min()
+        .map(|s| s as i64 * 1000)
+}
+
+/// Every shard's counters, in shard order. `restart_max`: see `Stats`.
+pub async fn all_shards(
+    svc: &Rc<Services>,
+    restart_max: bool,
+) -> Result<Vec<ShardStats>, CallError> {
     let mut out = Vec::with_capacity(svc.shards);
     for to in 0..svc.shards {
-        out.push(svc.call(to, Stats).await?);
+        out.push(*svc.call(to, Stats { restart_max }).await?);
     }
     Ok(out)
 }

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::http::{Request, Response};
 use crate::service::Services;
 use crate::service::hub::{self, Hub};
+use crate::service::metrics::Stamp;
 use crate::service::outbox::Outbox;
 
 /// Who may open a stream, decided before the upgrade. `peers` are the URLs of the nodes
@@ -97,6 +98,7 @@ pub async fn session(svc: Rc<Services>, dashboard_id: Uuid, mut stream: TcpStrea
         // The client went away before its snapshot was written.
         Err(None) => None,
     };
+    svc.metrics.closed(closed.as_ref().map(|(code, _)| *code));
     if let Some((code, reason)) = closed {
         tracing::debug!(shard = svc.id, "stream closed: {code} {reason}");
     }
@@ -147,11 +149,11 @@ async fn pump(
         outbox.woken().await?;
         let mut stream = outbox.unpark()?;
         // The rest of a frame the hub began goes out before any other byte.
-        if let Some((rest, framed_at)) = outbox.take_tail() {
+        if let Some((rest, stamp)) = outbox.take_tail() {
             if stream.write_all(&rest).await.is_err() {
                 return Some((1008, "client too slow".into()));
             }
-            svc.hub.written(now_ms() - framed_at);
+            Hub::written(svc, rest.len(), &stamp);
         }
         if outbox.take_ping() {
             match peer.hear(&stream) {
@@ -210,17 +212,17 @@ async fn write_pending(
                     return Ok(false);
                 }
             }
-            last.map(|f| (f, now_ms()))
+            last.map(|f| (f, Stamp::framed(now_ms())))
         } else {
             outbox.pop()
         };
-        let Some((frame, framed_at)) = frame else {
+        let Some((frame, stamp)) = frame else {
             return Ok(true);
         };
         if stream.write_all(&frame).await.is_err() {
             return Ok(false);
         }
-        svc.hub.written(now_ms() - framed_at);
+        Hub::written(svc, frame.len(), &stamp);
     }
 }
 

@@ -18,7 +18,7 @@ function startNode(port) {
   dirs.push(dir);
   const child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--shards', '1',
     '--kafka-brokers', brokers, '--kafka-topic', topic, '--redis', redis], {
-    env: { ...process.env, LIVEDASH_LOG: 'error' }, stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, LIVEDASH_LOG: 'error', LIVEDASH_SELF_DASHBOARD: 'false' }, stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
     child.on('error', reject);

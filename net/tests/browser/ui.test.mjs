@@ -14,7 +14,7 @@ if (!bin) throw new Error('NODE_BIN is not set');
 
 function startNode(port, dataDir, extra = []) {
   const child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--shards', '2', ...extra], {
-    env: { ...process.env, LIVEDASH_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, LIVEDASH_LOG: 'warn', LIVEDASH_SELF_DASHBOARD: 'false' }, stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
     child.on('error', reject);

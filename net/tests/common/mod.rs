@@ -49,6 +49,9 @@ impl Server {
                 std::env::var("LIVEDASH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .env_remove("LIVEDASH_TEST_LOG")
+            // No self-dashboard unless a test asks for it (`--self-dashboard true`): tests
+            // count the dashboards they make.
+            .env("LIVEDASH_SELF_DASHBOARD", "false")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -178,7 +178,7 @@ fn one_frame_per_room_and_only_widgets_still_shown() {
     );
     rooms.join(ID, &o2);
     let pending = vec![(ID, value(10)), (ID, value(11)), (ID, value(77))];
-    let (deliveries, unencodable) = rooms.frame(pending, 5);
+    let (deliveries, unencodable) = rooms.frame(pending, 5, Some(4));
     assert_eq!((deliveries.len(), unencodable), (1, 0));
     assert_eq!(deliveries[0].outboxes.len(), 2);
     let text = String::from_utf8_lossy(&deliveries[0].frame).to_string();
@@ -194,6 +194,6 @@ fn one_frame_per_room_and_only_widgets_still_shown() {
         2
     );
     // Values for a dashboard with no room here go nowhere.
-    let (none, _) = rooms.frame(vec![(Uuid::from_u128(2), value(10))], 7);
+    let (none, _) = rooms.frame(vec![(Uuid::from_u128(2), value(10))], 7, Some(6));
     assert!(none.is_empty());
 }
