@@ -199,8 +199,13 @@ pub async fn run(svc: Rc<Services>) {
         }
         match svc.submit(Parsed::from_events(events)).await {
             Ok(reply) if reply.rejected.is_empty() => {}
-            Ok(reply) => tracing::warn!("demo events rejected: {:?}", reply.rejected),
-            Err(e) => tracing::warn!("demo events were not applied: {e}"),
+            Ok(reply) => tracing::warn!(
+                "demo events rejected: {:?}; nothing to do unless it repeats: then check that the system clock has not stepped back (the demo stamps its events with it)",
+                reply.rejected
+            ),
+            Err(e) => tracing::warn!(
+                "demo events were not applied: {e}; the demo sends new ones every 100 ms: nothing to do unless it repeats: then check that the node's Kafka brokers and Redis are reachable, or look for a slow shard in livedash_tick_duration_seconds"
+            ),
         }
         glommio::timer::sleep(Duration::from_millis(100)).await;
     }

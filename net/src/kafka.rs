@@ -215,7 +215,10 @@ fn reset(svc: &Rc<Services>, partitions: &[u32]) {
     for widget in affected {
         engine.remove_widget(&widget.widget_id);
         if let Err(e) = engine.upsert_widget(widget, now) {
-            tracing::warn!(shard = svc.id, "widget refused on reset: {e}");
+            tracing::warn!(
+                shard = svc.id,
+                "widget refused on reset: {e}; it shows no value until its dashboard changes: fix or remove the widget with that field (PATCH /dashboards/<id>/widgets), or restart the node"
+            );
         }
     }
 }
@@ -258,7 +261,7 @@ async fn apply(svc: &Rc<Services>, records: Vec<Record>, warnings: &Warnings) {
                     tracing::warn!(
                         partition = record.partition,
                         offset = record.offset,
-                        "malformed kafka record skipped (further ones are counted, not logged, for {} s): {reason}",
+                        "malformed kafka record skipped (further ones are counted, not logged, for {} s): {reason}; fix the producer that wrote it: records are JSON events, line protocol or livedash's batch form",
                         WARN_EVERY.as_secs()
                     );
                 }
@@ -337,7 +340,7 @@ fn check_lag(svc: &Services, warnings: &Warnings) {
             partition = l.partition,
             behind_ms = l.behind_ms,
             lag_records = l.lag_records,
-            "kafka consumption is further behind than the shortest widget window ({shortest_ms} ms)"
+            "kafka consumption is further behind than the shortest widget window ({shortest_ms} ms); nothing to do while a partition replays after a takeover: otherwise add nodes (partitions move to them), or look for a slow shard in livedash_tick_duration_seconds"
         );
     }
 }

@@ -66,7 +66,9 @@ fn main() -> ExitCode {
 fn run(config: Config) -> anyhow::Result<()> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::info!("open-files limit: {n}"),
-        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+        Err(e) => tracing::warn!(
+            "cannot raise the open-files limit: {e}; the node keeps its current limit, which caps its connections: to allow more, start it from a shell where ulimit -n <n> was set, or set LimitNOFILE= in its systemd unit"
+        ),
     }
     let store = FileStore::open(&config.data_dir)
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;

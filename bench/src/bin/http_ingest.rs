@@ -38,6 +38,14 @@ struct Args {
     /// (answers once the events are stored), reported beside the node without it.
     #[arg(long)]
     redis: bool,
+    /// Then observability off (`--metrics false --self-dashboard false`) and on (the
+    /// defaults, with /metrics scraped once a second), in turn for `--rounds` rounds,
+    /// reported as the ratio on/off.
+    #[arg(long)]
+    observability: bool,
+    /// Rounds of the observability comparison.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// Request bodies: every (metric, host) series appears, event times within the last second.
@@ -78,11 +86,14 @@ fn main() -> Result<(), String> {
     }
     let parse_rate = parsed as f64 / started.elapsed().as_secs_f64();
 
-    let (rate, _) = run(&args, &bodies, parse_rate, &[])?;
+    let (rate, _, _) = run(&args, &bodies, parse_rate, &[], false)?;
+    if args.observability && args.addr.is_none() {
+        observability(&args, &bodies, parse_rate)?;
+    }
     if args.redis && args.addr.is_none() {
         let redis = livedash_loadgen::redis::RedisServer::start();
         let url = redis.url();
-        let (durable, _) = run(&args, &bodies, parse_rate, &["--redis", &url])?;
+        let (durable, _, _) = run(&args, &bodies, parse_rate, &["--redis", &url], false)?;
         println!(
             "durable   with the state mirror: {durable:.0} events/s, {:.2}x the node without it in the same run",
             durable / rate
@@ -91,15 +102,89 @@ fn main() -> Result<(), String> {
     Ok(())
 }
 
+/// Nodes with observability off and on, in turn; prints the ratio of their rates.
+fn observability(args: &Args, bodies: &Arc<Vec<Vec<u8>>>, parse_rate: f64) -> Result<(), String> {
+    let off_args = ["--metrics", "false", "--self-dashboard", "false"];
+    let on_args = ["--metrics", "true", "--self-dashboard", "true"];
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let (mut off_cpu, mut on_cpu) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        let (rate, _, cpu) = run(args, bodies, parse_rate, &off_args, false)?;
+        off.push(rate);
+        off_cpu.push(cpu);
+        let (rate, _, cpu) = run(args, bodies, parse_rate, &on_args, true)?;
+        on.push(rate);
+        on_cpu.push(cpu);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let rounds: Vec<String> = off
+        .iter()
+        .zip(&on)
+        .map(|(a, b)| format!("{:.3}", b / a))
+        .collect();
+    let (off, on) = (median(&mut off), median(&mut on));
+    println!(
+        "observability  off: {off:.0} events/s, on (scraped every second): {on:.0} events/s (medians of {} rounds): on/off {:.3}; per round: {}",
+        args.rounds,
+        on / off,
+        rounds.join(" ")
+    );
+    let (off_cpu, on_cpu) = (median(&mut off_cpu), median(&mut on_cpu));
+    println!(
+        "observability  node CPU per event off: {off_cpu:.0} ns, on: {on_cpu:.0} ns (medians): off/on {:.3}",
+        off_cpu / on_cpu
+    );
+    Ok(())
+}
+
+/// Scrapes `/metrics` once a second until dropped, as Prometheus would.
+struct Scraper(
+    Arc<std::sync::atomic::AtomicBool>,
+    Option<std::thread::JoinHandle<u64>>,
+);
+
+impl Scraper {
+    fn start(addr: SocketAddr) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut scrapes = 0;
+            let Ok(mut c) = Client::connect(addr) else {
+                return scrapes;
+            };
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if c.send("GET", "/metrics", "text/plain", b"")
+                    .is_ok_and(|r| r.status == 200)
+                {
+                    scrapes += 1;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            scrapes
+        });
+        Self(stop, Some(thread))
+    }
+
+    fn stop(mut self) -> u64 {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.1.take().and_then(|t| t.join().ok()).unwrap_or(0)
+    }
+}
+
 /// Starts a node with `extra` arguments (or uses `--addr`), makes the widgets, runs the
-/// clients; prints the figures and returns events/s and requests/s.
+/// clients (with `scrape`, scrapes `/metrics` meanwhile); prints the figures and returns
+/// events/s and requests/s.
 fn run(
     args: &Args,
     bodies: &Arc<Vec<Vec<u8>>>,
     parse_rate: f64,
     extra: &[&str],
-) -> Result<(f64, f64), String> {
-    let (_node, addr) = match args.addr {
+    scrape: bool,
+) -> Result<(f64, f64, f64), String> {
+    let (node, addr) = match args.addr {
         Some(addr) => (None, addr),
         None => {
             let (node, addr) = start_node(extra)?;
@@ -125,10 +210,24 @@ fn run(
         .send("GET", "/stats", "application/json", b"")
         .map_err(|e| e.to_string())?
         .body;
+    let scraper = scrape.then(|| Scraper::start(addr));
+    let pid = node.as_ref().map(livedash_bench::node::Node::pid);
+    let cpu = || {
+        pid.and_then(livedash_loadgen::report::sample_process)
+            .map(|(s, _)| s)
+    };
+    let cpu_before = cpu();
     clients.measure(true);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(args.seconds));
     clients.measure(false);
+    let cpu_after = cpu();
+    if let Some(scraper) = scraper {
+        println!(
+            "          ({} scrapes of /metrics meanwhile)",
+            scraper.stop()
+        );
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let after = admin
         .send("GET", "/stats", "application/json", b"")
@@ -170,5 +269,11 @@ fn run(
             (ns1 - ns0) / (ev1 - ev0)
         );
     }
-    Ok((rate, requests as f64 / elapsed))
+    // The node's whole CPU time per event (user and system, every thread).
+    let cpu_ns = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) if events > 0 => (b - a) * 1e9 / events as f64,
+        _ => f64::NAN,
+    };
+    println!("node      {cpu_ns:.0} ns of node CPU per event (every thread)");
+    Ok((rate, requests as f64 / elapsed, cpu_ns))
 }

@@ -126,6 +126,59 @@ fn feeder(
     })
 }
 
+/// Scrapes `/metrics` `n` times, 250 ms apart, with every stream open and values
+/// flowing; prints the node's work per scrape (`livedash_scrape_duration_seconds`: every
+/// shard gathering its counters, and the scraped shard merging and encoding them), the
+/// node's wall time (`livedash_scrape_wall_seconds`: waiting for busy shards included)
+/// and the client's, beside `GET /healthz` on the same connection.
+fn scrapes(addr: std::net::SocketAddr, n: usize) {
+    let Ok(mut c) = Client::connect(addr) else {
+        return;
+    };
+    let (mut node, mut node_wall, mut wall, mut health) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut bytes = 0;
+    for _ in 0..n {
+        let started = Instant::now();
+        let Ok(reply) = c.send("GET", "/metrics", "text/plain", b"") else {
+            return;
+        };
+        wall.push(started.elapsed().as_micros() as i64);
+        bytes = reply.body.len();
+        let text = String::from_utf8_lossy(&reply.body);
+        let gauge = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .filter(|s| *s > 0.0)
+                .map(|s| (s * 1e6) as i64)
+        };
+        node.extend(gauge("livedash_scrape_duration_seconds"));
+        node_wall.extend(gauge("livedash_scrape_wall_seconds"));
+        let started = Instant::now();
+        if c.send("GET", "/healthz", "application/json", b"").is_err() {
+            return;
+        }
+        health.push(started.elapsed().as_micros() as i64);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for v in [&mut node, &mut node_wall, &mut wall, &mut health] {
+        v.sort_unstable();
+    }
+    let ms = |v: &[i64], q: f64| percentile(v, q) as f64 / 1000.0;
+    println!(
+        "  /metrics ({bytes} bytes): node work {:.2} ms p50, {:.2} ms max; node wall {:.2} ms p50, {:.2} ms max; client wall {:.2} ms p50, {:.2} ms max; /healthz wall {:.2} ms p50 (scrape/healthz {:.1}x)",
+        ms(&node, 0.5),
+        ms(&node, 1.0),
+        ms(&node_wall, 0.5),
+        ms(&node_wall, 1.0),
+        ms(&wall, 0.5),
+        ms(&wall, 1.0),
+        ms(&health, 0.5),
+        ms(&wall, 0.5) / ms(&health, 0.5).max(0.001)
+    );
+}
+
 struct RunResult {
     connected: usize,
     /// Mean size of the update frames received, WebSocket header included.
@@ -231,6 +284,7 @@ fn run(
     measuring.store(false, Ordering::Relaxed);
     let cpu_after = (cpu_ticks(&pid.to_string()), cpu_ticks("self"));
     let after = node_stats();
+    scrapes(addr, 20);
     stop.store(true, Ordering::Relaxed);
     feeding_done.store(true, Ordering::Relaxed);
     let _ = feed.join();

@@ -131,9 +131,11 @@ pub async fn handle(svc: &Rc<Services>) -> Result<Response, ApiError> {
             "metrics are off on this node: start it without --metrics false",
         ));
     }
+    let started = Instant::now();
     let shards = stats::all_shards(svc, false).await?;
     let alerts = svc.call(CATALOGUE_SHARD, Alerts).await?;
-    let started = Instant::now();
+    let building = Instant::now();
+    let gathered: u64 = shards.iter().map(|s| s.gather_ns).sum();
     let mut f = Families::default();
     ingest(&mut f, &shards);
     kafka(&mut f, &shards);
@@ -164,18 +166,25 @@ pub async fn handle(svc: &Rc<Services>) -> Result<Response, ApiError> {
         "always 1; the version is a label",
         [(label("version", env!("CARGO_PKG_VERSION")), 1.0)],
     );
+    let (work, wall) = svc.metrics.last_scrape.get();
     f.gauge(
         "scrape_duration_seconds",
-        "time the shard that took this scrape spent on its previous one, once every shard had answered",
-        [(shard(svc.id), svc.metrics.last_scrape_seconds.get())],
+        "the work of the previous scrape taken by this shard: every shard gathering its counters, and this one merging and encoding them",
+        [(shard(svc.id), work)],
+    );
+    f.gauge(
+        "scrape_wall_seconds",
+        "the previous scrape taken by this shard, from the request to the body ready (waiting for the other shards' answers included)",
+        [(shard(svc.id), wall)],
     );
     let mut body = Vec::with_capacity(64 * 1024);
     TextEncoder::new()
         .encode(&f.0, &mut body)
         .map_err(|e| ApiError::new(500, format!("cannot encode the metrics: {e}")))?;
+    let work = gathered as f64 / 1e9 + building.elapsed().as_secs_f64();
     svc.metrics
-        .last_scrape_seconds
-        .set(started.elapsed().as_secs_f64());
+        .last_scrape
+        .set((work, started.elapsed().as_secs_f64()));
     Ok(Response::bytes(200, prometheus::TEXT_FORMAT, body))
 }
 

@@ -329,9 +329,9 @@ impl Config {
             .map(
                 |name| match closest(&name, known.iter().map(String::as_str)) {
                     Some(near) => format!(
-                        "unknown environment variable {name} ignored (did you mean {near}?)"
+                        "unknown environment variable {name} ignored (did you mean {near}?); rename it to {near} or unset it"
                     ),
-                    None => format!("unknown environment variable {name} ignored"),
+                    None => format!("unknown environment variable {name} ignored; unset it, or correct its name (livedash --help lists the variables)"),
                 },
             )
             .collect();
@@ -521,7 +521,7 @@ impl Config {
         ]
         .into_iter()
         .filter(|(_, token, _)| token.is_none())
-        .map(|(key, _, what)| format!("listening on {} without {key}: {what}", self.listen))
+        .map(|(key, _, what)| format!("listening on {} without {key}: {what}; set {key}, or listen on a loopback address with --listen", self.listen))
         .collect()
     }
 
@@ -551,7 +551,7 @@ impl Config {
         let mut addr = bound;
         if addr.ip().is_unspecified() {
             tracing::warn!(
-                "listening on all interfaces without --advertise-url: other nodes send browsers to this node's loopback address"
+                "listening on all interfaces without --advertise-url: other nodes send browsers to this node's loopback address; set --advertise-url to the URL browsers reach this node at"
             );
             addr.set_ip(match bound {
                 std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),

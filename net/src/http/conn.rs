@@ -87,7 +87,9 @@ pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Sto
     // The write deadline is what stops a client that never reads from holding the
     // connection: without it, refuse the connection.
     if let Err(e) = stream.set_write_timeout(Some(limits.body_timeout)) {
-        tracing::warn!("cannot set a write deadline, closing the connection: {e}");
+        tracing::warn!(
+            "cannot set a write deadline, closing the connection: {e}; the client may connect again: nothing to do unless it repeats: then check --body-timeout-ms, which sets this deadline (at least 1)"
+        );
         return;
     }
     let mut conn = Conn {

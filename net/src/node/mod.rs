@@ -196,7 +196,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                 if !copy.is_empty() {
                     tracing::warn!(
                         dashboards = copy.len(),
-                        "the shared catalogue is empty; writing back this node's copy"
+                        "the shared catalogue is empty; writing back this node's copy: nothing to do on a new redis; otherwise redis lost its data: turn on its persistence (appendonly yes) so a restart keeps the catalogue"
                     );
                     let copy: Vec<_> = copy.into_iter().map(|d| (d, 1)).collect();
                     shared.restore(&copy).map_err(loading)?;
@@ -333,7 +333,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                     let now = now_ms();
                     for widget in owned_widgets(&dashboards, id, owners) {
                         if let Err(e) = engine.upsert_widget(widget, now) {
-                            tracing::warn!(shard = id, "stored widget refused: {e}");
+                            tracing::warn!(shard = id, "stored widget refused: {e}; it shows no value: find the widget with that field in GET /dashboards and fix or remove it with PATCH /dashboards/<id>/widgets");
                         }
                     }
                     let host = if id == CATALOGUE_SHARD {

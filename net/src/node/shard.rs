@@ -186,7 +186,10 @@ async fn accept_loop(svc: &Rc<Services>, listener: &TcpListener) {
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
                 // Out of file descriptors or a reset before accept: back off briefly.
-                tracing::warn!(shard = svc.id, "accept: {e}");
+                tracing::warn!(
+                    shard = svc.id,
+                    "accept: {e}; the shard accepts again in 5 ms: nothing to do unless it repeats: then the node may be out of open files: raise its limit (ulimit -n, or LimitNOFILE= in a systemd unit)"
+                );
                 sleep(Duration::from_millis(5)).await;
                 continue;
             }

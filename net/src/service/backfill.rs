@@ -202,7 +202,7 @@ pub fn take(
                 shard = svc.id,
                 partition = r.partition,
                 queries = r.keys.len(),
-                "backfill stopped, the windows have what came so far: {e}"
+                "backfill stopped, the windows have what came so far: {e}; they are whole again once one window has passed: nothing to do unless it repeats: then check that the Kafka brokers (--kafka-brokers) are reachable"
             );
         }
     }

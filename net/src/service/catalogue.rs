@@ -160,7 +160,10 @@ async fn announce(svc: &Rc<Services>, change: &Change, version: u64) {
 /// write is logged.
 async fn keep_copy(host: &CatalogueHost, change: &Change) {
     if let Err(e) = store(host, change).await {
-        tracing::warn!("keeping a copy of dashboard {}: {e}", change.id);
+        tracing::warn!(
+            "keeping a copy of dashboard {}: {e}; the shared catalogue has the change but this node's copy is behind: check that the data directory (--data-dir) is writable and has free space",
+            change.id
+        );
     }
 }
 
@@ -209,7 +212,7 @@ async fn write_back(
     if only.is_none() {
         tracing::warn!(
             dashboards = held.len(),
-            "the shared catalogue is gone from redis; writing back this node's copy"
+            "the shared catalogue is gone from redis; writing back this node's copy: nothing to do now; to keep it across redis restarts, turn on redis persistence (appendonly yes)"
         );
     }
     let shared = Arc::clone(shared);
@@ -263,14 +266,18 @@ async fn refresh_held(svc: &Rc<Services>, host: &CatalogueHost, id: Uuid, notice
         // Redis lost the catalogue: a missing dashboard is not a deleted one.
         Ok((_, false)) => {
             if let Err(e) = write_back(host, &shared, None).await {
-                tracing::warn!("writing back the catalogue: {e}");
+                tracing::warn!(
+                    "writing back the catalogue: {e}; edits are refused until it succeeds, and the node tries again with the next edit or redis reconnect: check that redis (--redis) is reachable and accepts writes"
+                );
             }
             return;
         }
         Ok((Some(stored), true)) if stored.version < host.catalogue.borrow().version_of(id) => {
             // Redis lost this dashboard's latest writes: the newer copy goes back.
             if let Err(e) = write_back(host, &shared, Some(id)).await {
-                tracing::warn!("writing back dashboard {id}: {e}");
+                tracing::warn!(
+                    "writing back dashboard {id}: {e}; the node tries again at the dashboard's next edit or notice: nothing to do unless it repeats: then check that redis (--redis) is reachable and accepts writes"
+                );
             }
             return;
         }
@@ -282,7 +289,9 @@ async fn refresh_held(svc: &Rc<Services>, host: &CatalogueHost, id: Uuid, notice
         ),
         Err(e) => {
             // The reload after Redis comes back catches it up.
-            tracing::warn!("reading dashboard {id} from the shared catalogue: {e}");
+            tracing::warn!(
+                "reading dashboard {id} from the shared catalogue: {e}; this node shows its older copy until the dashboard's next change or a redis reconnect: nothing to do unless it repeats: then check that redis (--redis) is reachable"
+            );
             return;
         }
     };
@@ -307,7 +316,9 @@ pub async fn reload(svc: &Rc<Services>) {
     {
         Ok(loaded) => loaded,
         Err(e) => {
-            tracing::warn!("reloading the shared catalogue: {e}");
+            tracing::warn!(
+                "reloading the shared catalogue: {e}; changes made while this node was not listening are missing until the next redis reconnect: check that redis (--redis) is reachable"
+            );
             return;
         }
     };
@@ -319,7 +330,9 @@ pub async fn reload(svc: &Rc<Services>) {
     if (!kept || behind)
         && let Err(e) = write_back(host, &shared, None).await
     {
-        tracing::warn!("writing back the catalogue: {e}");
+        tracing::warn!(
+            "writing back the catalogue: {e}; edits are refused until it succeeds, and the node tries again with the next edit or redis reconnect: check that redis (--redis) is reachable and accepts writes"
+        );
     }
     let mut gone = host.catalogue.borrow().ids();
     for stored in all {
@@ -349,7 +362,9 @@ async fn apply_remote(
     keep_copy(host, &change).await;
     host.catalogue.borrow_mut().commit_at(&change, version);
     if let Err(e) = install(svc, host, &change).await {
-        tracing::warn!("installing the widgets of dashboard {id}: {e}");
+        tracing::warn!(
+            "installing the widgets of dashboard {id}: {e}; this node installs them again with the dashboard's next change: make one, or restart the node; if it repeats, look for a slow shard in livedash_tick_duration_seconds or raise --call-timeout-ms"
+        );
     }
     announce(svc, &change, version).await;
 }

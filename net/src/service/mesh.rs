@@ -214,7 +214,10 @@ impl Mesh {
             failure,
         };
         self.failed_calls.set(self.failed_calls.get() + 1);
-        tracing::warn!(shard = self.id(), "{error}");
+        tracing::warn!(
+            shard = self.id(),
+            "{error}; the request that made the call failed: nothing to do unless it repeats: then look for a slow shard in livedash_tick_duration_seconds, or raise --call-timeout-ms"
+        );
         Err(error)
     }
 
@@ -231,7 +234,10 @@ impl Mesh {
     pub async fn answer(&self, to: usize, id: u64, reply: Reply) {
         if let Err(e) = self.senders.send_to(to, Msg::Reply { id, reply }).await {
             self.unsent_replies.set(self.unsent_replies.get() + 1);
-            tracing::warn!(shard = self.id(), "cannot answer shard {to}: {e}");
+            tracing::warn!(
+                shard = self.id(),
+                "cannot answer shard {to}: {e}; nothing to do if the node is shutting down: otherwise shard {to} has stopped: restart the node"
+            );
         }
     }
 }

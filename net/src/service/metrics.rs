@@ -167,8 +167,9 @@ pub struct Metrics {
     pub conflations: Cell<u64>,
     /// Streams the node closed, by close code (0: the client left).
     pub closes: RefCell<BTreeMap<u16, u64>>,
-    /// Time this shard spent building its previous `/metrics` scrape, in seconds.
-    pub last_scrape_seconds: Cell<f64>,
+    /// This shard's previous `/metrics` scrape: the work (every shard gathering, this one
+    /// merging and encoding) and the wall time, in seconds.
+    pub last_scrape: Cell<(f64, f64)>,
 }
 
 impl Metrics {
@@ -184,7 +185,7 @@ impl Metrics {
             bytes_sent: Cell::new(0),
             conflations: Cell::new(0),
             closes: RefCell::new(BTreeMap::new()),
-            last_scrape_seconds: Cell::new(0.0),
+            last_scrape: Cell::new((0.0, 0.0)),
         }
     }
 

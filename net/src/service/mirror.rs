@@ -421,7 +421,7 @@ pub fn take_outcome(svc: &Services, flushed: Flushed) {
                     tracing::warn!(
                         shard = svc.id,
                         partition,
-                        "another node claimed this partition in the state mirror: this shard stops applying it"
+                        "another node claimed this partition in the state mirror: this shard stops applying it; nothing to do if the group moved it to another node: otherwise check that no other livedash cluster shares this redis (--redis)"
                     );
                 } else {
                     tracing::error!(

@@ -65,6 +65,9 @@ pub struct ShardStats {
     /// Histograms and counters of `/metrics` only.
     #[serde(skip)]
     pub metrics: MetricsSnapshot,
+    /// Time this shard took to gather these counters, in nanoseconds.
+    #[serde(skip)]
+    pub gather_ns: u64,
 }
 
 /// A shard's side of the topic.
@@ -83,11 +86,12 @@ impl ShardCall for Stats {
     type Reply = Box<ShardStats>;
 
     async fn run(self, svc: &Rc<Services>) -> Box<ShardStats> {
+        let started = std::time::Instant::now();
         let engine = svc.engine.borrow();
         let st = engine.stats();
         let hub = &svc.hub;
         let mesh = &svc.mesh;
-        Box::new(ShardStats {
+        let mut stats = Box::new(ShardStats {
             shard: svc.id,
             accepted: st.accepted,
             unmatched: st.unmatched,
@@ -126,7 +130,10 @@ impl ShardCall for Stats {
                     backfills: svc.backfills.counters.get(),
                 })
             }),
-        })
+            gather_ns: 0,
+        });
+        stats.gather_ns = started.elapsed().as_nanos() as u64;
+        stats
     }
 }
 

@@ -171,7 +171,9 @@ impl KafkaLink {
                     })
                     .detach();
                 }
-                Err(e) => tracing::warn!("a new kafka producer: {e}"),
+                Err(e) => tracing::warn!(
+                    "a new kafka producer: {e}; the shard keeps writing with the old one and tries again at its next write: nothing to do unless it repeats: then check the node's limits on open files and threads (ulimit -n, ulimit -u)"
+                ),
             }
         }
         Arc::clone(&self.sink.borrow())

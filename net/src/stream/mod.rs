@@ -114,7 +114,10 @@ async fn open(
     stream: &mut TcpStream,
 ) -> Result<(), Option<(u16, String)>> {
     if let Err(e) = prepare_socket(stream, &svc.config) {
-        tracing::warn!(shard = svc.id, "stream socket options: {e}");
+        tracing::warn!(
+            shard = svc.id,
+            "stream socket options: {e}; the stream is closed with 1011 and its client may reconnect: nothing to do unless it repeats: then check --stream-send-buffer-bytes and --slow-client-timeout-ms, which set these options"
+        );
         return Err(Some((1011, "cannot set up the stream".into())));
     }
     let dashboard = match Hub::join(svc, dashboard_id, outbox).await {

@@ -68,7 +68,7 @@ impl Warnings {
                 .is_ok()
         {
             tracing::warn!(
-                "kafka: {what} (further warnings of this client are held back for {} s)",
+                "kafka: {what} (further warnings of this client are held back for {} s); librdkafka retries by itself: nothing to do unless it persists: then check that the brokers in --kafka-brokers are reachable",
                 WARN_EVERY.as_secs()
             );
         }

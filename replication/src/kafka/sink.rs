@@ -57,7 +57,9 @@ impl ProducerContext for SinkContext {
             .push_waiting(delivered, Duration::from_secs(1))
             .is_err()
         {
-            tracing::warn!("a delivery report was dropped");
+            tracing::warn!(
+                "a delivery report was dropped; its ingest request gets 503 although the record may have been written: nothing to do unless it repeats: then a shard is stalled: look for it in livedash_tick_duration_seconds"
+            );
         }
     }
 }
@@ -135,7 +137,9 @@ impl Sink {
     /// Waits up to `timeout` for every queued record to be delivered (at shutdown).
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {
-            tracing::warn!("flushing the kafka producer: {e}");
+            tracing::warn!(
+                "flushing the kafka producer: {e}; records still queued may not be written, and none of them was acknowledged to its producer: nothing to do on the node"
+            );
         }
     }
 }

@@ -146,7 +146,10 @@ impl SourceContext {
                 && let Err(e) =
                     tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(next))
             {
-                tracing::warn!(partition = p, "offset to commit: {e}");
+                tracing::warn!(
+                    partition = p,
+                    "offset to commit: {e}; this partition's offset is not committed this time: nothing to do (the node starts partitions from the state mirror or a replay, not from committed offsets)"
+                );
             }
         }
         tpl
@@ -238,7 +241,10 @@ impl SourceContext {
             if let Err(e) =
                 tpl.set_partition_offset(&self.topic, t.partition as i32, Offset::Offset(t.start))
             {
-                tracing::warn!(partition = t.partition, "setting the start offset: {e}");
+                tracing::warn!(
+                    partition = t.partition,
+                    "setting the start offset: {e}; the partition starts from its committed offset instead and its widgets may be off for one window: nothing to do unless it repeats: then report it as a bug, with this line"
+                );
             }
         }
         let result = match consumer.rebalance_protocol() {
@@ -372,7 +378,7 @@ fn consume(consumer: BaseConsumer<SourceContext>, stop: &AtomicBool) {
             rejoin_after = REJOIN_AFTER;
         } else if empty_since.elapsed() >= rejoin_after {
             tracing::warn!(
-                "no kafka partition from the group for {} s: rejoining it",
+                "no kafka partition from the group for {} s: rejoining it; nothing to do unless it repeats: then check that the brokers are reachable and that the topic has at least as many partitions as there are nodes in --kafka-group",
                 empty_since.elapsed().as_secs()
             );
             consumer.unsubscribe();
@@ -475,7 +481,10 @@ fn hand_over(
                             ctx.inboxes[shard].count_pause();
                             *paused = Some(tpl);
                         }
-                        Err(e) => tracing::warn!(shard, "pausing partitions: {e}"),
+                        Err(e) => tracing::warn!(
+                            shard,
+                            "pausing partitions: {e}; records for this shard wait in memory and the consumer tries again: nothing to do unless it repeats: then add nodes (partitions move to them)"
+                        ),
                     }
                 }
                 return;
@@ -486,7 +495,10 @@ fn hand_over(
     if let Some(tpl) = paused.take()
         && let Err(e) = consumer.resume(&tpl)
     {
-        tracing::warn!(shard, "resuming partitions: {e}");
+        tracing::warn!(
+            shard,
+            "resuming partitions: {e}; this shard's partitions stay paused until the next rebalance: if their lag_records in /stats keeps growing, restart the node"
+        );
     }
 }
 

@@ -108,7 +108,7 @@ pub(crate) fn plan(
     let floors = replay_floors(ctx, consumer, partitions, patience);
     let mut mirror = ctx.mirror.as_ref().and_then(|url| {
         connect(url)
-            .map_err(|e| tracing::warn!("taking partitions over without the state mirror: {e}"))
+            .map_err(|e| tracing::warn!("taking partitions over without the state mirror: {e}; the partitions replay from the topic instead, which takes longer: check that redis (--redis) is reachable"))
             .ok()
     });
     let mut taken = Vec::with_capacity(partitions.len());
@@ -116,7 +116,7 @@ pub(crate) fn plan(
         let ours = ctx.partitions[p as usize].applied_next();
         let claimed = mirror.as_mut().and_then(|conn| {
             claim(conn, Scope::Partition, p)
-                .map_err(|e| tracing::warn!(partition = p, "state mirror: {e}; replaying"))
+                .map_err(|e| tracing::warn!(partition = p, "state mirror: {e}; replaying; nothing to do unless it repeats: then check that redis (--redis) is reachable"))
                 .ok()
         });
         let (epoch, base, resume) = match claimed {
@@ -133,7 +133,7 @@ pub(crate) fn plan(
                         tracing::warn!(
                             partition = p,
                             entries = c.undecodable,
-                            "stored panes that could not be read were skipped"
+                            "stored panes that could not be read were skipped; the restored windows miss them until they slide out: check that every node runs the same livedash version"
                         );
                     }
                     (Some(c.epoch), n, Resume::Restore(c.queries))
@@ -178,7 +178,7 @@ fn replay_floors(
     }
     let found = consumer
         .offsets_for_times(tpl, patience)
-        .map_err(|e| tracing::warn!("finding where to replay from: {e}; from the start"))
+        .map_err(|e| tracing::warn!("finding where to replay from: {e}; from the start, which takes longer: nothing to do unless it repeats: then check that the Kafka brokers (--kafka-brokers) are reachable"))
         .ok();
     partitions
         .iter()

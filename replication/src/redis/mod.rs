@@ -205,7 +205,10 @@ impl Backoff {
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
             self.backoff = Self::MIN;
-            tracing::warn!("{}: {error}; retrying", self.what);
+            tracing::warn!(
+                "{}: {error}; retrying; nothing to do unless it persists: then check that redis (--redis) is reachable",
+                self.what
+            );
         } else {
             self.backoff = (self.backoff * 2).min(Self::MAX);
         }
@@ -217,7 +220,7 @@ impl Backoff {
         if let Some(since) = self.down_since.take() {
             tracing::warn!(
                 down_for_ms = since.elapsed().as_millis() as u64,
-                "{}: redis is back",
+                "{}: redis is back: nothing to do",
                 self.what
             );
         }

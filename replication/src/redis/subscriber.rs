@@ -236,7 +236,9 @@ impl Run {
             };
             backoff.up();
             if let Err(e) = self.listen(&mut conn, rx) {
-                tracing::warn!("redis subscriber: {e}; reconnecting");
+                tracing::warn!(
+                    "redis subscriber: {e}; reconnecting; nothing to do unless it repeats: then check that redis (--redis) is reachable and that its client-output-buffer-limit for pubsub does not cut this node off"
+                );
             }
             self.connected.store(false, Ordering::Release);
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -374,7 +376,9 @@ impl Run {
                 return;
             };
             let Ok(message) = serde_json::from_slice::<ValuesMessage>(payload) else {
-                tracing::warn!("redis subscriber: an unreadable message on {channel}");
+                tracing::warn!(
+                    "redis subscriber: an unreadable message on {channel}; its values are skipped: check that every node runs the same livedash version and that nothing else publishes on that channel"
+                );
                 return;
             };
             if message.node == self.node {

@@ -272,7 +272,7 @@ impl Worker {
             self.down_since = Some(Instant::now());
             self.backoff = BACKOFF_MIN;
             tracing::warn!(
-                "redis mirror: {error}; shards keep serving from memory and catch the mirror up once it is back"
+                "redis mirror: {error}; shards keep serving from memory and catch the mirror up once it is back: check that redis (--redis) is reachable and accepts writes (standalone, ingest answers 503 until then)"
             );
         } else {
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -287,7 +287,7 @@ impl Worker {
         if let Some(since) = self.down_since.take() {
             tracing::warn!(
                 down_for_ms = since.elapsed().as_millis() as u64,
-                "redis mirror is back"
+                "redis mirror is back: nothing to do"
             );
         }
         self.backoff = BACKOFF_MIN;

@@ -400,13 +400,11 @@ pub(super) fn process(f: &mut Families) {
             [(vec![], kib * 1024.0)],
         );
     }
-    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-        f.gauge(
-            "process_open_fds",
-            "open file descriptors (sockets included)",
-            [(vec![], dir.count() as f64)],
-        );
-    }
+    f.gauge(
+        "process_open_fds",
+        "open file descriptors (sockets included), counted every 2 seconds",
+        [(vec![], open_fds() as f64)],
+    );
     if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
         f.gauge(
             "process_max_fds",
@@ -414,4 +412,29 @@ pub(super) fn process(f: &mut Families) {
             [(vec![], soft as f64)],
         );
     }
+}
+
+/// Open file descriptors, as a thread of its own last counted them. Listing
+/// `/proc/self/fd` takes milliseconds with thousands of sockets: no shard does it.
+fn open_fds() -> u64 {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    static COUNTER: std::sync::Once = std::sync::Once::new();
+    let count = || {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64)
+    };
+    COUNTER.call_once(|| {
+        COUNT.store(count(), Ordering::Relaxed);
+        let spawned = std::thread::Builder::new()
+            .name("livedash-fds".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                    COUNT.store(count(), Ordering::Relaxed);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the thread that counts open files: {e}; livedash_process_open_fds stays at its first count: nothing to do unless you need it: then check the node's thread limit (ulimit -u)");
+        }
+    });
+    COUNT.load(Ordering::Relaxed)
 }
