@@ -37,6 +37,8 @@ fn start_node_with(data: &std::path::Path, extra: &[&str]) -> (std::process::Chi
         .arg(data)
         .args(extra)
         .env("LIVEDASH_LOG", "warn")
+        // The tests count the dashboards loadgen leaves behind: no self-dashboard.
+        .env("LIVEDASH_SELF_DASHBOARD", "false")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -434,3 +434,60 @@ fn the_node_feeds_its_own_dashboard() {
         .count();
     assert_eq!(named, 1);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = common::fresh_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_livedash"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--self-dashboard",
+            "false",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("LIVEDASH_LOG_FORMAT", "json")
+        .env("LIVEDASH_LOG", "info")
+        // An unknown variable: its warning is one of the lines.
+        .env("LIVEDASH_SHARDZ", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut banner,
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{text}");
+    for line in &lines {
+        assert!(
+            line["level"].is_string() && line["timestamp"].is_string(),
+            "{line}"
+        );
+        assert!(line["fields"]["message"].is_string(), "{line}");
+    }
+    let warning = lines
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning in {text}"));
+    let message = warning["fields"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("LIVEDASH_SHARDZ") && message.contains("rename it to LIVEDASH_SHARDS"),
+        "{message}"
+    );
+}

@@ -31,7 +31,14 @@ fn start(dir: Option<std::path::PathBuf>, args: &[String]) -> Server {
 
 /// A new node that owns every partition (the only member of its group), and a client.
 fn start_owning_all(args: &[String]) -> (Server, Client) {
-    let node = start(None, args);
+    restart_owning_all(None, args)
+}
+
+/// The same on data directory `dir`. Until the node owns the partitions, its readings
+/// of their widgets are what the dead owner last stored in Redis: a test of restored
+/// windows waits for the takeover.
+fn restart_owning_all(dir: Option<std::path::PathBuf>, args: &[String]) -> (Server, Client) {
+    let node = start(dir, args);
     let mut c = node.client();
     eventually(30, "the node to own every partition", || {
         (owned(&mut c).len() == PARTITIONS as usize).then_some(())
@@ -173,8 +180,7 @@ fn killed_and_restarted_node_restores_exact_values() {
     ingest(&mut c, &mut truth, 500, 3);
     let dir = a.kill9();
 
-    let b = start(Some(dir), &args);
-    let mut c = b.client();
+    let (_b, mut c) = restart_owning_all(Some(dir), &args);
     exact(&mut c, &dash, &truth, 60, "values after the restart");
     assert!(
         mirror_counter(&mut c, "restored_partitions") > 0,
@@ -273,8 +279,7 @@ fn redis_down_under_load_loses_nothing_and_the_mirror_catches_up() {
     exact(&mut c, &dash, &truth, 20, "values after the outage");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let dir = a.kill9();
-    let b = start(Some(dir), &args);
-    let mut c = b.client();
+    let (_b, mut c) = restart_owning_all(Some(dir), &args);
     exact(
         &mut c,
         &dash,

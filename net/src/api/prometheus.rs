@@ -207,3 +207,41 @@ pub(super) fn each(
 ) -> Vec<(Labels, f64)> {
     shards.iter().map(|s| (shard(s.shard), value(s))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every `livedash_*` name the Grafana dashboard and the alerting rules query is one
+    /// the node exposes (a histogram's `_bucket`, `_sum` and `_count` included).
+    #[test]
+    fn the_ops_files_query_only_exposed_metrics() {
+        let sources = [
+            include_str!("prometheus.rs"),
+            include_str!("prometheus/sections.rs"),
+        ]
+        .concat();
+        let files = [
+            include_str!("../../ops/grafana-dashboard.json"),
+            include_str!("../../ops/livedash-rules.yml"),
+        ];
+        let mut checked = 0;
+        for file in files {
+            for (at, _) in file.match_indices("livedash_") {
+                let name: String = file[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = name.strip_prefix("livedash_").unwrap_or_default();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| family.strip_suffix(s))
+                    .unwrap_or(family);
+                assert!(
+                    sources.contains(&format!("\"{family}\"")),
+                    "{name} is not exposed"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 30, "only {checked} names found");
+    }
+}

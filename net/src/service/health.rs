@@ -181,4 +181,43 @@ mod tests {
         assert_eq!(health.alerts()[0].reason, None);
         assert_eq!(health.alerts()[1].reason, None);
     }
+
+    #[test]
+    fn the_lag_alert_fires_for_a_partition_behind_the_shortest_window() {
+        use crate::service::stats::KafkaStats;
+        use crate::service::topic::PartitionLag;
+        let config = crate::config::Config::defaults().unwrap();
+        let health = Health::default();
+        let shard = |behind_ms: i64| {
+            let mut s = ShardStats {
+                shortest_window_ms: Some(10_000),
+                ..ShardStats::default()
+            };
+            s.kafka = Some(Box::new(KafkaStats {
+                counters: Default::default(),
+                pauses: 0,
+                partitions: vec![PartitionLag {
+                    partition: 3,
+                    position: Some(10),
+                    high_watermark: Some(500),
+                    lag_records: Some(490),
+                    behind_ms: Some(behind_ms),
+                }],
+                backfills: Default::default(),
+            }));
+            s
+        };
+        health.evaluate(&config, &[shard(9_000)], 0);
+        assert_eq!(health.alerts()[1].reason, None);
+        health.evaluate(&config, &[shard(12_000)], 1_000);
+        let reason = health.alerts()[1].reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains("partition 3 is 12000 ms behind"),
+            "{reason}"
+        );
+        health.evaluate(&config, &[shard(100)], 2_000);
+        assert_eq!(health.alerts()[1].reason, None);
+        // The end-to-end alert saw no frames: it stays quiet.
+        assert_eq!(health.alerts()[0].reason, None);
+    }
 }

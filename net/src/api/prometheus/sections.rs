@@ -419,9 +419,7 @@ pub(super) fn process(f: &mut Families) {
 fn open_fds() -> u64 {
     static COUNT: AtomicU64 = AtomicU64::new(0);
     static COUNTER: std::sync::Once = std::sync::Once::new();
-    let count = || {
-        std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64)
-    };
+    let count = || std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64);
     COUNTER.call_once(|| {
         COUNT.store(count(), Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
