@@ -5,23 +5,30 @@
 //!   lookup included) followed by the refresh of every widget.
 //! - `window_refresh/{livedash,sorted_set}/<agg>`: one refresh of a query holding a full
 //!   5-minute window at 10,000 events/s (3 million events), eviction included.
+//! - `window_batches/<engine>/<agg>/<batch>`: `window_ingest`'s traffic handed over in
+//!   batches of 100 to 100,000 events: livedash applying each batch in arrival order
+//!   (`in_order`) and grouped by query (`grouped`; `Shard::apply` chooses by size), the
+//!   sorted-set algorithm, and for sums the floor (`flat`: a flat ring of panes per
+//!   metric, nothing of livedash's).
 
 use std::time::{Duration, Instant};
 
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
+use livedash_bench::flat::FlatSums;
 use livedash_bench::sorted_set::SortedSetEngine;
 use livedash_bench::workload::{
     CompactEvent, materialize, metric_names, second_of_traffic, widgets,
 };
-use livedash_engine::{Aggregation, MetricEvent, Shard, ShardConfig};
+use livedash_engine::{Aggregation, Grouping, MetricEvent, Shard, ShardConfig};
 
 const SERIES: usize = 10_000;
 const PER_SERIES_PER_S: usize = 10;
 const WINDOW_S: u64 = 300;
 const START_MS: i64 = 1_764_000_000_000;
 const HTTP_BATCH: usize = 1_000;
+const BATCHES: [usize; 4] = [100, 1_000, 10_000, 100_000];
 const AGGREGATIONS: [Aggregation; 3] = [Aggregation::Sum, Aggregation::Max, Aggregation::P99];
 
 /// Rotating one-second traffic patterns, turned into events one request-sized batch at a
@@ -30,6 +37,8 @@ struct Traffic {
     names: Vec<String>,
     seconds: Vec<Vec<CompactEvent>>,
     batch: Vec<MetricEvent>,
+    /// Events per `ingest` call.
+    batch_size: usize,
 }
 
 impl Traffic {
@@ -41,6 +50,7 @@ impl Traffic {
             names: metric_names(series),
             seconds,
             batch: Vec::with_capacity(HTTP_BATCH),
+            batch_size: HTTP_BATCH,
         }
     }
 
@@ -53,7 +63,7 @@ impl Traffic {
     fn feed<E: Engine>(&mut self, engine: &mut E, second: i64, now_ms: i64) -> Duration {
         let start = START_MS + second * 1000;
         let mut spent = Duration::ZERO;
-        for chunk in self.seconds[(second % 4) as usize].chunks(HTTP_BATCH) {
+        for chunk in self.seconds[(second % 4) as usize].chunks(self.batch_size) {
             materialize(chunk, &self.names, start, &mut self.batch);
             let t = Instant::now();
             engine.ingest(&self.batch, now_ms);
@@ -85,6 +95,29 @@ impl Engine for SortedSetEngine {
 
     fn refresh(&mut self, now_ms: i64) -> usize {
         self.refresh_all(now_ms)
+    }
+}
+
+/// A shard that applies every batch in one order, whatever its size.
+struct Ordered(Shard, Grouping);
+
+impl Engine for Ordered {
+    fn ingest(&mut self, events: &[MetricEvent], now_ms: i64) {
+        self.0.apply_grouped(events, now_ms, self.1);
+    }
+
+    fn refresh(&mut self, now_ms: i64) -> usize {
+        self.0.tick(now_ms).len()
+    }
+}
+
+impl Engine for FlatSums {
+    fn ingest(&mut self, events: &[MetricEvent], now_ms: i64) {
+        self.apply(events, now_ms);
+    }
+
+    fn refresh(&mut self, now_ms: i64) -> usize {
+        FlatSums::refresh(self, now_ms)
     }
 }
 
@@ -186,11 +219,46 @@ fn window_ingest(c: &mut Criterion) {
     run_group(c, "window_ingest", SERIES, PER_SERIES_PER_S, true);
 }
 
+/// `window_ingest` by batch size: livedash in arrival order and grouped, the sorted-set
+/// algorithm, and (sums) the floor.
+fn window_batches(c: &mut Criterion) {
+    let mut traffic = Traffic::new(SERIES, PER_SERIES_PER_S);
+    let names = traffic.names.clone();
+    let mut group = c.benchmark_group("window_batches");
+    group.throughput(Throughput::Elements(traffic.events_per_second() as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    for batch in BATCHES {
+        traffic.batch_size = batch;
+        for agg in AGGREGATIONS {
+            for (name, grouping) in [("in_order", Grouping::Never), ("grouped", Grouping::Always)] {
+                let id = BenchmarkId::new(format!("{name}/{}", agg.as_str()), batch);
+                let make = || Ordered(livedash(&names, agg, WINDOW_S), grouping);
+                bench_seconds(&mut group, id, make, &mut traffic, true);
+            }
+            let id = BenchmarkId::new(format!("sorted_set/{}", agg.as_str()), batch);
+            let make = || sorted_set(&names, agg, WINDOW_S);
+            bench_seconds(&mut group, id, make, &mut traffic, true);
+        }
+        let id = BenchmarkId::new("flat/sum", batch);
+        bench_seconds(
+            &mut group,
+            id,
+            || FlatSums::new(&names, WINDOW_S),
+            &mut traffic,
+            true,
+        );
+    }
+    group.finish();
+}
+
 /// One query, a full 5-minute window at 10,000 events/s; times the refresh that slides
 /// the window over each new second (the second's events are fed untimed).
 fn window_refresh(c: &mut Criterion) {
     run_group(c, "window_refresh", 1, 10_000, false);
 }
 
-criterion_group!(benches, window_ingest, window_refresh);
+criterion_group!(benches, window_ingest, window_refresh, window_batches);
 criterion_main!(benches);

@@ -2,6 +2,7 @@
 //! against: the original design's sorted-set algorithm, done in memory.
 
 pub mod chaos;
+pub mod flat;
 pub mod floor;
 pub mod node;
 pub mod sorted_set;

@@ -11,7 +11,7 @@ pub mod shard;
 pub mod validate;
 pub mod window;
 
-mod prefetch;
+pub mod prefetch;
 mod serde_helpers;
 
 pub use model::{
@@ -21,7 +21,7 @@ pub use model::{
 pub use query::{QueryId, QueryIndex, QueryKey};
 pub use routing::{Placement, partition_for, shard_for};
 pub use shard::{
-    ApplyOutcome, HistoryPoint, IngestStats, QueryChanges, Rejection, Shard, ShardConfig,
+    ApplyOutcome, Grouping, HistoryPoint, IngestStats, QueryChanges, Rejection, Shard, ShardConfig,
     WidgetValue,
 };
 pub use validate::ValidationError;

@@ -1,11 +1,12 @@
-//! Cache prefetch hints, the one place the engine allows `unsafe`.
+//! Cache prefetch hints, the one place the engine allows `unsafe` (public for the
+//! benchmarks' floor, which must overlap its misses as the engine does).
 //! A prefetch asks the CPU to start loading a cache line; it never faults, whatever the
 //! address, and has no effect the program can observe other than timing.
 
 /// Starts loading the cache line holding `p` (and nothing else). No-op off x86-64.
 #[inline(always)]
 #[allow(unsafe_code)]
-pub(crate) fn prefetch<T>(p: *const T) {
+pub fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `_mm_prefetch` is a hint: it dereferences nothing, cannot fault on any
     // address (valid or not) and changes no program-visible state. SSE, which it needs,

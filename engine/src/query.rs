@@ -95,6 +95,13 @@ const _: () = assert!(size_of::<MetricEntry>() <= 64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QueryId(u32);
 
+impl QueryId {
+    /// The id as a dense index (below `QueryIndex::id_bound`).
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// A query an event's metric feeds, as the metric index lists it: with whether the query
 /// has a tag filter, so inserting into an unfiltered query reads nothing of it beyond its
 /// window.
@@ -277,6 +284,11 @@ impl QueryIndex {
 
     /// Starts loading query `id`'s state into cache without waiting for it.
     #[inline]
+    /// Every live query's id is below this.
+    pub fn id_bound(&self) -> usize {
+        self.slots.len()
+    }
+
     pub fn prefetch(&self, id: QueryId) {
         if (id.0 as usize) < self.slots.len() {
             let base = self.slots.as_ptr().wrapping_add(id.0 as usize).cast::<u8>();

@@ -10,10 +10,12 @@ use uuid::Uuid;
 
 use crate::limits::{DEFAULT_HISTORY_LEN, DEFAULT_MAX_SKEW_MS};
 use crate::model::{Aggregation, MetricEvent, Widget};
-use crate::query::{QueryId, QueryIndex, QueryKey, Route};
+use crate::query::{QueryId, QueryIndex, QueryKey};
 use crate::validate::{self, ValidationError};
 
+mod apply;
 mod mirror;
+pub use apply::Grouping;
 pub use mirror::QueryChanges;
 
 /// Tunables of a shard.
@@ -142,8 +144,10 @@ pub struct Shard {
     stats: IngestStats,
     /// Percentile widgets on this shard (when 0, `apply` skips the histogram pass).
     histograms: usize,
-    /// Scratch for `apply`: (event index in chunk, query) pairs.
-    plan: Vec<(u32, Route)>,
+    /// Scratch for `apply`: (event, query) pairs, and the same grouped by query.
+    plan: Vec<apply::Pair>,
+    grouped: Vec<apply::Pair>,
+    group_counts: Vec<u32>,
 }
 
 /// Refreshes handled per pass of `tick`.
@@ -168,6 +172,8 @@ impl Shard {
             stats: IngestStats::default(),
             histograms: 0,
             plan: Vec::with_capacity(APPLY_CHUNK),
+            grouped: Vec::new(),
+            group_counts: Vec::new(),
         }
     }
 
@@ -224,57 +230,6 @@ impl Shard {
             self.stats.unmatched += 1;
         }
         Ok(())
-    }
-
-    /// Applies a batch of validated events at clock `now_ms`.
-    ///
-    /// Works in chunks, in three passes: check times, look every metric up and prefetch
-    /// its queries; then advance each query and prefetch the pane each event lands in;
-    /// then insert. The loads of a chunk are independent of each other, so their cache
-    /// misses overlap instead of queueing one behind the other, and the inserts find
-    /// their panes in cache.
-    pub fn apply(&mut self, events: &[MetricEvent], now_ms: i64) -> ApplyOutcome {
-        let now = self.now(now_ms);
-        let mut outcome = ApplyOutcome::default();
-        let mut plan = std::mem::take(&mut self.plan);
-        for (chunk_no, chunk) in events.chunks(APPLY_CHUNK).enumerate() {
-            let base = chunk_no * APPLY_CHUNK;
-            plan.clear();
-            for (i, ev) in chunk.iter().enumerate() {
-                if let Err(r) = self.check_time(ev.event_time, now) {
-                    outcome.rejected.push((base + i, r));
-                    continue;
-                }
-                outcome.accepted += 1;
-                match self.queries.queries_of(&ev.metric_name) {
-                    Some(routes) => {
-                        for &route in routes {
-                            self.queries.prefetch(route.id);
-                            plan.push((i as u32, route));
-                        }
-                    }
-                    None => self.stats.unmatched += 1,
-                }
-            }
-            for &(i, route) in &plan {
-                self.queries
-                    .warm(route.id, chunk[i as usize].event_time, now);
-            }
-            if self.histograms > 0 {
-                for &(i, route) in &plan {
-                    let ev = &chunk[i as usize];
-                    self.queries
-                        .warm_histogram(route.id, ev.event_time, ev.value);
-                }
-            }
-            for &(i, route) in &plan {
-                let ev = &chunk[i as usize];
-                self.queries
-                    .insert_into(route, &ev.tags, ev.event_time, ev.value);
-            }
-        }
-        self.plan = plan;
-        outcome
     }
 
     /// Adds a widget, or changes it if its id exists. A widget whose query (metric,
