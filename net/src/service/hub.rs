@@ -307,6 +307,8 @@ impl Hub {
         match outbox.offer(frame, stamp) {
             Offered::Written => Self::written(svc, frame.len(), &stamp),
             Offered::Queued => {}
+            // The frame counts as written once its rest is.
+            Offered::Started(n) => svc.metrics.bytes_sent_partly(n),
             Offered::Conflated => {
                 let c = &svc.metrics.conflations;
                 c.set(c.get() + 1);

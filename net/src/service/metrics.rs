@@ -210,6 +210,11 @@ impl Metrics {
         }
     }
 
+    /// Counts the first `bytes` of a frame whose rest the connection's writer sends.
+    pub fn bytes_sent_partly(&self, bytes: usize) {
+        self.bytes_sent.set(self.bytes_sent.get() + bytes as u64);
+    }
+
     /// Counts a stream the node closed with `code` (`None`: the client left).
     pub fn closed(&self, code: Option<u16>) {
         *self

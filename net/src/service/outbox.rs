@@ -23,6 +23,8 @@ pub enum Offered {
     Written,
     /// Queued for the connection's writer (or carried by the resync it owes).
     Queued,
+    /// The socket took this many bytes; the writer sends the rest.
+    Started(usize),
     /// The queue overflowed: dropped for a resync with the newest values.
     Conflated,
 }
@@ -116,7 +118,7 @@ impl Outbox {
                 Ok(n) => {
                     *self.tail.borrow_mut() = Some((frame.slice(n..), stamp));
                     self.wake();
-                    return Offered::Queued;
+                    return Offered::Started(n);
                 }
                 // Full, or broken: the writer waits for room, or finds the error.
                 Err(_) => {}
