@@ -31,4 +31,18 @@ impl Stop {
     pub async fn wait(&self) {
         while self.gate.acquire(1).await.is_ok() {}
     }
+
+    /// Sleeps for `period`, or less if the stop comes first; true if it came.
+    pub async fn sleep(&self, period: std::time::Duration) -> bool {
+        use futures_lite::FutureExt;
+        async {
+            glommio::timer::sleep(period).await;
+            false
+        }
+        .or(async {
+            self.wait().await;
+            true
+        })
+        .await
+    }
 }

@@ -7,7 +7,6 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::FutureExt;
 use livedash_engine::MetricEvent;
 use serde_json::json;
 
@@ -178,16 +177,7 @@ pub async fn run(svc: Rc<Services>) {
     let mut previous: Option<(i64, Totals)> = None;
     let mut sent = 0u64;
     loop {
-        let stopped = async {
-            glommio::timer::sleep(EVERY).await;
-            false
-        }
-        .or(async {
-            svc.stop.wait().await;
-            true
-        })
-        .await;
-        if stopped {
+        if svc.stop.sleep(EVERY).await {
             return;
         }
         let Ok(shards) = stats::all_shards(&svc, false).await else {

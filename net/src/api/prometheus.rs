@@ -48,17 +48,11 @@ impl Families {
         help: &str,
         samples: impl IntoIterator<Item = (Labels, f64)>,
     ) {
-        let metrics = samples
-            .into_iter()
-            .map(|(labels, v)| {
-                let mut c = Counter::default();
-                c.set_value(v);
-                let mut m = Metric::from_label(label_pairs(&labels));
-                m.set_counter(c);
-                m
-            })
-            .collect();
-        self.family(name, help, MetricType::COUNTER, metrics);
+        self.scalars(name, help, MetricType::COUNTER, samples, |m, v| {
+            let mut c = Counter::default();
+            c.set_value(v);
+            m.set_counter(c);
+        });
     }
 
     pub(super) fn gauge(
@@ -67,17 +61,31 @@ impl Families {
         help: &str,
         samples: impl IntoIterator<Item = (Labels, f64)>,
     ) {
+        self.scalars(name, help, MetricType::GAUGE, samples, |m, v| {
+            let mut g = Gauge::default();
+            g.set_value(v);
+            m.set_gauge(g);
+        });
+    }
+
+    /// A family of one number per sample, set on each metric by `set`.
+    fn scalars(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (Labels, f64)>,
+        set: impl Fn(&mut Metric, f64),
+    ) {
         let metrics = samples
             .into_iter()
             .map(|(labels, v)| {
-                let mut g = Gauge::default();
-                g.set_value(v);
-                let mut m = Metric::from_gauge(g);
-                m.set_label(label_pairs(&labels));
+                let mut m = Metric::from_label(label_pairs(&labels));
+                set(&mut m, v);
                 m
             })
             .collect();
-        self.family(name, help, MetricType::GAUGE, metrics);
+        self.family(name, help, kind, metrics);
     }
 
     pub(super) fn histogram<'a>(

@@ -238,19 +238,7 @@ async fn stale_loop(svc: Rc<Services>) {
 /// Wakes every stream once per ping interval to read its peer and ping it.
 async fn sweep_loop(svc: Rc<Services>) {
     let every = Duration::from_millis(svc.config.ws_ping_interval_ms);
-    loop {
-        let stopped = async {
-            sleep(every).await;
-            false
-        }
-        .or(async {
-            svc.stop.wait().await;
-            true
-        })
-        .await;
-        if stopped {
-            break;
-        }
+    while !svc.stop.sleep(every).await {
         svc.hub.sweep();
     }
 }
