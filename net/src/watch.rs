@@ -14,6 +14,7 @@ use crate::clock::now_ms;
 use crate::demo::{ensure_dashboard, event, widget};
 use crate::parse::Parsed;
 use crate::service::Services;
+use crate::service::catalogue::CatalogueError;
 use crate::service::metrics::{Buckets, LATENCY_BOUNDS};
 use crate::service::stats::{self, ShardStats};
 
@@ -196,6 +197,8 @@ pub async fn run(svc: Rc<Services>) {
         if !made {
             match ensure_dashboard(&svc, &name, widgets(&node, svc.kafka.is_some())).await {
                 Ok(_) => made = true,
+                // The catalogue is still loading (cluster mode, at start): next second.
+                Err(CatalogueError::NotReady) => {}
                 Err(e) => tracing::warn!(
                     "cannot create the self-dashboard {name:?} (retrying every second): {e}; \
                      start with --self-dashboard false to do without it"
