@@ -5,5 +5,6 @@ pub mod chaos;
 pub mod flat;
 pub mod floor;
 pub mod node;
+pub mod peer;
 pub mod sorted_set;
 pub mod workload;

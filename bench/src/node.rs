@@ -93,6 +93,24 @@ pub fn start_binary(
     Ok((Node(child, dir.to_path_buf()), addr))
 }
 
+/// The release `livedash` and `loadgen` binaries beside the running benchmark.
+pub fn node_and_loadgen() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let (node, loadgen) = (
+        exe.with_file_name("livedash"),
+        exe.with_file_name("loadgen"),
+    );
+    for bin in [&node, &loadgen] {
+        if !bin.exists() {
+            return Err(format!(
+                "{} not found; build it with `cargo build --release --bin livedash --bin loadgen`",
+                bin.display()
+            ));
+        }
+    }
+    Ok((node, loadgen))
+}
+
 /// Creates dashboards of at most 200 widgets each from `specs` (widget specs as JSON).
 pub fn create_widgets(admin: &mut Client, specs: &[Value]) -> Result<(), String> {
     for (i, chunk) in specs.chunks(200).enumerate() {

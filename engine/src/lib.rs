@@ -16,7 +16,7 @@ mod serde_helpers;
 
 pub use model::{
     Aggregation, Dashboard, DashboardUpdate, IngestReply, MetricEvent, NewDashboard, RejectedEvent,
-    Tags, Widget, WidgetPatch, WidgetReading, WidgetSpec,
+    Tags, Widget, WidgetPatch, WidgetReading, WidgetSpec, tick_phase_ms,
 };
 pub use query::{QueryId, QueryIndex, QueryKey};
 pub use routing::{Placement, partition_for, shard_for};

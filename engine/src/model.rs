@@ -139,6 +139,25 @@ impl Widget {
     pub fn refresh_interval_ms(&self) -> i64 {
         ((self.spec.refresh_interval_seconds * 1000.0).round() as i64).max(1)
     }
+
+    /// Where in its refresh interval this widget ticks: see `tick_phase_ms`.
+    pub fn tick_phase_ms(&self) -> i64 {
+        tick_phase_ms(&self.dashboard_id, self.refresh_interval_ms())
+    }
+}
+
+/// The tick phase of a dashboard's widgets that refresh every `interval_ms`: a number in
+/// `0..interval_ms` hashed from the dashboard's id: the same on every node and after every
+/// restart, and uniform over dashboards. Such widgets refresh at `phase + k * interval_ms` (epoch ms), so the
+/// widgets of one dashboard tick together and different dashboards tick apart.
+pub fn tick_phase_ms(dashboard_id: &Uuid, interval_ms: i64) -> i64 {
+    let bits = dashboard_id.as_u128();
+    // splitmix64's finaliser over both halves: every bit of the id moves the phase.
+    let mut z = (bits as u64) ^ ((bits >> 64) as u64).rotate_left(32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % interval_ms.max(1) as u64) as i64
 }
 
 /// A dashboard: a name, a free-form layout and its widgets.

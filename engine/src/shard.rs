@@ -28,6 +28,9 @@ pub struct ShardConfig {
     /// Events older than `max(longest window, min_horizon_ms)` are rejected. The node sets
     /// this to the longest window of any dashboard so all shards agree.
     pub min_horizon_ms: i64,
+    /// Refresh each widget at its dashboard's phase within the interval
+    /// (`Widget::tick_phase_ms`) instead of on multiples of the interval.
+    pub spread_ticks: bool,
 }
 
 impl Default for ShardConfig {
@@ -36,6 +39,7 @@ impl Default for ShardConfig {
             max_skew_ms: DEFAULT_MAX_SKEW_MS,
             history_len: DEFAULT_HISTORY_LEN,
             min_horizon_ms: 300_000,
+            spread_ticks: true,
         }
     }
 }
@@ -108,6 +112,8 @@ struct WidgetState {
     query: QueryId,
     aggregation: Aggregation,
     interval_ms: i64,
+    /// Refreshes fall on `phase_ms + k * interval_ms`.
+    phase_ms: i64,
     generation: u64,
     /// When the next refresh is scheduled.
     due: i64,
@@ -134,8 +140,8 @@ pub struct Shard {
     widgets: Vec<Option<WidgetState>>,
     free_slots: Vec<u32>,
     slot_of: HashMap<Uuid, u32>,
-    /// Refresh deadlines: due time to (slot, generation). Deadlines are aligned, so
-    /// widgets sharing an interval share one entry. Stale generations are skipped.
+    /// Refresh deadlines: due time to (slot, generation). Deadlines are aligned to the
+    /// phase, so the widgets of a dashboard sharing an interval share one entry. Stale generations are skipped.
     schedule: BTreeMap<i64, Vec<(u32, u64)>>,
     next_generation: u64,
     /// The shard clock: the largest `now` seen; it never goes back.
@@ -243,6 +249,11 @@ impl Shard {
         let generation = self.next_generation;
         self.next_generation += 1;
         let interval_ms = widget.refresh_interval_ms();
+        let phase_ms = if self.config.spread_ticks {
+            widget.tick_phase_ms()
+        } else {
+            0
+        };
         let id = widget.widget_id;
         let existing = self
             .slot_of
@@ -272,6 +283,7 @@ impl Shard {
                 state.aggregation = widget.spec.aggregation;
                 state.widget = widget;
                 state.interval_ms = interval_ms;
+                state.phase_ms = phase_ms;
                 state.generation = generation;
                 state.due = now;
                 slot
@@ -286,6 +298,7 @@ impl Shard {
                     widget,
                     query,
                     interval_ms,
+                    phase_ms,
                     generation,
                     due: now,
                     last: None,
@@ -363,6 +376,13 @@ impl Shard {
     /// then their queries and history slots, then the panes that slide out, so the cache
     /// misses of a chunk overlap; the last pass computes.
     pub fn tick(&mut self, now_ms: i64) -> Vec<WidgetValue> {
+        self.tick_noting(now_ms, &mut Vec::new())
+    }
+
+    /// `tick`, also appending to `unchanged` the id of every widget refreshed without a
+    /// change, so a receiver waiting for a dashboard's values of this tick knows that
+    /// nothing more comes.
+    pub fn tick_noting(&mut self, now_ms: i64, unchanged: &mut Vec<Uuid>) -> Vec<WidgetValue> {
         let now = self.now(now_ms);
         let mut changed = Vec::new();
         while let Some(entry) = self.schedule.first_entry() {
@@ -440,12 +460,16 @@ impl Shard {
                     });
                     if differs {
                         changed.push(value.clone());
+                    } else {
+                        unchanged.push(value.widget_id);
                     }
                     state.last = Some(value);
-                    // Refreshes fall on multiples of the interval so widgets sharing an
-                    // interval refresh together; a shard that fell behind skips missed
-                    // slots.
-                    let next = (now.div_euclid(state.interval_ms) + 1) * state.interval_ms;
+                    // Refreshes fall on the dashboard's phase plus multiples of the
+                    // interval, so a dashboard's widgets refresh together and dashboards
+                    // apart; a shard that fell behind skips missed slots.
+                    let next = state.phase_ms
+                        + ((now - state.phase_ms).div_euclid(state.interval_ms) + 1)
+                            * state.interval_ms;
                     state.due = next;
                     match &mut next_batch {
                         Some((at, list)) if *at == next => list.push((slot, generation)),

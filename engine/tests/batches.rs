@@ -18,6 +18,7 @@ fn shard(widgets: &[Widget]) -> Shard {
         max_skew_ms: 5_000,
         history_len: 4,
         min_horizon_ms: 0,
+        spread_ticks: true,
     });
     for w in widgets {
         s.upsert_widget(w.clone(), NOW).unwrap();

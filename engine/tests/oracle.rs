@@ -230,6 +230,7 @@ fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
         max_skew_ms: SKEW_MS,
         history_len: 4,
         min_horizon_ms: 0,
+        spread_ticks: true,
     };
     let mut shard = Shard::new(config);
     let mut oracle = Oracle {

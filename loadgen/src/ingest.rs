@@ -57,19 +57,26 @@ impl Rng {
     }
 }
 
+/// What every producer metric name starts with; the metric's number follows.
+pub const METRIC_PREFIX: &str = "loadgen.metric.";
+
 /// The metric names the producers use (and the socket dashboards watch).
 pub fn metric_name(i: usize) -> String {
-    format!("loadgen.metric.{i}")
+    format!("{METRIC_PREFIX}{i}")
 }
 
-fn body(plan: &Plan, rng: &mut Rng, out: &mut String) {
+/// Writes one request body into `out` and the metric number of each event into
+/// `metrics`; returns the events' event time.
+fn body(plan: &Plan, rng: &mut Rng, out: &mut String, metrics: &mut Vec<usize>) -> i64 {
     out.clear();
+    metrics.clear();
     let t = now_ms();
     if plan.format == Format::Json {
         out.push('[');
     }
     for i in 0..plan.batch {
         let (metric, host, value) = rng.event(plan.metrics, plan.tags);
+        metrics.push(metric);
         match plan.format {
             Format::Json => {
                 if i > 0 {
@@ -90,6 +97,7 @@ fn body(plan: &Plan, rng: &mut Rng, out: &mut String) {
     if plan.format == Format::Json {
         out.push(']');
     }
+    t
 }
 
 /// The open-loop schedule the producers of a run share: batch k is due at start + k times
@@ -176,12 +184,14 @@ pub fn run(
                     let mut unreachable = 0;
                     let mut rng = Rng::for_producer(c);
                     let mut text = String::with_capacity(plan.batch * 100);
+                    let mut metrics = Vec::with_capacity(plan.batch);
                     let content_type = match plan.format {
                         Format::Json => "application/json",
                         Format::Line => "text/plain; charset=utf-8",
                     };
                     while let Some(intended) = schedule.next(&stop) {
-                        body(&plan, &mut rng, &mut text);
+                        let t = body(&plan, &mut rng, &mut text, &mut metrics);
+                        stats.sent(t, &metrics);
                         let result = match &mut client {
                             Some(c) => c.ingest_body(content_type, query, text.as_bytes()),
                             None => Client::connect(addrs[at])
@@ -215,8 +225,13 @@ pub fn run(
                         }
                         let measuring = stats.measuring();
                         let latency = intended.elapsed();
-                        if let Ok(reply) = &result {
-                            Stats::count(&stats.events_acked_total, reply.accepted as u64);
+                        match &result {
+                            Ok(reply) => {
+                                Stats::count(&stats.events_acked_total, reply.accepted as u64);
+                            }
+                            // An error may come after the node applied the batch; if it
+                            // did, its events count as never shown.
+                            Err(_) => stats.unsent(t, &metrics),
                         }
                         if !measuring {
                             continue;
@@ -260,7 +275,7 @@ mod tests {
     #[test]
     fn json_bodies_parse_as_events() {
         let mut out = String::new();
-        body(&plan(Format::Json), &mut Rng(7), &mut out);
+        body(&plan(Format::Json), &mut Rng(7), &mut out, &mut Vec::new());
         let events: Vec<livedash_engine::MetricEvent> = serde_json::from_str(&out).unwrap();
         assert_eq!(events.len(), 3);
         assert!(
@@ -273,7 +288,7 @@ mod tests {
     #[test]
     fn line_bodies_have_one_line_per_event() {
         let mut out = String::new();
-        body(&plan(Format::Line), &mut Rng(7), &mut out);
+        body(&plan(Format::Line), &mut Rng(7), &mut out, &mut Vec::new());
         assert_eq!(out.lines().count(), 3);
         assert!(out.lines().all(|l| l.starts_with("loadgen.metric,host=h")));
     }

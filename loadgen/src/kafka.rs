@@ -131,13 +131,16 @@ pub fn run(
                 std::thread::spawn(move || {
                     let mut rng = Rng::for_producer(c);
                     let mut groups: Vec<Vec<MetricEvent>> = vec![Vec::new(); count as usize];
+                    let mut metrics = Vec::with_capacity(plan.batch);
                     while let Some(intended) = schedule.next(&stop) {
                         let t = crate::now_ms();
                         for g in &mut groups {
                             g.clear();
                         }
+                        metrics.clear();
                         for _ in 0..plan.batch {
                             let (metric, host, value) = rng.event(plan.metrics, plan.tags);
+                            metrics.push(metric);
                             groups[partition_of[metric] as usize].push(MetricEvent {
                                 metric_name: metric_name(metric),
                                 value,
@@ -145,6 +148,9 @@ pub fn run(
                                 event_time: t,
                             });
                         }
+                        // A record the brokers refuse later is not taken back: its events
+                        // count as never shown.
+                        stats.sent(t, &metrics);
                         let records = groups.iter().filter(|g| !g.is_empty()).count();
                         let measured = stats.measuring();
                         if measured {

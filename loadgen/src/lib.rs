@@ -12,5 +12,6 @@ pub mod report;
 mod scratch;
 pub mod sockets;
 pub mod stats;
+pub mod visible;
 
 pub use client::now_ms;

@@ -15,6 +15,7 @@ use livedash_loadgen::client::{Client, target_addr};
 use livedash_loadgen::ingest::{Format, Plan};
 use livedash_loadgen::report::{ProducerFigures, Report, StreamFigures, sample_process};
 use livedash_loadgen::stats::Stats;
+use livedash_loadgen::visible::Visible;
 use livedash_loadgen::{baseline, ingest, kafka, report, sockets};
 
 /// Load generator for livedash. Every run prints a report; `--json` and `--plot` save it.
@@ -271,9 +272,10 @@ fn main() -> anyhow::Result<()> {
             }
             c.dashboard_ids.clone()
         };
+        let _ = stats.visible.set(Visible::new(c.sockets, ids.len()));
         let on_text: sockets::OnText = {
             let stats = Arc::clone(&stats);
-            Arc::new(move |text: &str| sockets::record(&stats, text))
+            Arc::new(move |index, text: &str| sockets::record(&stats, index, text))
         };
         let plan = sockets::Plan {
             addrs,
@@ -344,10 +346,11 @@ fn main() -> anyhow::Result<()> {
         );
         let secs = started.elapsed().as_secs_f64().max(0.001);
         bar.set_message(format!(
-            "{:.0} events/s acked, {} sockets, e2e p99 {:.0} ms, push p99 {:.0} ms",
+            "{:.0} events/s acked, {} sockets, e2e p99 {:.0} ms, freshness p99 {:.0} ms, push p99 {:.0} ms",
             Stats::get(&stats.events_acked) as f64 / secs,
             Stats::get(&stats.sockets_connected),
             Stats::percentiles(&stats.e2e).p99,
+            Stats::percentiles(&stats.freshness).p99,
             Stats::percentiles(&stats.push).p99,
         ));
         bar.tick();
@@ -391,6 +394,8 @@ fn main() -> anyhow::Result<()> {
                 sockets_connected,
                 updates_received: Stats::get(&stats.updates_received),
                 e2e_latency_ms: Stats::percentiles(&stats.e2e),
+                e2e_events: stats.e2e.lock().map_or(0, |l| l.count()),
+                freshness_ms: Stats::percentiles(&stats.freshness),
                 push_delay_ms: Stats::percentiles(&stats.push),
                 reconnects,
                 reconnect_gap_ms: (reconnects > 0).then(|| Stats::percentiles(&stats.gap)),

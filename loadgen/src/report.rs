@@ -48,7 +48,14 @@ pub struct StreamFigures {
     pub sockets_target: u64,
     pub sockets_connected: u64,
     pub updates_received: u64,
+    /// Per event: from its event time to the first frame that shows it, over the events
+    /// a sample of the streams followed (`e2e_events` of them).
     pub e2e_latency_ms: Percentiles,
+    pub e2e_events: u64,
+    /// Per widget in each update frame: receive time minus the widget's newest event
+    /// time (how fresh the newest value shown is).
+    pub freshness_ms: Percentiles,
+    /// Per update frame: receive time minus `sent_at`.
     pub push_delay_ms: Percentiles,
     /// Streams that closed, came back (on the next node) and got updates again.
     pub reconnects: u64,
@@ -109,7 +116,12 @@ impl Report {
                 "  sockets   {} of {} connected, {} updates received",
                 f.sockets_connected, f.sockets_target, f.updates_received
             );
-            println!("  e2e       {}", p(&f.e2e_latency_ms));
+            println!(
+                "  e2e       {} (per event, {} events followed)",
+                p(&f.e2e_latency_ms),
+                f.e2e_events
+            );
+            println!("  freshness {}", p(&f.freshness_ms));
             println!("  push      {}", p(&f.push_delay_ms));
             if let Some(g) = &f.reconnect_gap_ms {
                 println!(
@@ -133,7 +145,12 @@ pub fn plot(path: &Path, stats: &Stats) -> anyhow::Result<()> {
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(350);
     let series = [
-        ("e2e p99", Stats::p99_series(&stats.e2e), BLUE),
+        ("e2e p99 (per event)", Stats::p99_series(&stats.e2e), BLUE),
+        (
+            "freshness p99",
+            Stats::p99_series(&stats.freshness),
+            MAGENTA,
+        ),
         ("push p99", Stats::p99_series(&stats.push), RED),
         ("ingest p99", Stats::p99_series(&stats.ingest), GREEN),
     ];
@@ -181,14 +198,17 @@ pub fn plot(path: &Path, stats: &Stats) -> anyhow::Result<()> {
     let x_top = buckets.last().map_or(1.0, |b| b.0 + width);
     let y_top = buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1);
     let mut hist = ChartBuilder::on(&bottom)
-        .caption("end-to-end latency (up to p99.9)", ("sans-serif", 18))
+        .caption(
+            "end-to-end latency per event (up to p99.9)",
+            ("sans-serif", 18),
+        )
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..x_top, 0u64..y_top)?;
     hist.configure_mesh()
         .x_desc("end-to-end latency, ms")
-        .y_desc("widget values received")
+        .y_desc("events")
         .draw()?;
     hist.draw_series(buckets.iter().map(|(lo, n)| {
         Rectangle::new([(*lo, 0), (*lo + width * 0.9, *n)], BLUE.mix(0.6).filled())

@@ -1,7 +1,8 @@
 //! WebSocket clients: N streams over D dashboards and over the nodes given, on a few
 //! threads with an epoll loop each. For every `update` frame they record the push delay
-//! (receive time - `sent_at`) and, per widget, the end-to-end latency (receive time -
-//! `latest_event_time`). A stream that closes reconnects to the next node, as the web UI
+//! (receive time - `sent_at`) and, per widget, the freshness (receive time -
+//! `latest_event_time`); a sample of them follows every event to the frame that first
+//! shows it (`visible`). A stream that closes reconnects to the next node, as the web UI
 //! does, and the gap between its last update before and its first update after is
 //! recorded.
 
@@ -97,9 +98,13 @@ struct UpdatedWidget {
     latest_event_time: Option<i64>,
 }
 
-/// Records the push delay and end-to-end latency of an `update` frame.
-pub fn record(stats: &Stats, text: &str) {
+/// Records the push delay and freshness of an `update` frame of stream `index`, and
+/// what a followed stream's frames show.
+pub fn record(stats: &Stats, index: usize, text: &str) {
     let received = now_ms();
+    if let Some(v) = stats.visible.get() {
+        v.frame(stats, index, text);
+    }
     let Ok(frame) = serde_json::from_str::<Update>(text) else {
         return;
     };
@@ -112,13 +117,13 @@ pub fn record(stats: &Stats, text: &str) {
     }
     for w in frame.widgets {
         if let Some(t) = w.latest_event_time {
-            stats.record(&stats.e2e, (received - t).max(0) as u64 * 1000);
+            stats.record(&stats.freshness, (received - t).max(0) as u64 * 1000);
         }
     }
 }
 
-/// What a thread does with each text frame a stream receives.
-pub type OnText = Arc<dyn Fn(&str) + Send + Sync>;
+/// What a thread does with each text frame a stream receives, given the stream's index.
+pub type OnText = Arc<dyn Fn(usize, &str) + Send + Sync>;
 
 /// Where the streams connect and what they do.
 #[derive(Clone)]
@@ -200,7 +205,13 @@ fn connect(addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<TcpStream> {
 
 impl Client {
     /// Advances the stream after its socket became ready; returns false once it ended.
-    fn ready(&mut self, stats: &Stats, on_text: &OnText, updated: &mut Option<Instant>) -> bool {
+    fn ready(
+        &mut self,
+        index: usize,
+        stats: &Stats,
+        on_text: &OnText,
+        updated: &mut Option<Instant>,
+    ) -> bool {
         loop {
             match std::mem::replace(self, Client::Done) {
                 Client::Handshaking(mid) => match mid.handshake() {
@@ -228,7 +239,7 @@ impl Client {
                                 if is_update(&text) {
                                     *updated = Some(Instant::now());
                                 }
-                                on_text(&text);
+                                on_text(index, &text);
                             }
                             Ok(Message::Close(frame)) => {
                                 // 4xxx: the node will not serve this stream (no such
@@ -379,7 +390,9 @@ fn client_thread(plan: &Plan, mine: &[usize], stop: &AtomicBool) -> std::io::Res
             };
             let before = s.last_update;
             let mut updated = None;
-            let alive = s.client.ready(&plan.stats, &plan.on_text, &mut updated);
+            let alive = s
+                .client
+                .ready(s.index, &plan.stats, &plan.on_text, &mut updated);
             if let Some(at) = updated {
                 s.last_update = Some(at);
                 if let Some(from) = s.gap_from.take() {

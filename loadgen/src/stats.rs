@@ -35,14 +35,19 @@ impl Default for Latency {
 }
 
 impl Latency {
-    fn record(&mut self, second: u64, us: u64) {
+    fn record(&mut self, second: u64, us: u64, n: u64) {
         let us = us.clamp(1, MAX_US);
-        let _ = self.total.record(us);
+        let _ = self.total.record_n(us, n);
         let _ = self
             .per_second
             .entry(second)
             .or_insert_with(histogram)
-            .record(us);
+            .record_n(us, n);
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.total.len()
     }
 }
 
@@ -88,10 +93,15 @@ pub struct Stats {
     /// Streams that closed, reconnected, and got updates again.
     pub reconnects: AtomicU64,
     pub ingest: Mutex<Latency>,
+    /// Per event: event time to the first frame that shows it (see `visible`).
     pub e2e: Mutex<Latency>,
+    /// Per widget in each update frame: receive time minus its `latest_event_time`.
+    pub freshness: Mutex<Latency>,
     pub push: Mutex<Latency>,
     /// Per reconnected stream: its last update before the close to its first after.
     pub gap: Mutex<Latency>,
+    /// Set when streams run: which events the followed streams have shown.
+    pub visible: std::sync::OnceLock<crate::visible::Visible>,
     /// Why the run cannot go on (the node refused the events, a stream, a dashboard).
     fatal: Mutex<Option<String>>,
     /// Some request or stream got through to a node.
@@ -113,8 +123,10 @@ impl Default for Stats {
             reconnects: AtomicU64::new(0),
             ingest: Mutex::new(Latency::default()),
             e2e: Mutex::new(Latency::default()),
+            freshness: Mutex::new(Latency::default()),
             push: Mutex::new(Latency::default()),
             gap: Mutex::new(Latency::default()),
+            visible: std::sync::OnceLock::new(),
             fatal: Mutex::new(None),
             reached: AtomicBool::new(false),
         }
@@ -131,9 +143,29 @@ impl Stats {
     }
 
     pub fn record(&self, which: &Mutex<Latency>, us: u64) {
+        self.record_n(which, us, 1);
+    }
+
+    /// Records `n` values of `us` microseconds.
+    pub fn record_n(&self, which: &Mutex<Latency>, us: u64, n: u64) {
         let second = self.second();
         if let Ok(mut l) = which.lock() {
-            l.record(second, us);
+            l.record(second, us, n);
+        }
+    }
+
+    /// Notes events sent with event time `t` (one per metric number in `metrics`) for
+    /// the per-event latency, when streams follow them.
+    pub fn sent(&self, t: i64, metrics: &[usize]) {
+        if let Some(v) = self.visible.get() {
+            v.sent(t, metrics);
+        }
+    }
+
+    /// Takes back what `sent` noted for events the node did not take.
+    pub fn unsent(&self, t: i64, metrics: &[usize]) {
+        if let Some(v) = self.visible.get() {
+            v.unsent(t, metrics);
         }
     }
 

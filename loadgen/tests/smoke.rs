@@ -349,7 +349,8 @@ fn scenario_report_is_consistent() {
     assert!(n("updates_received") > 0, "{r}");
     assert_eq!((status, listed.trim()), (200, "[]"));
     assert!(r["ingest_latency_ms"]["p99"].as_f64() > Some(0.0), "{r}");
-    for key in ["e2e_latency_ms", "push_delay_ms"] {
+    assert!(n("e2e_events") > 0, "{r}");
+    for key in ["e2e_latency_ms", "freshness_ms", "push_delay_ms"] {
         let p = &r[key];
         let v: Vec<f64> = ["p50", "p90", "p99", "p999", "max"]
             .iter()
@@ -365,6 +366,9 @@ fn scenario_report_is_consistent() {
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("latency over time"));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("events") && text.contains("e2e"), "{text}");
+    assert!(
+        text.contains("events") && text.contains("e2e") && text.contains("freshness"),
+        "{text}"
+    );
     std::fs::remove_dir_all(data).unwrap();
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use livedash_bench::node::{Node, start_binary};
+use livedash_bench::node::{Node, node_and_loadgen, start_binary};
 use livedash_loadgen::broker::Broker;
 use livedash_loadgen::client::Client;
 use livedash_loadgen::redis::RedisServer;
@@ -135,19 +135,7 @@ fn main() -> Result<(), String> {
 
 /// One run; returns the CPU seconds per million events, summed over the nodes.
 fn run(args: &Args) -> Result<f64, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let (node_bin, loadgen) = (
-        exe.with_file_name("livedash"),
-        exe.with_file_name("loadgen"),
-    );
-    for bin in [&node_bin, &loadgen] {
-        if !bin.exists() {
-            return Err(format!(
-                "{} not found; build it with `cargo build --release --bin livedash --bin loadgen`",
-                bin.display()
-            ));
-        }
-    }
+    let (node_bin, loadgen) = node_and_loadgen()?;
     let broker = Broker::start();
     broker.create_topic(TOPIC, args.partitions);
     let redis = RedisServer::start();

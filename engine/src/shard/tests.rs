@@ -151,3 +151,100 @@ fn shared_query_and_updates() {
         "refused edits change nothing"
     );
 }
+
+/// The widget `w` moved to dashboard `dashboard`.
+fn on_dashboard(mut w: Widget, dashboard: u128) -> Widget {
+    w.dashboard_id = Uuid::from_u128(dashboard);
+    w
+}
+
+#[test]
+fn each_dashboard_ticks_at_its_own_phase() {
+    let (d1, d2) = (0x1234_5678_9abc_def0_u128 << 40, 0xfeed_beef_u128 << 70);
+    let a = on_dashboard(widget("a", Aggregation::Sum, 60, 1.0), d1);
+    let b = on_dashboard(widget("b", Aggregation::Max, 60, 1.0), d1);
+    let c = on_dashboard(widget("c", Aggregation::Sum, 60, 1.0), d2);
+    let (pa, pc) = (a.tick_phase_ms(), c.tick_phase_ms());
+    assert_eq!(pa, b.tick_phase_ms(), "one dashboard, one phase");
+    assert_ne!(pa, pc, "these two dashboards hash apart");
+    assert!((0..1000).contains(&pa) && (0..1000).contains(&pc));
+    let mut s = Shard::new(ShardConfig::default());
+    for w in [a, b, c] {
+        s.upsert_widget(w, 100_000).unwrap();
+    }
+    assert_eq!(s.tick(100_000).len(), 3, "every first refresh runs at once");
+    let mut due: Vec<i64> = s.schedule.keys().copied().collect();
+    due.sort_unstable();
+    let mut expected = vec![100_000 + pa, 100_000 + pc];
+    expected.sort_unstable();
+    assert_eq!(due, expected, "two deadlines: one per dashboard");
+    assert_eq!(s.schedule[&(100_000 + pa)].len(), 2);
+    // Each deadline runs its own dashboard's widgets only, then moves one interval on.
+    let first = expected[0];
+    assert_eq!(s.tick(first).len(), 0, "nothing changed, nothing reported");
+    assert_eq!(s.next_due(), Some(expected[1]));
+    s.tick(expected[1]);
+    assert_eq!(s.next_due(), Some(first + 1000));
+    // A shard that fell behind skips the missed deadlines but keeps the phase.
+    s.tick(first + 5_500);
+    let keys: Vec<i64> = s.schedule.keys().copied().collect();
+    assert!(
+        keys.iter()
+            .all(|k| *k > first + 5_500 && *k <= first + 6_500)
+    );
+    assert!(
+        keys.iter()
+            .all(|k| (k - pa).rem_euclid(1000) == 0 || (k - pc).rem_euclid(1000) == 0)
+    );
+}
+
+#[test]
+fn aligned_ticks_fall_on_multiples_of_the_interval() {
+    let mut s = Shard::new(ShardConfig {
+        spread_ticks: false,
+        ..ShardConfig::default()
+    });
+    let w = on_dashboard(widget("a", Aggregation::Sum, 60, 0.5), 0xabcdef << 64);
+    assert_ne!(w.tick_phase_ms(), 0);
+    s.upsert_widget(w, 100_123).unwrap();
+    s.tick(100_123);
+    assert_eq!(s.next_due(), Some(100_500));
+}
+
+#[test]
+fn phases_cover_the_interval_uniformly() {
+    let mut buckets = [0u32; 10];
+    let mut id = 0x9e37_79b9_7f4a_7c15_u128;
+    for _ in 0..10_000 {
+        id = id.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(1);
+        let phase = crate::model::tick_phase_ms(&Uuid::from_u128(id), 1000);
+        buckets[(phase / 100) as usize] += 1;
+    }
+    assert!(
+        buckets.iter().all(|&n| (800..1200).contains(&n)),
+        "{buckets:?}"
+    );
+    assert_eq!(crate::model::tick_phase_ms(&Uuid::from_u128(id), 1), 0);
+}
+
+#[test]
+fn a_refresh_without_a_change_is_noted() {
+    let mut s = Shard::new(ShardConfig::default());
+    let (a, b) = (
+        widget("a", Aggregation::Sum, 60, 1.0),
+        widget("b", Aggregation::Sum, 60, 1.0),
+    );
+    let (ida, idb) = (a.widget_id, b.widget_id);
+    s.upsert_widget(a, 10_000).unwrap();
+    s.upsert_widget(b, 10_000).unwrap();
+    let mut unchanged = Vec::new();
+    assert_eq!(s.tick_noting(10_000, &mut unchanged).len(), 2);
+    assert!(unchanged.is_empty(), "first refreshes report");
+    s.apply(&[ev("a", 1.0, 10_500)], 10_500);
+    let changed = s.tick_noting(11_000, &mut unchanged);
+    assert_eq!(
+        changed.iter().map(|v| v.widget_id).collect::<Vec<_>>(),
+        [ida]
+    );
+    assert_eq!(unchanged, [idb]);
+}

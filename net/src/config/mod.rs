@@ -3,7 +3,6 @@
 //! variable and the default; the TOML key is the field name. Layers, each overriding the
 //! one before: built-in defaults, the TOML file (`--config`), environment variables, flags.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +88,11 @@ pub struct Config {
     /// Recent values kept per widget, for charts drawn when a browser connects.
     #[arg(long, env = "LIVEDASH_HISTORY_LEN", value_name = "N", default_value_t = DEFAULT_HISTORY_LEN)]
     pub history_len: usize,
+    /// Give each dashboard a stable tick phase within its refresh interval (from its id),
+    /// so frames to different dashboards leave at different instants; `false` refreshes
+    /// every widget on multiples of its interval.
+    #[arg(long, env = "LIVEDASH_SPREAD_TICKS", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub spread_ticks: bool,
     /// On SIGINT/SIGTERM, open requests get this long to finish, in milliseconds.
     #[arg(
         long,
@@ -365,59 +369,6 @@ impl Config {
         Ok(Resolved { config, warnings })
     }
 
-    /// The settings of a TOML file as flags (`--key=value`), by key; unknown keys are
-    /// refused by name.
-    fn toml_args(path: &std::path::Path) -> Result<BTreeMap<String, OsString>, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::toml_to_args(&text).map_err(|message| ConfigError::File {
-            path: path.to_path_buf(),
-            message,
-        })
-    }
-
-    fn toml_to_args(text: &str) -> Result<BTreeMap<String, OsString>, String> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-        let keys = Self::toml_keys();
-        let unknown: Vec<String> = table
-            .keys()
-            .filter(|key| !keys.contains(key))
-            .map(|key| match closest(key, keys.iter().map(String::as_str)) {
-                Some(near) => format!("{key} (did you mean {near}?)"),
-                None => key.clone(),
-            })
-            .collect();
-        if !unknown.is_empty() {
-            return Err(format!("unknown keys: {}", unknown.join(", ")));
-        }
-        let mut out = BTreeMap::new();
-        for (key, value) in table {
-            let flag = format!("--{}", key.replace('_', "-"));
-            let text = match &value {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(true) => {
-                    out.insert(key, OsString::from(flag));
-                    continue;
-                }
-                // A flag that is off by default: nothing to pass.
-                toml::Value::Boolean(false) => continue,
-                toml::Value::Array(items) => items
-                    .iter()
-                    .map(|v| v.as_str().map(str::to_string).ok_or(()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|()| format!("{key}: expected a list of strings"))?
-                    .join(","),
-                other => return Err(format!("{key}: unexpected {}", other.type_str())),
-            };
-            out.insert(key, OsString::from(format!("{flag}={text}")));
-        }
-        Ok(out)
-    }
-
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
@@ -591,5 +542,6 @@ fn given(matches: &ArgMatches, key: &str) -> bool {
     )
 }
 
+mod file;
 #[cfg(test)]
 mod tests;

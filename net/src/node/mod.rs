@@ -329,6 +329,7 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                         max_skew_ms: config.max_skew_ms,
                         history_len: config.history_len,
                         min_horizon_ms: horizon_ms,
+                        spread_ticks: config.spread_ticks,
                     });
                     let now = now_ms();
                     for widget in owned_widgets(&dashboards, id, owners) {

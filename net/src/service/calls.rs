@@ -52,10 +52,12 @@ pub struct Watch {
     pub remove: Vec<Uuid>,
 }
 
-/// Changed values (with their dashboard) for the receiver's streams.
+/// Changed values (with their dashboard) for the receiver's streams, and the widgets
+/// (dashboard, widget) refreshed at the same instant without a change.
 #[derive(Debug)]
 pub struct Push {
     pub values: Vec<(Uuid, WidgetValue)>,
+    pub unchanged: Vec<(Uuid, Uuid)>,
     /// When the owner computed them (epoch ms).
     pub computed_at: i64,
 }

@@ -59,6 +59,23 @@ impl Interest {
         }
         out
     }
+
+    /// Widgets refreshed without a change, sorted by destination shard, each as
+    /// (dashboard, widget); widgets nobody streams are dropped.
+    pub fn route_ids(&self, ids: &[Uuid], shards: usize) -> Vec<Vec<(Uuid, Uuid)>> {
+        let mut out: Vec<Vec<(Uuid, Uuid)>> = vec![Vec::new(); shards];
+        for id in ids {
+            let Some(&(dashboard, mut bits)) = self.watched.get(id) else {
+                continue;
+            };
+            while bits != 0 {
+                let to = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                out[to].push((dashboard, *id));
+            }
+        }
+        out
+    }
 }
 
 impl ShardCall for Watch {
@@ -102,6 +119,8 @@ mod tests {
         let routed = i.route(vec![value(a), value(b)], 2);
         assert_eq!(routed[0].len(), 2);
         assert_eq!(routed[1], [(d, value(a))]);
+        let ids = i.route_ids(&[a, b, Uuid::from_u128(7)], 2);
+        assert_eq!(ids, [vec![(d, a), (d, b)], vec![(d, a)]]);
         i.remove(0, &[a, b]);
         assert_eq!(targets(&i, a), [1]);
         assert!(targets(&i, b).is_empty());

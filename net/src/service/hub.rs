@@ -24,13 +24,13 @@ use super::{CATALOGUE_SHARD, Services, cluster};
 use crate::clock::now_ms;
 use crate::frames::{Frame, Unavailable, WidgetSnapshot, WidgetUpdate};
 
-/// How long the hub waits to gather the pushes of one tick from every owner shard, so a
-/// connection gets one frame per tick.
-const GATHER: Duration = Duration::from_millis(2);
-/// The same in cluster mode, where other nodes' values of the same tick come through
-/// Redis a few milliseconds after this node's own: one frame per tick instead of one per
-/// owner node.
-const GATHER_CLUSTER: Duration = Duration::from_millis(20);
+/// How long the hub waits at most to gather the pushes of one tick, so a connection gets
+/// one frame per tick. It waits only while a widget due at the same instant was not heard
+/// of: owner shards report every widget they refresh, changed or not, so in standalone
+/// mode the wait ends as soon as the last owner's push arrives, and this bound is for an
+/// owner that fell behind. In cluster mode other nodes' values come through Redis a few
+/// milliseconds after this node's own, and only when they changed.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// Why a stream cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +57,13 @@ pub struct Hub {
     pub write_lag_ms_max: Cell<u64>,
     rooms: RefCell<Rooms>,
     pending: RefCell<Vec<(Uuid, WidgetValue)>>,
+    /// (dashboard, widget) refreshed without a change since the last frames.
+    unchanged: RefCell<Vec<(Uuid, Uuid)>>,
     /// When the oldest pending value was computed.
     pending_since: Cell<Option<i64>>,
     gathering: Cell<bool>,
+    /// Rounds of gathering begun; a round framed early leaves its timer nothing to do.
+    gather_round: Cell<u64>,
     /// Lets one delivery run at a time, in the order they were framed.
     delivering: Semaphore,
 }
@@ -74,8 +78,10 @@ impl Hub {
             write_lag_ms_max: Cell::new(0),
             rooms: RefCell::new(Rooms::new(placement)),
             pending: RefCell::new(Vec::new()),
+            unchanged: RefCell::new(Vec::new()),
             pending_since: Cell::new(None),
             gathering: Cell::new(false),
+            gather_round: Cell::new(0),
             delivering: Semaphore::new(1),
         }
     }
@@ -208,31 +214,48 @@ impl Hub {
         self.rooms.borrow().resync_frames(id, now_ms())
     }
 
-    /// Values pushed by an owner shard. They are framed a moment later, together with the
-    /// pushes of the other owners for the same tick.
-    /// `computed_at` is when the values were computed (epoch ms).
-    pub fn pushed(svc: &Rc<Services>, values: Vec<(Uuid, WidgetValue)>, computed_at: i64) {
+    /// Values pushed by an owner shard, and widgets it refreshed without a change. They
+    /// are framed as soon as every widget of their rooms that refreshes at the same
+    /// instants was heard of, or else a moment later, together with what the other owners
+    /// pushed for the same tick meanwhile. `computed_at` is when the values were computed
+    /// (epoch ms).
+    pub fn pushed(
+        svc: &Rc<Services>,
+        values: Vec<(Uuid, WidgetValue)>,
+        unchanged: Vec<(Uuid, Uuid)>,
+        computed_at: i64,
+    ) {
         let hub = &svc.hub;
         hub.pending.borrow_mut().extend(values);
+        hub.unchanged.borrow_mut().extend(unchanged);
         let oldest = hub
             .pending_since
             .get()
             .map_or(computed_at, |t| t.min(computed_at));
         hub.pending_since.set(Some(oldest));
-        if hub.gathering.replace(true) {
+        let complete = hub
+            .rooms
+            .borrow()
+            .complete(&hub.pending.borrow(), &hub.unchanged.borrow());
+        if !complete && hub.gathering.replace(true) {
             return;
         }
+        hub.gathering.set(!complete);
+        let round = hub.gather_round.get() + 1;
+        hub.gather_round.set(round);
         let svc = Rc::clone(svc);
         glommio::spawn_local(async move {
-            let gather = if svc.cluster.is_some() {
-                GATHER_CLUSTER
-            } else {
-                GATHER
-            };
-            glommio::timer::sleep(gather).await;
+            if !complete {
+                glommio::timer::sleep(GATHER).await;
+                if svc.hub.gather_round.get() != round {
+                    // Framed early by a later push.
+                    return;
+                }
+            }
             let hub = &svc.hub;
             hub.gathering.set(false);
             let pending = std::mem::take(&mut *hub.pending.borrow_mut());
+            hub.unchanged.borrow_mut().clear();
             let computed_at = hub.pending_since.take();
             let (deliveries, unencodable) =
                 hub.rooms.borrow_mut().frame(pending, now_ms(), computed_at);
@@ -260,7 +283,7 @@ impl Hub {
         );
         if !taken.is_empty() {
             let values = taken.into_iter().map(|v| (dashboard, v)).collect();
-            Self::pushed(svc, values, now_ms());
+            Self::pushed(svc, values, Vec::new(), now_ms());
         }
     }
 
@@ -277,7 +300,8 @@ impl Hub {
                 svc.config.history_len,
             );
             if !newer.is_empty() {
-                Self::pushed(svc, newer.into_iter().map(|v| (id, v)).collect(), now_ms());
+                let newer = newer.into_iter().map(|v| (id, v)).collect();
+                Self::pushed(svc, newer, Vec::new(), now_ms());
             }
         }
     }
@@ -325,7 +349,7 @@ impl Hub {
                 Self::offer(svc, o, &d.frame, d.stamp);
                 handed += 1;
                 if handed.is_multiple_of(64) {
-                    glommio::yield_if_needed().await;
+                    glommio::executor().yield_now().await;
                 }
             }
         }
@@ -428,7 +452,7 @@ impl ShardCall for Push {
     type Reply = ();
 
     async fn run(self, svc: &Rc<Services>) {
-        Hub::pushed(svc, self.values, self.computed_at);
+        Hub::pushed(svc, self.values, self.unchanged, self.computed_at);
     }
 }
 

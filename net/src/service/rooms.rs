@@ -314,6 +314,35 @@ impl Rooms {
     /// cross an edit in flight) are dropped. A frame that cannot be encoded is counted in
     /// the second part of the result.
     /// `computed_at`: when the oldest of the values was computed.
+    /// True when `pending` values and `unchanged` (dashboard, widget) pairs cover, in
+    /// each of their rooms, every widget that refreshes with the interval of one of them
+    /// (so at the same instants): nothing more of this tick can come, and the frames need
+    /// not wait.
+    pub fn complete(&self, pending: &[(Uuid, WidgetValue)], unchanged: &[(Uuid, Uuid)]) -> bool {
+        let mut by_room: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+        let heard = pending
+            .iter()
+            .map(|(d, v)| (d, v.widget_id))
+            .chain(unchanged.iter().map(|(d, w)| (d, *w)));
+        for (dashboard, widget) in heard {
+            by_room.entry(*dashboard).or_default().insert(widget);
+        }
+        by_room.iter().all(|(id, values)| {
+            let Some(room) = self.rooms.get(id) else {
+                return true;
+            };
+            let widgets = &room.dashboard.widgets;
+            let due: HashSet<i64> = widgets
+                .iter()
+                .filter(|w| values.contains(&w.widget_id))
+                .map(Widget::refresh_interval_ms)
+                .collect();
+            widgets
+                .iter()
+                .all(|w| values.contains(&w.widget_id) || !due.contains(&w.refresh_interval_ms()))
+        })
+    }
+
     pub fn frame(
         &mut self,
         pending: Vec<(Uuid, WidgetValue)>,

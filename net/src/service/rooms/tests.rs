@@ -197,3 +197,32 @@ fn one_frame_per_room_and_only_widgets_still_shown() {
     let (none, _) = rooms.frame(vec![(Uuid::from_u128(2), value(10))], 7, Some(6));
     assert!(none.is_empty());
 }
+
+#[test]
+fn a_tick_is_complete_once_every_widget_due_with_it_was_heard_of() {
+    let mut rooms = Rooms::new(Placement::standalone(SHARDS));
+    let o = Rc::new(Outbox::default());
+    let mut slow = widget(4, &metric_on(0));
+    slow.spec.refresh_interval_seconds = 5.0;
+    let d = dashboard(vec![
+        widget(2, &metric_on(0)),
+        widget(3, &metric_on(1)),
+        slow,
+    ]);
+    opened(&mut rooms, d, &o);
+    let w = |id: u128| Uuid::from_u128(id);
+    assert!(
+        !rooms.complete(&[(ID, value(2))], &[]),
+        "widget 3 may still come"
+    );
+    assert!(rooms.complete(&[(ID, value(2)), (ID, value(3))], &[]));
+    assert!(
+        rooms.complete(&[(ID, value(2))], &[(ID, w(3))]),
+        "widget 3 refreshed without a change"
+    );
+    assert!(!rooms.complete(&[], &[(ID, w(3))]));
+    // The 5 s widget ticks at other instants: alone, it is complete.
+    assert!(rooms.complete(&[(ID, value(4))], &[]));
+    // A room this shard does not serve has nobody to wait for.
+    assert!(rooms.complete(&[(Uuid::from_u128(9), value(2))], &[]));
+}
