@@ -7,6 +7,9 @@ pub const MAX_METRIC_NAME_BYTES: usize = 256;
 pub const NAME_PUNCTUATION: &str = "_-.:/";
 /// Human-readable form of the name character set, used in error messages.
 pub const NAME_CHARSET: &str = "ASCII letters, digits and _ - . : /";
+/// Refused events an ingest answer lists with their reason (by index); the rest are
+/// counted in `rejected_total`.
+pub const MAX_LISTED_REJECTIONS: usize = 100;
 /// Most tags on one event, and most entries in one widget filter.
 pub const MAX_TAGS: usize = 32;
 /// Longest tag key, in bytes.

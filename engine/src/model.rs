@@ -222,8 +222,12 @@ pub struct IngestReply {
     /// cluster mode, where events are written to Kafka before any window sees them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmatched: Option<usize>,
-    /// Every refused event, by index in the body.
+    /// The first refused events (at most `limits::MAX_LISTED_REJECTIONS`), by index in
+    /// the body.
     pub rejected: Vec<RejectedEvent>,
+    /// Every refused event, listed or not.
+    #[serde(default)]
+    pub rejected_total: usize,
 }
 
 /// A widget's value as `GET /dashboards/{id}/widgets/{wid}/snapshot` reports it: the

@@ -240,7 +240,10 @@ pub fn run(
                         match result {
                             Ok(reply) => {
                                 Stats::count(&stats.events_acked, reply.accepted as u64);
-                                Stats::count(&stats.events_rejected, reply.rejected.len() as u64);
+                                Stats::count(
+                                    &stats.events_rejected,
+                                    reply.rejected_total.max(reply.rejected.len()) as u64,
+                                );
                                 stats.record(&stats.ingest, latency.as_micros() as u64);
                             }
                             Err(_) => Stats::count(&stats.errors, 1),

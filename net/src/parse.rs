@@ -3,6 +3,7 @@
 //! that cannot be parsed at all is an error (and then nothing is applied).
 
 use influxdb_line_protocol::{FieldValue, parse_lines};
+use livedash_engine::limits::MAX_LISTED_REJECTIONS;
 use livedash_engine::{MetricEvent, RejectedEvent as Rejected, Tags, ValidationError, validate};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -102,7 +103,10 @@ pub struct Parsed {
     pub events: Vec<MetricEvent>,
     /// `origin[i]` is the body index of `events[i]`.
     pub origin: Vec<u32>,
+    /// The first `MAX_LISTED_REJECTIONS` refused events, by index.
     pub rejected: Vec<Rejected>,
+    /// Every refused event.
+    pub rejected_total: usize,
     /// The rejections, counted by reason.
     pub refusals: Refusals,
 }
@@ -124,13 +128,21 @@ impl Parsed {
                 self.events.push(event);
                 self.origin.push(index as u32);
             }
-            Err(e) => self.reject(index, RejectReason::from(&e), e.to_string()),
+            Err(e) => self.reject(index, RejectReason::from(&e), || e.to_string()),
         }
     }
 
-    fn reject(&mut self, index: usize, why: RejectReason, reason: String) {
+    /// Counts a refused event; the first `MAX_LISTED_REJECTIONS` are listed with their
+    /// reason (made only for those), so a body of a million bad events costs a count.
+    fn reject(&mut self, index: usize, why: RejectReason, reason: impl FnOnce() -> String) {
         self.refusals.count(why);
-        self.rejected.push(Rejected { index, reason });
+        self.rejected_total += 1;
+        if self.rejected.len() < MAX_LISTED_REJECTIONS {
+            self.rejected.push(Rejected {
+                index,
+                reason: reason(),
+            });
+        }
     }
 }
 
@@ -167,15 +179,13 @@ pub fn json(body: &[u8], now_ms: i64) -> Result<Parsed, String> {
         Precision::Millis,
         now_ms,
     ) {
-        Some(unit) => parsed.reject(
-            i,
-            RejectReason::WrongTimeUnit,
+        Some(unit) => parsed.reject(i, RejectReason::WrongTimeUnit, || {
             format!(
                 "event_time {} looks like {} since the epoch; it must be milliseconds",
                 ev.event_time,
                 unit.words()
-            ),
-        ),
+            )
+        }),
         None => parsed.push(i, ev),
     };
     // Fast path: the whole array is well formed.
@@ -192,7 +202,7 @@ pub fn json(body: &[u8], now_ms: i64) -> Result<Parsed, String> {
     for (i, raw) in items.into_iter().enumerate() {
         match serde_json::from_str::<MetricEvent>(raw.get()) {
             Ok(ev) => take(&mut parsed, i, ev),
-            Err(e) => parsed.reject(i, RejectReason::NotAnEvent, e.to_string()),
+            Err(e) => parsed.reject(i, RejectReason::NotAnEvent, || e.to_string()),
         }
     }
     Ok(parsed)
@@ -322,11 +332,9 @@ pub fn line_protocol(body: &[u8], precision: Precision, now_ms: i64) -> Result<P
         let line = match line {
             Ok(line) => line,
             Err(e) => {
-                parsed.reject(
-                    index,
-                    RejectReason::UnparsableLine,
-                    describe(&e, text, index),
-                );
+                parsed.reject(index, RejectReason::UnparsableLine, || {
+                    describe(&e, text, index)
+                });
                 continue;
             }
         };
@@ -337,20 +345,24 @@ pub fn line_protocol(body: &[u8], precision: Precision, now_ms: i64) -> Result<P
             .flatten()
             .map(|(k, v)| (k.as_str().to_string(), v.as_str().to_string()))
             .collect();
+        // Checked once per line, before any field copies them: a line of thousands of
+        // tags and fields costs one rejection, not one per field.
+        if let Err(e) = validate::tags("tags", &tags) {
+            parsed.reject(index, RejectReason::from(&e), || e.to_string());
+            continue;
+        }
         if let Some(t) = line.timestamp
             && let Some(unit) = likely_unit(t, precision, now_ms)
         {
-            parsed.reject(
-                index,
-                RejectReason::WrongTimeUnit,
+            parsed.reject(index, RejectReason::WrongTimeUnit, || {
                 format!(
                     "the timestamp {t} looks like {}, but the precision is {}: pass \
                      ?precision={}",
                     unit.words(),
                     precision.words(),
                     unit.spelling()
-                ),
-            );
+                )
+            });
             continue;
         }
         let event_time = line.timestamp.map_or(now_ms, |t| precision.to_ms(t));
@@ -362,14 +374,12 @@ pub fn line_protocol(body: &[u8], precision: Precision, now_ms: i64) -> Result<P
                 FieldValue::U64(v) => *v as f64,
                 FieldValue::Boolean(b) => f64::from(u8::from(*b)),
                 FieldValue::String(_) => {
-                    parsed.reject(
-                        index,
-                        RejectReason::StringField,
+                    parsed.reject(index, RejectReason::StringField, || {
                         format!(
                             "field {}: string values cannot be aggregated",
                             field.as_str()
-                        ),
-                    );
+                        )
+                    });
                     continue;
                 }
             };
@@ -382,7 +392,7 @@ pub fn line_protocol(body: &[u8], precision: Precision, now_ms: i64) -> Result<P
             parsed.push(index, event);
         }
     }
-    if lines > 0 && parsed.events.is_empty() && parsed.rejected.len() >= lines {
+    if lines > 0 && parsed.events.is_empty() && parsed.rejected_total >= lines {
         let first = parsed.rejected.first().map_or("", |r| r.reason.as_str());
         return Err(format!("no line could be parsed; first error: {first}"));
     }
@@ -446,6 +456,27 @@ mod tests {
                 p.refusals.get(RejectReason::UnparsableLine)
             ),
             (1, 1)
+        );
+    }
+
+    #[test]
+    fn a_line_with_too_many_tags_is_refused_once_whatever_its_fields() {
+        let tags: String = (0..5_000).map(|i| format!(",t{i}=v")).collect();
+        let fields: Vec<String> = (0..5_000).map(|i| format!("f{i}=1")).collect();
+        let line = format!("m{tags} {} 1700000000000", fields.join(","));
+        let parsed = line_protocol(
+            format!("{line}\nok,host=a v=2 1700000000000").as_bytes(),
+            Precision::Millis,
+            1_700_000_000_000,
+        )
+        .unwrap();
+        assert_eq!(parsed.events.len(), 1, "the good line still counts");
+        assert_eq!(parsed.rejected.len(), 1, "one rejection for the whole line");
+        assert_eq!(parsed.rejected[0].index, 0);
+        assert!(
+            parsed.rejected[0].reason.contains("32"),
+            "{:?}",
+            parsed.rejected
         );
     }
 

@@ -143,17 +143,29 @@ impl DashboardStore for FileStore {
     fn put(&self, dashboard: &Dashboard) -> Result<(), StoreError> {
         let path = self.path_of(dashboard.dashboard_id);
         let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(dashboard).map_err(|e| StoreError::Corrupt {
+        // Compact, as the size checks measured it: a file is no larger than the request.
+        let bytes = serde_json::to_vec(dashboard).map_err(|e| StoreError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(io(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        self.sync_dir()
+        let written = fs::File::create(&tmp)
+            .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
+            .map_err(io(&tmp))
+            .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)));
+        if let Err(e) = written {
+            // Nothing changed: the temporary file goes too.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        // The new version is in place and is what the node serves from now on; a failed
+        // directory sync only leaves it unsure whether a power cut would keep it.
+        if let Err(e) = self.sync_dir() {
+            tracing::warn!(
+                "dashboard {} written, but syncing its directory failed: {e}; it may be the old version after a power cut: check the disk under --data-dir",
+                dashboard.dashboard_id
+            );
+        }
+        Ok(())
     }
 
     fn delete(&self, id: Uuid) -> Result<(), StoreError> {
@@ -195,6 +207,38 @@ mod tests {
         store.delete(d.dashboard_id).unwrap();
         store.delete(d.dashboard_id).unwrap();
         assert!(store.load_all().unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn files_are_compact_and_a_failed_write_leaves_nothing_behind() {
+        let dir = temp_dir("compact");
+        let store = FileStore::open(&dir).unwrap();
+        let mut d = Dashboard {
+            dashboard_id: Uuid::new_v4(),
+            name: "ops".into(),
+            layout: serde_json::json!({"items": [{"i": 1, "x": 0}, {"i": 2, "x": 6}]}),
+            widgets: Vec::new(),
+        };
+        store.put(&d).unwrap();
+        let file = dir
+            .join("dashboards")
+            .join(format!("{}.json", d.dashboard_id));
+        let text = fs::read_to_string(&file).unwrap();
+        assert_eq!(text, serde_json::to_string(&d).unwrap(), "stored as sent");
+        // The rename cannot replace a directory: the write fails, the old file stays, and
+        // no temporary file is left.
+        d.dashboard_id = Uuid::new_v4();
+        let blocked = dir
+            .join("dashboards")
+            .join(format!("{}.json", d.dashboard_id));
+        fs::create_dir_all(blocked.join("inside")).unwrap();
+        assert!(store.put(&d).is_err());
+        let names: Vec<String> = fs::read_dir(dir.join("dashboards"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
         fs::remove_dir_all(dir).unwrap();
     }
 

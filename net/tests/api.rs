@@ -59,7 +59,7 @@ fn every_aggregation_matches_after_ingest_across_shards() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json(),
-        json!({"accepted": 500, "unmatched": 0, "rejected": []})
+        json!({"accepted": 500, "unmatched": 0, "rejected": [], "rejected_total": 0})
     );
 
     for (m, vals) in values.iter_mut().enumerate() {

@@ -69,7 +69,10 @@ fn ingest_goes_through_the_topic_and_plain_records_count() {
     let (events, mut truth) = batch(&metrics, 600, 1);
     let r = c.json("POST", "/ingest", &events);
     assert_eq!(r.status, 200, "{}", r.error());
-    assert_eq!(r.json(), json!({"accepted": 600, "rejected": []}));
+    assert_eq!(
+        r.json(),
+        json!({"accepted": 600, "rejected": [], "rejected_total": 0})
+    );
     // A bad event is refused before anything is written, as standalone.
     let r = c.json(
         "POST",

@@ -91,7 +91,7 @@ pub async fn influx(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiEr
     let parsed: Parsed = parse::line_protocol(&body, precision(req)?, now_ms())
         .map_err(|reason| ApiError::new(400, reason))?;
     let reply = svc.submit(parsed).await?;
-    if reply.rejected.is_empty() {
+    if reply.rejected_total == 0 {
         return Ok(Response::empty(204));
     }
     Ok(partial_write(&reply))
@@ -104,8 +104,7 @@ fn partial_write(reply: &IngestReply) -> Response {
     });
     let message = format!(
         "partial write: {} events rejected, {} accepted{first}",
-        reply.rejected.len(),
-        reply.accepted
+        reply.rejected_total, reply.accepted
     );
     Response::json(
         400,
@@ -116,6 +115,7 @@ fn partial_write(reply: &IngestReply) -> Response {
             "accepted": reply.accepted,
             "unmatched": reply.unmatched,
             "rejected": reply.rejected,
+            "rejected_total": reply.rejected_total,
         }),
     )
 }

@@ -101,8 +101,8 @@ impl From<IngestError> for ApiError {
     }
 }
 
-/// Handles one request on the shard that received it.
-pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
+/// Checks a request from its head alone (route, method, token), before its body is read.
+pub fn admit(svc: &Services, req: &Request) -> Result<(), Response> {
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let method = req.method.as_str();
     let (access, allowed): (Access, &[&str]) = match segments.as_slice() {
@@ -112,26 +112,35 @@ pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
         ["ingest"] | ["api", "v2", "write"] | ["write"] => (Access::Ingest, &["POST"]),
         ["stats"] => (Access::Read, &["GET"]),
         ["stream", _] => {
-            return ApiError::new(426, "this endpoint is a WebSocket: send an Upgrade request")
-                .into();
+            return Err(ApiError::new(
+                426,
+                "this endpoint is a WebSocket: send an Upgrade request",
+            )
+            .into());
         }
         ["dashboards", ..] => match method {
             "GET" | "HEAD" => (Access::Read, dashboards::METHODS),
             _ => (Access::Admin, dashboards::METHODS),
         },
-        _ => return ApiError::new(404, format!("no route for {}", req.path)).into(),
+        _ => return Err(ApiError::new(404, format!("no route for {}", req.path)).into()),
     };
     if !allowed.contains(&method) {
-        return ApiError::new(405, format!("{method} is not allowed on {}", req.path)).into();
+        return Err(ApiError::new(405, format!("{method} is not allowed on {}", req.path)).into());
     }
     // InfluxDB 1.x clients may pass the token as the `p` (password) query parameter.
     let v1_password = (segments.as_slice() == ["write"])
         .then(|| req.query_param("p"))
         .flatten();
     let token = req.bearer().or(v1_password.as_deref());
-    if let Err(e) = access::allows(&svc.config, access, token) {
-        return ApiError::from(e).into();
+    access::allows(&svc.config, access, token).map_err(|e| ApiError::from(e).into())
+}
+
+/// Handles one request on the shard that received it.
+pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
+    if let Err(refused) = admit(svc, &req) {
+        return refused;
     }
+    let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let answer = match segments.as_slice() {
         [""] | ["d", _] => Ok(Response::asset("text/html; charset=utf-8", ui::INDEX)),
         ["assets", "app.js"] => Ok(Response::asset(

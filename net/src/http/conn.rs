@@ -18,6 +18,19 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
+/// A request whose body is larger than this (or chunked) is checked (route, method,
+/// token) before its body is read; a smaller body is read first, as it always was.
+const ADMIT_BEFORE_BODY_OVER: usize = 64 * 1024;
+/// How long, and for how many bytes, a connection closed on an error keeps reading.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Bytes of a body read per step: its buffer grows by at most this much ahead of what
+/// arrived.
+const BODY_STEP: usize = 64 * 1024;
 
 /// Size limits and deadlines of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +79,10 @@ struct Conn {
 
 /// What answers the requests of a connection.
 pub trait Service {
+    /// Decides on a plain request from its head, before its body is read: `Err` answers
+    /// it and closes the connection, so a request that would be refused (no such route,
+    /// a missing token) costs neither the wait for its body nor the memory.
+    fn admit(&self, request: &Request) -> Result<(), Response>;
     /// Answers a plain request.
     fn call(&self, request: Request) -> impl Future<Output = Response>;
     /// Decides on a WebSocket upgrade request: `Err` answers it (and the connection goes
@@ -98,14 +115,16 @@ pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Sto
     };
     let mut out = Vec::with_capacity(1024);
     loop {
-        let (request, keep_alive) = match conn.next_request(&limits, stop).await {
+        let (request, keep_alive) = match conn.next_request(&limits, stop, service).await {
             Ok(r) => r,
             Err(Ended::Quiet) => return,
             Err(Ended::Answer(response)) => {
                 out.clear();
                 response.closing().write_to(&mut out);
                 // The connection closes either way; a client gone already misses nothing.
-                conn.stream.write_all(&out).await.ok();
+                if conn.stream.write_all(&out).await.is_ok() {
+                    conn.linger().await;
+                }
                 return;
             }
         };
@@ -172,6 +191,33 @@ pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Sto
 }
 
 impl Conn {
+    /// Before closing with bytes of the client's possibly unread: ends the writing side,
+    /// then reads and drops what still comes for a moment, so the kernel does not answer
+    /// the client with a reset that could discard the response it has not read yet.
+    async fn linger(&mut self) {
+        if self
+            .stream
+            .shutdown(std::net::Shutdown::Write)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let until = Instant::now() + LINGER;
+        let mut left = LINGER_BYTES;
+        let mut scratch = [0u8; 4096];
+        while left > 0 {
+            let wait = until.saturating_duration_since(Instant::now());
+            if wait.is_zero() || self.stream.set_read_timeout(Some(wait)).is_err() {
+                return;
+            }
+            match self.stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    }
+
     /// Reads more bytes into the buffer before `deadline`; `Ok(0)` is end of stream.
     async fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -188,10 +234,11 @@ impl Conn {
         read
     }
 
-    async fn next_request(
+    async fn next_request<S: Service>(
         &mut self,
         limits: &ConnLimits,
         stop: &Stop,
+        service: &S,
     ) -> Result<(Request, bool), Ended> {
         if self.buf.is_empty() {
             // Idle between requests: wait for a first byte, the idle deadline, or stop.
@@ -242,6 +289,13 @@ impl Conn {
                 ),
             )));
         }
+        // A large or chunked body is not read for a request that would be refused; a
+        // small one is, so its refusal is answered like any response, on a connection
+        // that goes on.
+        let large = !matches!(body, BodyKind::Length(n) if n <= ADMIT_BEFORE_BODY_OVER);
+        if large && request.websocket_key.is_none() {
+            service.admit(&request).map_err(Ended::Answer)?;
+        }
         let wants_body = !matches!(body, BodyKind::Length(0));
         if expect_continue && wants_body && self.buf.is_empty() {
             self.stream
@@ -262,10 +316,10 @@ impl Conn {
             let rest = self.buf.split_off(n);
             return Ok(std::mem::replace(&mut self.buf, rest));
         }
+        // Memory follows the bytes that arrive, never the declared length: a client that
+        // announces 16 MiB and sends one byte holds one step.
         let mut body = std::mem::take(&mut self.buf);
-        let mut filled = body.len();
-        body.resize(n, 0);
-        while filled < n {
+        while body.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(io::Error::from(io::ErrorKind::TimedOut).into());
@@ -273,9 +327,12 @@ impl Conn {
             self.stream
                 .set_read_timeout(Some(left))
                 .map_err(|_| Ended::Quiet)?;
-            match self.stream.read(&mut body[filled..]).await? {
-                0 => return Err(Ended::Quiet),
-                got => filled += got,
+            let filled = body.len();
+            body.resize(filled + (n - filled).min(BODY_STEP), 0);
+            let read = self.stream.read(&mut body[filled..]).await;
+            body.truncate(filled + *read.as_ref().unwrap_or(&0));
+            if read? == 0 {
+                return Err(Ended::Quiet);
             }
         }
         self.buf.reserve(READ_CHUNK);
@@ -287,6 +344,9 @@ impl Conn {
         let mut pos = 0;
         loop {
             match httparse::parse_chunk_size(&self.buf[pos..]) {
+                Ok(httparse::Status::Complete((size_len, _))) if size_len > MAX_CHUNK_LINE => {
+                    return Err(chunk_line_too_long());
+                }
                 Ok(httparse::Status::Complete((size_len, size))) => {
                     if size == 0 {
                         // Last chunk: optional trailers, then an empty line.
@@ -296,6 +356,16 @@ impl Conn {
                             Ok(httparse::Status::Complete((n, _))) => {
                                 self.buf.drain(..trailers_at + n);
                                 return Ok(body);
+                            }
+                            // Trailers are bounded like a head, so they are not parsed
+                            // again and again as they grow.
+                            Ok(httparse::Status::Partial)
+                                if self.buf.len() - trailers_at > MAX_HEAD_BYTES =>
+                            {
+                                return Err(Ended::Answer(Response::error(
+                                    431,
+                                    "chunked trailers larger than 16 KiB",
+                                )));
                             }
                             Ok(httparse::Status::Partial) => {}
                             Err(_) => return Err(bad("malformed chunked trailer")),
@@ -319,6 +389,11 @@ impl Conn {
                         }
                     }
                 }
+                // A size line (with its extensions) is bounded, so it is not parsed again
+                // and again as it grows.
+                Ok(httparse::Status::Partial) if self.buf.len() - pos > MAX_CHUNK_LINE => {
+                    return Err(chunk_line_too_long());
+                }
                 Ok(httparse::Status::Partial) => {}
                 Err(_) => return Err(bad("malformed chunk size")),
             }
@@ -337,6 +412,10 @@ impl Conn {
 
 fn head_too_large() -> Ended {
     Ended::Answer(Response::error(431, "request head larger than 16 KiB"))
+}
+
+fn chunk_line_too_long() -> Ended {
+    bad("chunk size line (with its extensions) longer than 4096 bytes")
 }
 
 fn bad(reason: &str) -> Ended {
@@ -381,9 +460,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Ended> {
             .trim();
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value
-                .parse()
-                .map_err(|_| bad("content-length is not a number"))?;
+            // Digits only: `parse` would also take a sign (`+2`).
+            let n: usize = Some(value)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad("content-length is not a number"))?;
             if content_length.is_some_and(|m| m != n) {
                 return Err(bad("conflicting content-length headers"));
             }
@@ -533,6 +614,15 @@ mod tests {
         );
         assert_eq!(status(head("GET / HTTP/1.1\r\nExpect: magic\r\n\r\n")), 417);
         assert_eq!(status(head("GET /\x01 HTTP/1.1\r\n\r\n")), 400);
+        for length in ["+2", "-1", " ", "0x10", "1_0", "2 2"] {
+            assert_eq!(
+                status(head(&format!(
+                    "POST / HTTP/1.1\r\nContent-Length: {length}\r\n\r\n"
+                ))),
+                400,
+                "{length:?}"
+            );
+        }
     }
 
     #[test]

@@ -112,6 +112,10 @@ struct Front {
 impl http::Service for Front {
     type Upgrade = uuid::Uuid;
 
+    fn admit(&self, request: &http::Request) -> Result<(), http::Response> {
+        crate::api::admit(&self.svc, request)
+    }
+
     async fn call(&self, request: http::Request) -> http::Response {
         if !self.svc.config.request_log {
             return crate::api::route(&self.svc, request).await;

@@ -47,11 +47,13 @@ impl IngestCounters {
             }
         }
         if recent.len() > RECENT_MAX {
-            // Keep the newer half.
-            let mut times: Vec<i64> = recent.values().copied().collect();
-            let (_, cut, _) = times.select_nth_unstable(RECENT_MAX / 2);
-            let cut = *cut;
-            recent.retain(|_, seen| *seen >= cut);
+            // Keep the newer half, by count: names seen at the same instant (one batch of
+            // many names) must not all survive the cut.
+            let keep = RECENT_MAX / 2;
+            let mut all: Vec<(String, i64)> = recent.drain().collect();
+            all.select_nth_unstable_by(keep, |a, b| b.1.cmp(&a.1));
+            all.truncate(keep);
+            recent.extend(all);
         }
     }
 
@@ -121,6 +123,7 @@ pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply,
         accepted: 0,
         unmatched: None,
         rejected: parsed.rejected,
+        rejected_total: parsed.rejected_total,
     };
     // Split by owner, remembering each event's index in the source.
     let mut batches: Vec<(Vec<MetricEvent>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); svc.shards];
@@ -151,6 +154,7 @@ pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply,
             }
             reply.accepted += applied.accepted;
             unmatched += applied.unmatched;
+            reply.rejected_total += applied.rejected.len();
             reply
                 .rejected
                 .extend(applied.rejected.into_iter().map(|(i, r)| {
@@ -177,6 +181,40 @@ pub async fn dispatch(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply,
         return Err(IngestError::NotDurable(reason));
     }
     reply.rejected.sort_by_key(|r| r.index);
+    reply
+        .rejected
+        .truncate(livedash_engine::limits::MAX_LISTED_REJECTIONS);
     reply.unmatched = Some(unmatched);
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(n: usize) -> Vec<MetricEvent> {
+        (0..n)
+            .map(|i| MetricEvent {
+                metric_name: format!("m{i}"),
+                value: 1.0,
+                tags: Default::default(),
+                event_time: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_recent_names_stay_bounded_even_when_seen_at_one_instant() {
+        let counters = IngestCounters::default();
+        // One batch of many distinct names, all at the same instant.
+        counters.remember(&named(RECENT_MAX * RECENT_SAMPLE * 3), 1_000);
+        assert!(counters.recent_names().len() <= RECENT_MAX);
+        for round in 0..10 {
+            counters.remember(&named(RECENT_MAX * RECENT_SAMPLE), 2_000 + round);
+            assert!(counters.recent_names().len() <= RECENT_MAX);
+        }
+        // The newest names stay.
+        counters.remember(&[named(1).remove(0)], 9_000);
+        assert!(counters.recent_names().contains(&"m0".to_string()));
+    }
 }

@@ -254,6 +254,7 @@ pub async fn produce(svc: &Rc<Services>, parsed: Parsed) -> Result<IngestReply, 
         accepted: written,
         unmatched: None,
         rejected: parsed.rejected,
+        rejected_total: parsed.rejected_total,
     })
 }
 

@@ -26,16 +26,27 @@ pub(super) struct Peer {
     replies: Vec<u8>,
 }
 
-/// The socket as tungstenite sees it: reads from the (non-blocking) socket, writes into
-/// the replies buffer.
+/// Bytes read from a peer per sweep: what it sends beyond waits in the kernel for the
+/// next one, so a client flooding pings costs a bounded read and a bounded batch of pongs.
+const HEAR_BUDGET: usize = 64 * 1024;
+
+/// The socket as tungstenite sees it: reads from the (non-blocking) socket, at most
+/// `budget` bytes, and writes into the replies buffer.
 struct PeerIo<'a> {
     socket: socket2::SockRef<'a>,
     replies: &'a mut Vec<u8>,
+    budget: usize,
 }
 
 impl Read for PeerIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (&*self.socket).read(buf)
+        if self.budget == 0 {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        let take = buf.len().min(self.budget);
+        let n = (&*self.socket).read(&mut buf[..take])?;
+        self.budget -= n;
+        Ok(n)
     }
 }
 
@@ -71,11 +82,12 @@ impl Peer {
         let io = PeerIo {
             socket: socket2::SockRef::from(socket),
             replies: &mut self.replies,
+            budget: HEAR_BUDGET,
         };
         (&mut self.ws, io)
     }
 
-    /// Reads what the peer sent, without waiting.
+    /// Reads what the peer sent, without waiting, up to `HEAR_BUDGET` bytes.
     pub(super) fn hear(&mut self, socket: &TcpStream) -> Heard {
         let (ws, mut io) = self.io(socket);
         let mut heard = Heard::Nothing;

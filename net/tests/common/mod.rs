@@ -75,6 +75,18 @@ impl Server {
         Client::connect(self.addr)
     }
 
+    /// The node's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+            * 1024
+    }
+
     /// SIGKILL, keeping the data directory for a restart.
     pub fn kill9(mut self) -> PathBuf {
         self.keep_dir = true;
