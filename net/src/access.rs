@@ -1,5 +1,6 @@
-//! Access tokens: which token a request needs, and whether the one it gave is enough.
-//! Shared by the HTTP API and WebSocket streams.
+//! Access: which token a request needs and whether the one it gave is enough, and which
+//! hosts and browser origins the node answers. Shared by the HTTP API and WebSocket
+//! streams.
 
 use crate::config::Config;
 
@@ -94,9 +95,124 @@ pub fn allows(c: &Config, access: Access, given: Option<&str>) -> Result<(), Den
     }
 }
 
+/// The host of an authority (`host[:port]`, `[v6]:port`) without its port.
+fn host_part(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        // One colon and digits after it: a port. More colons: a bare IPv6 address.
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => authority,
+    }
+}
+
+/// Whether the node answers for `Host: host`: a page whose name an attacker controls and
+/// points at this node (DNS rebinding) carries that name, which is not one of these.
+pub fn host_allowed(c: &Config, host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let name = host_part(host.trim());
+    if !c.allowed_hosts.is_empty() {
+        return c
+            .allowed_hosts
+            .iter()
+            .any(|a| a == "*" || host_part(a.trim()).eq_ignore_ascii_case(name));
+    }
+    let listen = c.listen.ip().to_string();
+    let advertised = c.advertise_url.as_deref().map(|u| {
+        host_part(
+            u.split_once("://")
+                .map_or(u, |(_, rest)| rest)
+                .trim_end_matches('/'),
+        )
+    });
+    ["localhost", "127.0.0.1", "::1", listen.as_str()]
+        .into_iter()
+        .chain(advertised)
+        .any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// Same-origin unless listed: the `Origin` host must equal `Host`, or the origin must be
+/// in the allow-list.
+pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    if allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_answered_by_default_and_when_listed() {
+        let c = Config::defaults().unwrap();
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:8080",
+            "::1",
+        ] {
+            assert!(host_allowed(&c, Some(host)), "{host}");
+        }
+        assert!(host_allowed(&c, None), "not a browser");
+        assert!(!host_allowed(&c, Some("evil.example:8080")));
+        assert!(!host_allowed(&c, Some("127.0.0.1.evil.example")));
+        let c = Config {
+            advertise_url: Some("http://node-2.internal:8081/".into()),
+            ..Config::defaults().unwrap()
+        };
+        assert!(host_allowed(&c, Some("node-2.internal:8081")));
+        let c = Config {
+            allowed_hosts: vec!["dash.example.com".into()],
+            ..Config::defaults().unwrap()
+        };
+        assert!(host_allowed(&c, Some("dash.example.com")));
+        assert!(
+            !host_allowed(&c, Some("localhost:8080")),
+            "the list replaces the default"
+        );
+        let c = Config {
+            allowed_hosts: vec!["*".into()],
+            ..Config::defaults().unwrap()
+        };
+        assert!(host_allowed(&c, Some("anything.example")));
+    }
+
+    #[test]
+    fn origins() {
+        assert!(origin_allowed(
+            "http://127.0.0.1:8080",
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            "http://evil.example",
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
+        let list = vec!["https://dash.example.com".to_string()];
+        assert!(origin_allowed(
+            "https://dash.example.com",
+            Some("10.0.0.1:8080"),
+            &list
+        ));
+        assert!(!origin_allowed(
+            "https://other.example.com",
+            Some("10.0.0.1:8080"),
+            &list
+        ));
+    }
 
     #[test]
     fn secrets_compare_whole() {

@@ -321,6 +321,16 @@ fn error_paths() {
         415,
         "content-type",
     );
+    // A write must say it sends JSON (text/plain is line protocol, on /ingest only).
+    check("POST", "/ingest", "", b"[]", 415, "application/json");
+    check(
+        "POST",
+        "/dashboards",
+        "text/plain",
+        b"{\"name\":\"x\"}",
+        415,
+        "application/json",
+    );
     check("POST", "/dashboards", json, b"", 400, "body is required");
     check(
         "POST",
@@ -491,7 +501,7 @@ fn http_framing() {
     let body = json!([{"metric_name": "m", "value": 1, "event_time": now_ms()}]).to_string();
     let (a, b) = body.split_at(10);
     let req = format!(
-        "POST /ingest HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        "POST /ingest HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
         a.len(),
         b.len()
     );
@@ -530,7 +540,7 @@ fn http_framing() {
     huge.stream
         .write_all(
             format!(
-                "POST /ingest HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                "POST /ingest HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
                 200_000
             )
             .as_bytes(),

@@ -109,8 +109,10 @@ fn a_signed_content_length_is_refused() {
         let mut c = node.client();
         std::io::Write::write_all(
             &mut c.stream,
-            format!("POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n[]")
-                .as_bytes(),
+            format!(
+                "POST /ingest HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\n\r\n[]"
+            )
+            .as_bytes(),
         )
         .unwrap();
         let r = c.read_reply();
@@ -138,7 +140,7 @@ fn a_declared_length_costs_nothing_until_its_bytes_arrive() {
         .map(|_| {
             send_head(
                 &node,
-                "POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+                "POST /ingest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
                  Content-Length: 16777216\r\n\r\n[",
             )
         })
@@ -156,20 +158,20 @@ fn a_refused_request_is_answered_before_its_body() {
     let node = Server::start(&["--ingest-token", "secret"]);
     for (head, status) in [
         (
-            "POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Length: 16000000\r\n\r\n",
+            "POST /ingest HTTP/1.1\r\nHost: localhost\r\nContent-Length: 16000000\r\n\r\n",
             401,
         ),
         (
-            "POST /ingest HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer wrong\r\n\
+            "POST /ingest HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer wrong\r\n\
              Content-Length: 16000000\r\n\r\n",
             401,
         ),
         (
-            "POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 16000000\r\n\r\n",
+            "POST /nowhere HTTP/1.1\r\nHost: localhost\r\nContent-Length: 16000000\r\n\r\n",
             404,
         ),
         (
-            "PUT /ingest HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer secret\r\n\
+            "PUT /ingest HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer secret\r\n\
              Content-Length: 16000000\r\n\r\n",
             405,
         ),
@@ -196,7 +198,7 @@ fn a_refused_request_is_answered_before_its_body() {
 #[test]
 fn chunk_lines_and_trailers_are_bounded() {
     let node = Server::start(&[]);
-    let head = "POST /ingest HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+    let head = "POST /ingest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
                 Transfer-Encoding: chunked\r\n\r\n";
     // A chunk-size line that never ends: its extension grows past 4 KiB.
     let extension = format!("{head}2;{}", "e".repeat(8_000));
@@ -278,4 +280,97 @@ fn a_flood_of_pings_costs_a_bounded_read_per_sweep() {
         grown < 2 << 20,
         "peak memory grew by {grown} bytes after {sent} bytes of pings ({pongs} bytes of pongs read)"
     );
+}
+
+/// Sends `head` (a whole request without a body) and returns the status line's code.
+fn status_of(node: &Server, head: &str) -> u16 {
+    let mut s = send_head(node, head);
+    let mut answer = String::new();
+    let mut buf = [0u8; 4096];
+    // The status line is enough: a refused upgrade keeps its connection open.
+    while !answer.contains("\r\n") {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+#[test]
+fn other_hosts_and_origins_are_refused() {
+    let node = Server::start(&[]);
+    let me = node.addr;
+    let ingest = |host: &str, origin: &str| {
+        let body = format!(
+            r#"[{{"metric_name":"csrf","value":1,"event_time":{}}}]"#,
+            now_ms()
+        );
+        format!(
+            "POST /ingest HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\n\
+             Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // A page on another site, or a rebound name pointing here, gets nothing done.
+    assert_eq!(
+        status_of(
+            &node,
+            "GET /dashboards HTTP/1.1\r\nHost: evil.example:8080\r\nConnection: close\r\n\r\n"
+        ),
+        403
+    );
+    assert_eq!(status_of(&node, &ingest("evil.example", "")), 403);
+    // Health checks answer whatever name a probe uses.
+    assert_eq!(
+        status_of(
+            &node,
+            "GET /healthz HTTP/1.1\r\nHost: 10.1.2.3:8080\r\nConnection: close\r\n\r\n"
+        ),
+        200
+    );
+    assert_eq!(
+        status_of(
+            &node,
+            &ingest(&me.to_string(), "Origin: http://evil.example\r\n")
+        ),
+        403
+    );
+    assert_eq!(
+        status_of(
+            &node,
+            &format!(
+                "GET /stream/{} HTTP/1.1\r\nHost: evil.example\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                uuid::Uuid::new_v4()
+            )
+        ),
+        403
+    );
+    let stats: Value = serde_json::from_slice(&node.client().get("/stats").body).unwrap();
+    let accepted: u64 = stats["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["accepted"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(accepted, 0, "nothing refused was applied");
+    // The node's own page, and names the operator lists.
+    assert_eq!(
+        status_of(
+            &node,
+            &ingest(&me.to_string(), &format!("Origin: http://{me}\r\n"))
+        ),
+        200
+    );
+    assert_eq!(status_of(&node, &ingest("localhost:8080", "")), 200);
+    drop(node);
+    let listed = Server::start(&["--allowed-hosts", "dash.example.com"]);
+    assert_eq!(status_of(&listed, &ingest("dash.example.com", "")), 200);
+    assert_eq!(status_of(&listed, &ingest("localhost", "")), 403);
 }

@@ -101,8 +101,36 @@ impl From<IngestError> for ApiError {
     }
 }
 
-/// Checks a request from its head alone (route, method, token), before its body is read.
+/// Checks a request from its head alone (host, origin, route, method, token), before its
+/// body is read.
 pub fn admit(svc: &Services, req: &Request) -> Result<(), Response> {
+    let host = req.host.as_deref();
+    // Health checks answer whatever name they come by (an orchestrator probes the
+    // node's own address); they tell nothing a rebound page could use.
+    let health = matches!(req.path.as_str(), "/healthz" | "/readyz");
+    if !health && !access::host_allowed(&svc.config, host) {
+        return Err(ApiError::new(
+            403,
+            format!(
+                "host {} is not served here; add it to allowed_hosts",
+                host.unwrap_or_default()
+            ),
+        )
+        .into());
+    }
+    if let Some(origin) = &req.origin
+        && !access::origin_allowed(origin, host, &svc.config.allowed_origins)
+        && !svc
+            .cluster
+            .as_ref()
+            .is_some_and(|link| access::origin_allowed(origin, None, &link.known_urls()))
+    {
+        return Err(ApiError::new(
+            403,
+            format!("origin {origin} is not allowed; add it to allowed_origins"),
+        )
+        .into());
+    }
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let method = req.method.as_str();
     let (access, allowed): (Access, &[&str]) = match segments.as_slice() {
@@ -132,7 +160,41 @@ pub fn admit(svc: &Services, req: &Request) -> Result<(), Response> {
         .then(|| req.query_param("p"))
         .flatten();
     let token = req.bearer().or(v1_password.as_deref());
-    access::allows(&svc.config, access, token).map_err(|e| ApiError::from(e).into())
+    access::allows(&svc.config, access, token).map_err(|e| Response::from(ApiError::from(e)))?;
+    // A write says what it sends: a form on another site can post only form encodings
+    // and text/plain without the browser asking first, and text/plain is taken only as
+    // line protocol on /ingest (where the Origin check above already ran). The InfluxDB
+    // endpoints take line protocol whatever the content type, as their clients send it.
+    let media = req
+        .content_type
+        .as_deref()
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|m| !m.is_empty());
+    let json_write = matches!(method, "POST" | "PUT" | "PATCH")
+        && matches!(segments.as_slice(), ["ingest"] | ["dashboards", ..]);
+    let line_ok = segments.as_slice() == ["ingest"] && media.as_deref() == Some("text/plain");
+    if json_write && media.as_deref() != Some("application/json") && !line_ok {
+        return Err(ApiError::new(
+            415,
+            format!(
+                "content-type {} is not taken here; send application/json{}",
+                media.as_deref().unwrap_or("(none)"),
+                if segments.as_slice() == ["ingest"] {
+                    " or text/plain (InfluxDB line protocol)"
+                } else {
+                    ""
+                }
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Handles one request on the shard that received it.

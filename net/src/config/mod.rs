@@ -101,9 +101,20 @@ pub struct Config {
         default_value_t = 10_000
     )]
     pub drain_timeout_ms: u64,
-    /// Origins (scheme://host[:port], comma-separated) allowed to open WebSocket streams.
-    /// Empty means only the node's own origin (the Origin host equals the Host header).
-    /// Clients that send no Origin (not browsers) are always allowed.
+    /// Host names (comma-separated, without ports) the node answers for, in the `Host`
+    /// header of requests and streams; others get 403, which stops DNS rebinding. `*`
+    /// answers for any. Empty means the listen address, `localhost`, `127.0.0.1`, `::1`
+    /// and the host of `advertise_url`. Clients that send no `Host` are allowed.
+    #[arg(
+        long,
+        env = "LIVEDASH_ALLOWED_HOSTS",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (scheme://host[:port], comma-separated) allowed to make requests and open
+    /// streams from a browser. Empty means only the node's own origin (the Origin host
+    /// equals the Host header). Clients that send no Origin (not browsers) are allowed.
     #[arg(
         long,
         env = "LIVEDASH_ALLOWED_ORIGINS",
@@ -453,7 +464,9 @@ impl Config {
         if self.listen.ip().is_loopback() {
             return Vec::new();
         }
-        [
+        let hosts = (self.allowed_hosts.is_empty() && self.listen.ip().is_unspecified())
+            .then(|| format!("listening on {} without allowed_hosts: only requests for localhost, 127.0.0.1, ::1 and the advertised host are served; set allowed_hosts to the names clients use", self.listen));
+        hosts.into_iter().chain([
             (
                 "ingest_token",
                 &self.ingest_token,
@@ -472,7 +485,7 @@ impl Config {
         ]
         .into_iter()
         .filter(|(_, token, _)| token.is_none())
-        .map(|(key, _, what)| format!("listening on {} without {key}: {what}; set {key}, or listen on a loopback address with --listen", self.listen))
+        .map(|(key, _, what)| format!("listening on {} without {key}: {what}; set {key}, or listen on a loopback address with --listen", self.listen)))
         .collect()
     }
 

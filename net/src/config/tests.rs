@@ -108,8 +108,12 @@ fn a_node_beyond_loopback_without_tokens_is_warned_about() {
     c.listen = SocketAddr::from(([0, 0, 0, 0], 8080));
     c.admin_token = Some("a".into());
     let warnings = c.exposure_warnings();
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(warnings[0].contains("ingest_token"), "{warnings:?}");
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(warnings[0].contains("allowed_hosts"), "{warnings:?}");
+    assert!(warnings[1].contains("ingest_token"), "{warnings:?}");
+    // Names listed: only the tokens are left to warn about.
+    c.allowed_hosts = vec!["dash.example.com".into()];
+    assert_eq!(c.exposure_warnings().len(), 2);
 }
 
 #[test]

@@ -38,9 +38,18 @@ pub fn accept(config: &Config, peers: &[String], req: &Request) -> Result<Uuid, 
             "a read token is required (?token= or Authorization: Bearer)",
         ));
     }
+    if !access::host_allowed(config, req.host.as_deref()) {
+        return Err(Response::error(
+            403,
+            &format!(
+                "host {} is not served here; add it to allowed_hosts",
+                req.host.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
     if let Some(origin) = &req.origin
-        && !origin_allowed(origin, req.host.as_deref(), &config.allowed_origins)
-        && !origin_allowed(origin, None, peers)
+        && !access::origin_allowed(origin, req.host.as_deref(), &config.allowed_origins)
+        && !access::origin_allowed(origin, None, peers)
     {
         return Err(Response::error(
             403,
@@ -49,19 +58,6 @@ pub fn accept(config: &Config, peers: &[String], req: &Request) -> Result<Uuid, 
     }
     // An id that is not a UUID names no dashboard: the stream closes with 4404.
     Ok(Uuid::parse_str(rest).unwrap_or(Uuid::nil()))
-}
-
-/// Same-origin unless listed: the `Origin` host must equal `Host`, or the origin must be
-/// in the allow-list.
-fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
-    if allowed
-        .iter()
-        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-    {
-        return true;
-    }
-    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
-    host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
 }
 
 /// Sets the socket options the stream depends on: no blocking (reads at sweeps and the
@@ -226,35 +222,5 @@ async fn write_pending(
             return Ok(false);
         }
         Hub::written(svc, frame.len(), &stamp);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::origin_allowed;
-
-    #[test]
-    fn origins() {
-        assert!(origin_allowed(
-            "http://127.0.0.1:8080",
-            Some("127.0.0.1:8080"),
-            &[]
-        ));
-        assert!(!origin_allowed(
-            "http://evil.example",
-            Some("127.0.0.1:8080"),
-            &[]
-        ));
-        let list = vec!["https://dash.example.com".to_string()];
-        assert!(origin_allowed(
-            "https://dash.example.com",
-            Some("10.0.0.1:8080"),
-            &list
-        ));
-        assert!(!origin_allowed(
-            "https://other.example.com",
-            Some("10.0.0.1:8080"),
-            &list
-        ));
     }
 }

@@ -205,7 +205,7 @@ impl Client {
     /// browser sends it.
     pub fn post_with_headers(&mut self, path: &str, headers: &str, body: &[u8]) -> Reply {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: {}\r\n\r\n",
             body.len()
         );
         self.0.stream.write_all(head.as_bytes()).unwrap();
