@@ -374,3 +374,74 @@ fn other_hosts_and_origins_are_refused() {
     assert_eq!(status_of(&listed, &ingest("dash.example.com", "")), 200);
     assert_eq!(status_of(&listed, &ingest("localhost", "")), 403);
 }
+
+/// A connection from `source` that has sent nothing yet.
+fn idle_from(node: &Server, source: [u8; 4]) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((source, 0)).into())
+        .unwrap();
+    socket.connect(&node.addr.into()).unwrap();
+    let s = std::net::TcpStream::from(socket);
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s
+}
+
+/// The status a connection gets for a health check (0 if it is closed first).
+fn health_on(mut s: std::net::TcpStream) -> u16 {
+    let _ = std::io::Write::write_all(
+        &mut s,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn connections_over_a_budget_get_503() {
+    let node = Server::start(&[
+        "--shards",
+        "1",
+        "--max-connections",
+        "8",
+        "--max-connections-per-address",
+        "4",
+    ]);
+    // Four from one address are held; the fifth is answered 503 and closed.
+    let held: Vec<_> = (0..4).map(|_| idle_from(&node, [127, 0, 0, 1])).collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut fifth = idle_from(&node, [127, 0, 0, 1]);
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut fifth, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("127.0.0.1 holds its most connections"),
+        "{answer}"
+    );
+    // Another address still gets in, up to the node's budget.
+    let others: Vec<_> = (0..3).map(|_| idle_from(&node, [127, 0, 0, 2])).collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        health_on(idle_from(&node, [127, 0, 0, 3])),
+        200,
+        "the eighth"
+    );
+    let full = (0..4)
+        .map(|_| idle_from(&node, [127, 0, 0, 2]))
+        .collect::<Vec<_>>();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Seven are held now (4 + 3): one of the next four got in, the rest were refused.
+    let codes: Vec<u16> = full.into_iter().map(health_on).collect();
+    assert_eq!(codes.iter().filter(|&&c| c == 503).count(), 3, "{codes:?}");
+    // A place given back is taken again.
+    drop(held);
+    drop(others);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(health_on(idle_from(&node, [127, 0, 0, 1])), 200);
+}

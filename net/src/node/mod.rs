@@ -2,6 +2,7 @@
 //! address (SO_REUSEPORT), builds its services, and runs them (`shard::run`) until the
 //! node stops.
 
+mod admission;
 mod cluster;
 mod shard;
 

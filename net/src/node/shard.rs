@@ -14,6 +14,7 @@ use glommio::spawn_local;
 use glommio::timer::sleep;
 
 use super::Progress;
+use super::admission::{self, Slot};
 use crate::clock::now_ms;
 use crate::http::{self, ConnLimits};
 use crate::service::mesh::Msg;
@@ -161,10 +162,10 @@ impl http::Service for Front {
         // (sized for the largest API request) is freed.
         // It counts as an open connection until it ends, so shutdown waits for it.
         let svc = Rc::clone(&self.svc);
-        svc.connections.set(svc.connections.get() + 1);
+        let slot = Slot::force(&svc, stream.peer_addr().ok().map(|a| a.ip()));
         spawn_local(async move {
             crate::stream::session(Rc::clone(&svc), dashboard, stream).await;
-            svc.connections.set(svc.connections.get() - 1);
+            drop(slot);
         })
         .detach();
     }
@@ -198,14 +199,20 @@ async fn accept_loop(svc: &Rc<Services>, listener: &TcpListener) {
                 continue;
             }
         };
+        let slot = match Slot::take(svc, stream.peer_addr().ok().map(|a| a.ip())) {
+            Ok(slot) => slot,
+            Err(why) => {
+                spawn_local(admission::refuse(stream, why)).detach();
+                continue;
+            }
+        };
         let svc = Rc::clone(svc);
         spawn_local(async move {
-            svc.connections.set(svc.connections.get() + 1);
             let front = Front {
                 svc: Rc::clone(&svc),
             };
             http::serve(stream, limits, &svc.stop, &front).await;
-            svc.connections.set(svc.connections.get() - 1);
+            drop(slot);
         })
         .detach();
     }

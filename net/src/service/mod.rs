@@ -61,8 +61,11 @@ pub struct Services {
     pub interest: RefCell<Interest>,
     /// Subscriber side of the fan-out: the streams this shard serves.
     pub hub: Hub,
-    /// Open HTTP connections and streams, for draining at shutdown.
+    /// Open HTTP connections and streams, for draining at shutdown and the connection
+    /// budget.
     pub connections: Cell<usize>,
+    /// Open connections by source address, for the per-address budget.
+    pub per_address: RefCell<hashbrown::HashMap<std::net::IpAddr, usize>>,
     /// The topic, in cluster mode.
     pub kafka: Option<KafkaLink>,
     /// Backfills of new queries running on this shard (cluster mode).
@@ -106,6 +109,7 @@ impl Services {
             interest: RefCell::new(Interest::default()),
             hub: Hub::new(placement),
             connections: Cell::new(0),
+            per_address: RefCell::default(),
             kafka,
             backfills: backfill::Backfills::default(),
             mirror,
