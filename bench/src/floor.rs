@@ -9,15 +9,16 @@
 //! stream, as the node does, so it runs in a process of its own (the per-process
 //! open-files limit would not hold both ends).
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
 use livedash_loadgen::client::now_ms;
+
+use crate::helper::Helper;
 
 /// What a floor run sends.
 #[derive(Debug, Clone)]
@@ -246,33 +247,25 @@ pub fn measure(exe: &std::path::Path, plan: Fanout) -> Result<Vec<i64>, String> 
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let mut child = Sender(
-        Command::new(exe)
-            .arg(SENDER_FLAG)
-            .args([
-                plan.sockets.to_string(),
-                plan.frame_bytes.to_string(),
-                plan.ticks.to_string(),
-                plan.interval_ms.to_string(),
-                plan.senders.to_string(),
-                phases,
-                match plan.submit {
-                    Submit::Send => "send".to_string(),
-                    Submit::Uring => "uring".to_string(),
-                },
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting the floor sender: {e}"))?,
-    );
-    let mut line = String::new();
-    if let Some(out) = child.0.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut line);
-    }
-    let port: u16 = line
-        .trim()
-        .parse()
-        .map_err(|_| format!("the floor sender printed {line:?}, not a port"))?;
+    // Stopped by its drop if the reading side gives up before it is done.
+    let mut sender = Helper::start(
+        exe,
+        SENDER_FLAG,
+        &[
+            plan.sockets.to_string(),
+            plan.frame_bytes.to_string(),
+            plan.ticks.to_string(),
+            plan.interval_ms.to_string(),
+            plan.senders.to_string(),
+            phases,
+            match plan.submit {
+                Submit::Send => "send".to_string(),
+                Submit::Uring => "uring".to_string(),
+            },
+        ],
+        "floor sender",
+    )?;
+    let port = sender.port;
     let readers = plan.readers.max(1);
     let mut shares: Vec<Vec<(usize, TcpStream)>> = (0..readers).map(|_| Vec::new()).collect();
     for i in 0..plan.sockets {
@@ -298,20 +291,10 @@ pub fn measure(exe: &std::path::Path, plan: Fanout) -> Result<Vec<i64>, String> 
         t.join()
             .map_err(|_| "a floor reader panicked".to_string())??;
     }
-    let _ = child.0.wait();
+    sender.wait();
     let mut delays = std::mem::take(&mut *delays.lock().unwrap_or_else(PoisonError::into_inner));
     delays.sort_unstable();
     Ok(delays)
-}
-
-/// The sender's process, stopped if the reading side gives up before it is done.
-struct Sender(std::process::Child);
-
-impl Drop for Sender {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One reader thread: an epoll loop over its sockets until each is closed by the sender.

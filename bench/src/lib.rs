@@ -4,6 +4,7 @@
 pub mod chaos;
 pub mod flat;
 pub mod floor;
+pub mod helper;
 pub mod node;
 pub mod peer;
 pub mod sorted_set;

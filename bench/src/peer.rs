@@ -8,8 +8,7 @@
 //! binary into it), so its sockets and CPU are counted apart from the clients'.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,8 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use livedash_loadgen::client::now_ms;
+
+use crate::helper::Helper;
 
 /// Hidden command-line flag that turns the calling binary into the peer server.
 pub const PEER_FLAG: &str = "--peer-server";
@@ -42,51 +43,27 @@ pub struct PeerPlan {
 /// The peer running in a child process; stopped when dropped.
 #[derive(Debug)]
 pub struct Peer {
-    child: Child,
+    helper: Helper,
     pub addr: std::net::SocketAddr,
 }
 
 impl Peer {
     /// Starts `exe` (which must call `server_main` on `PEER_FLAG`) and waits for its port.
     pub fn start(exe: &std::path::Path, plan: &PeerPlan) -> Result<Self, String> {
-        let mut child = Command::new(exe)
-            .arg(PEER_FLAG)
-            .args([
-                plan.widgets.to_string(),
-                plan.interval_ms.to_string(),
-                plan.workers.to_string(),
-                plan.limit.as_secs().to_string(),
-                plan.dashboards.join(","),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting the peer: {e}"))?;
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
-        }
-        let mut peer = Self {
-            child,
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        // On an error the peer is stopped by its drop.
-        let port: u16 = line
-            .trim()
-            .parse()
-            .map_err(|_| format!("the peer printed {line:?}, not a port"))?;
-        peer.addr.set_port(port);
-        Ok(peer)
+        let args = [
+            plan.widgets.to_string(),
+            plan.interval_ms.to_string(),
+            plan.workers.to_string(),
+            plan.limit.as_secs().to_string(),
+            plan.dashboards.join(","),
+        ];
+        let helper = Helper::start(exe, PEER_FLAG, &args, "peer")?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], helper.port));
+        Ok(Self { helper, addr })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.helper.pid()
     }
 }
 

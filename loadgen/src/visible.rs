@@ -100,9 +100,9 @@ impl Visible {
             if sent.len() <= m {
                 sent.resize_with(m + 1, BTreeMap::new);
             }
-            *sent[m].entry(t).or_insert(0) += 1;
-        }
-        for times in sent.iter_mut() {
+            let times = &mut sent[m];
+            *times.entry(t).or_insert(0) += 1;
+            // Only a metric that gets events grows: it is the one to trim.
             while times
                 .first_key_value()
                 .is_some_and(|(&at, _)| at < t - KEEP_MS)

@@ -111,7 +111,7 @@ fn host_part(authority: &str) -> &str {
 
 /// Whether the node answers for `Host: host`: a page whose name an attacker controls and
 /// points at this node (DNS rebinding) carries that name, which is not one of these.
-pub fn host_allowed(c: &Config, host: Option<&str>) -> bool {
+fn host_allowed(c: &Config, host: Option<&str>) -> bool {
     let Some(host) = host else {
         return true;
     };
@@ -136,9 +136,41 @@ pub fn host_allowed(c: &Config, host: Option<&str>) -> bool {
         .any(|a| a.eq_ignore_ascii_case(name))
 }
 
+/// `host_allowed`, with the reason a refused request is told.
+pub fn check_host(c: &Config, host: Option<&str>) -> Result<(), String> {
+    if host_allowed(c, host) {
+        return Ok(());
+    }
+    Err(format!(
+        "host {} is not served here; add it to allowed_hosts",
+        host.unwrap_or_default()
+    ))
+}
+
+/// Whether a browser page on `origin` (if any) that reached the node as `host` may be
+/// served: the origin must be the node's own, listed in `allowed_origins`, or a peer
+/// node's (`peers`, asked only when needed). `Err` says why not, and what setting would
+/// allow it.
+pub fn check_origin(
+    c: &Config,
+    host: Option<&str>,
+    origin: Option<&str>,
+    peers: impl FnOnce() -> Vec<String>,
+) -> Result<(), String> {
+    if let Some(origin) = origin
+        && !origin_allowed(origin, host, &c.allowed_origins)
+        && !origin_allowed(origin, None, &peers())
+    {
+        return Err(format!(
+            "origin {origin} is not allowed; add it to allowed_origins"
+        ));
+    }
+    Ok(())
+}
+
 /// Same-origin unless listed: the `Origin` host must equal `Host`, or the origin must be
 /// in the allow-list.
-pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
     if allowed
         .iter()
         .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))

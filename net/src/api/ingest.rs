@@ -50,13 +50,7 @@ fn precision(req: &Request) -> Result<Precision, ApiError> {
 
 /// `POST /ingest`: the answer counts what was accepted, unmatched and rejected.
 pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiError> {
-    let media = req.content_type.as_deref().map(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-    });
+    let media = req.media_type();
     let format = match media.as_deref() {
         Some("text/plain") => Format::Line,
         _ => Format::Json,

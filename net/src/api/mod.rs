@@ -104,33 +104,21 @@ impl From<IngestError> for ApiError {
 /// Checks a request from its head alone (host, origin, route, method, token), before its
 /// body is read.
 pub fn admit(svc: &Services, req: &Request) -> Result<(), Response> {
-    let host = req.host.as_deref();
     // Health checks answer whatever name they come by (an orchestrator probes the
     // node's own address); they tell nothing a rebound page could use.
     let health = matches!(req.path.as_str(), "/healthz" | "/readyz");
-    if !health && !access::host_allowed(&svc.config, host) {
-        return Err(ApiError::new(
-            403,
-            format!(
-                "host {} is not served here; add it to allowed_hosts",
-                host.unwrap_or_default()
-            ),
-        )
-        .into());
-    }
-    if let Some(origin) = &req.origin
-        && !access::origin_allowed(origin, host, &svc.config.allowed_origins)
-        && !svc
-            .cluster
+    let host = req.host.as_deref();
+    let peers = || {
+        svc.cluster
             .as_ref()
-            .is_some_and(|link| access::origin_allowed(origin, None, &link.known_urls()))
-    {
-        return Err(ApiError::new(
-            403,
-            format!("origin {origin} is not allowed; add it to allowed_origins"),
-        )
-        .into());
+            .map(crate::service::cluster::ClusterLink::known_urls)
+            .unwrap_or_default()
+    };
+    let refused = |why| Response::from(ApiError::new(403, why));
+    if !health {
+        access::check_host(&svc.config, host).map_err(refused)?;
     }
+    access::check_origin(&svc.config, host, req.origin.as_deref(), peers).map_err(refused)?;
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let method = req.method.as_str();
     let (access, allowed): (Access, &[&str]) = match segments.as_slice() {
@@ -165,17 +153,7 @@ pub fn admit(svc: &Services, req: &Request) -> Result<(), Response> {
     // and text/plain without the browser asking first, and text/plain is taken only as
     // line protocol on /ingest (where the Origin check above already ran). The InfluxDB
     // endpoints take line protocol whatever the content type, as their clients send it.
-    let media = req
-        .content_type
-        .as_deref()
-        .map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .filter(|m| !m.is_empty());
+    let media = req.media_type();
     let json_write = matches!(method, "POST" | "PUT" | "PATCH")
         && matches!(segments.as_slice(), ["ingest"] | ["dashboards", ..]);
     let line_ok = segments.as_slice() == ["ingest"] && media.as_deref() == Some("text/plain");

@@ -37,6 +37,21 @@ impl Request {
             .map(|(_, v)| v.into_owned())
     }
 
+    /// The media type of `Content-Type`, lower-cased, without parameters (`charset`);
+    /// `None` when the header is missing or empty.
+    pub fn media_type(&self) -> Option<String> {
+        self.content_type
+            .as_deref()
+            .map(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .filter(|m| !m.is_empty())
+    }
+
     /// The token of the `Authorization` header, if well formed: `Bearer <token>`, or
     /// `Token <token>` as InfluxDB clients send it.
     pub fn bearer(&self) -> Option<&str> {

@@ -38,24 +38,10 @@ pub fn accept(config: &Config, peers: &[String], req: &Request) -> Result<Uuid, 
             "a read token is required (?token= or Authorization: Bearer)",
         ));
     }
-    if !access::host_allowed(config, req.host.as_deref()) {
-        return Err(Response::error(
-            403,
-            &format!(
-                "host {} is not served here; add it to allowed_hosts",
-                req.host.as_deref().unwrap_or_default()
-            ),
-        ));
-    }
-    if let Some(origin) = &req.origin
-        && !access::origin_allowed(origin, req.host.as_deref(), &config.allowed_origins)
-        && !access::origin_allowed(origin, None, peers)
-    {
-        return Err(Response::error(
-            403,
-            &format!("origin {origin} is not allowed"),
-        ));
-    }
+    let host = req.host.as_deref();
+    access::check_host(config, host)
+        .and_then(|()| access::check_origin(config, host, req.origin.as_deref(), || peers.to_vec()))
+        .map_err(|why| Response::error(403, &why))?;
     // An id that is not a UUID names no dashboard: the stream closes with 4404.
     Ok(Uuid::parse_str(rest).unwrap_or(Uuid::nil()))
 }
