@@ -1,6 +1,8 @@
 //! Every limit the engine enforces, in one place, so the API docs and the checks agree.
 //! Changing a value here changes what `validate` accepts; nothing else hard-codes them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// Longest metric name, in bytes.
 pub const MAX_METRIC_NAME_BYTES: usize = 256;
 /// Characters allowed in metric names and tag keys besides ASCII letters and digits.
@@ -41,3 +43,21 @@ pub const LAYOUT_COLUMNS: u64 = 12;
 /// Highest row and tallest widget of `layout.items`, in grid rows.
 pub const MAX_LAYOUT_ROW: u64 = 10_000;
 pub const MAX_LAYOUT_HEIGHT: u64 = 100;
+/// Largest magnitude of an event's value: sums of a day's events at any rate stay finite.
+pub const MAX_VALUE_MAGNITUDE: f64 = 1e200;
+/// Default most buckets each sign of a percentile window's histogram spans: 64 octaves
+/// (a ratio of about 1.8e19 between the largest and smallest magnitude) at full
+/// resolution, 32 KiB.
+pub const DEFAULT_HISTOGRAM_BUCKETS: usize = 4096;
+
+static HISTOGRAM_BUCKETS: AtomicUsize = AtomicUsize::new(DEFAULT_HISTOGRAM_BUCKETS);
+
+/// Sets the bucket budget of histograms made from now on (the node sets it at start).
+pub fn set_histogram_buckets(buckets: usize) {
+    HISTOGRAM_BUCKETS.store(buckets, Ordering::Relaxed);
+}
+
+/// The bucket budget of new histograms.
+pub fn histogram_buckets() -> usize {
+    HISTOGRAM_BUCKETS.load(Ordering::Relaxed)
+}

@@ -31,6 +31,8 @@ pub enum ValidationError {
     },
     #[error("value must be a finite number, got {0}")]
     NonFiniteValue(f64),
+    #[error("value {0} is out of range: its magnitude must be at most {MAX_VALUE_MAGNITUDE:e}")]
+    ValueOutOfRange(f64),
     #[error("event_time {0} is before 1970-01-01T00:00:00Z")]
     NegativeEventTime(i64),
     #[error(
@@ -114,6 +116,9 @@ pub fn event(ev: &MetricEvent) -> Result<(), ValidationError> {
     metric_name(&ev.metric_name)?;
     if !ev.value.is_finite() {
         return Err(ValidationError::NonFiniteValue(ev.value));
+    }
+    if ev.value.abs() > MAX_VALUE_MAGNITUDE {
+        return Err(ValidationError::ValueOutOfRange(ev.value));
     }
     if ev.event_time < 0 {
         return Err(ValidationError::NegativeEventTime(ev.event_time));
@@ -307,6 +312,13 @@ mod tests {
             event(&ev),
             Err(ValidationError::NonFiniteValue(_))
         ));
+        // Two of the largest finite values would make a window's sum infinite.
+        for bad in [1.7e308, -1e201] {
+            ev.value = bad;
+            assert_eq!(event(&ev), Err(ValidationError::ValueOutOfRange(bad)));
+        }
+        ev.value = -MAX_VALUE_MAGNITUDE;
+        assert!(event(&ev).is_ok());
         ev.value = 1.0;
         ev.event_time = -1;
         assert_eq!(event(&ev), Err(ValidationError::NegativeEventTime(-1)));

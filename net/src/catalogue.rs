@@ -25,6 +25,9 @@ pub enum Refusal {
     /// A stored widget could not be read back (a fault of the node, not the request).
     #[error("a stored widget cannot be read: {0}")]
     Unreadable(String),
+    /// The change would pass one of the node's budgets; the reason names it.
+    #[error("{0}")]
+    OverBudget(String),
 }
 
 /// A prepared change: the dashboard as it will be (or `None` when deleted) and the widget
@@ -55,7 +58,10 @@ pub struct Catalogue {
     /// The version of each dashboard's last change (deletions included): the
     /// catalogue's version then, or in a cluster the shared catalogue's version of it.
     versions: HashMap<Uuid, u64>,
+    /// Bumped by every commit (local or remote, whatever its version).
+    revision: u64,
     ids: IdSource,
+    budgets: Budgets,
 }
 
 impl std::fmt::Debug for Catalogue {
@@ -86,8 +92,16 @@ impl Catalogue {
                 .collect(),
             version: 0,
             versions: HashMap::new(),
+            revision: 0,
             ids,
+            budgets: Budgets::default(),
         }
+    }
+
+    /// This catalogue, refusing changes that would pass `budgets`.
+    pub fn with_budgets(mut self, budgets: Budgets) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     /// A catalogue of a cluster: the dashboards with their shared versions.
@@ -98,6 +112,12 @@ impl Catalogue {
             catalogue.dashboards.insert(d.dashboard_id, d);
         }
         catalogue
+    }
+
+    /// Counts every commit, local or remote: what was read at one revision is current
+    /// until the next.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// The version of dashboard `id`'s last change (0 when none is known).
@@ -163,12 +183,14 @@ impl Catalogue {
     /// A dashboard with a new name or layout, or a new dashboard, or a deletion, or a
     /// widget patch, as a prepared change.
     pub fn prepare(&mut self, edit: Edit) -> Result<Change, Refusal> {
-        match edit {
+        let change = match edit {
             Edit::Create(new) => self.create(new),
             Edit::Update(id, update) => self.update(id, update),
             Edit::Delete(id) => self.delete(id),
             Edit::Patch(id, patch) => self.patch(id, patch),
-        }
+        }?;
+        self.within_budgets(&change)?;
+        Ok(change)
     }
 
     fn create(&mut self, new: NewDashboard) -> Result<Change, Refusal> {
@@ -315,6 +337,7 @@ impl Catalogue {
     /// Makes a change visible as version `version` of its dashboard (cluster mode: the
     /// shared catalogue's version); returns it.
     pub fn commit_at(&mut self, change: &Change, version: u64) -> u64 {
+        self.revision += 1;
         self.versions.insert(change.id, version);
         match &change.dashboard {
             Some(d) => {
@@ -362,229 +385,8 @@ pub enum Edit {
     Patch(Uuid, WidgetPatch),
 }
 
+mod budget;
+pub use budget::Budgets;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use livedash_engine::WidgetSpec;
-    use serde_json::json;
-
-    fn spec(metric: &str) -> WidgetSpec {
-        serde_json::from_value(json!({
-            "metric_name": metric, "aggregation": "sum", "window_seconds": 60,
-            "refresh_interval_seconds": 1.0
-        }))
-        .unwrap()
-    }
-
-    /// A catalogue minting ids 1, 2, 3...
-    fn counting() -> Catalogue {
-        let mut next = 0u128;
-        Catalogue::with_ids(
-            Vec::new(),
-            Box::new(move || {
-                next += 1;
-                Uuid::from_u128(next)
-            }),
-        )
-    }
-
-    fn with_one_widget() -> (Catalogue, Uuid, Uuid) {
-        let mut c = counting();
-        let change = c
-            .prepare(Edit::Create(NewDashboard {
-                name: "ops".into(),
-                layout: Value::Null,
-                widgets: vec![spec("a")],
-            }))
-            .unwrap();
-        c.commit(&change);
-        let d = change.dashboard.unwrap();
-        (c, d.dashboard_id, d.widgets[0].widget_id)
-    }
-
-    #[test]
-    fn remote_changes_apply_once_and_in_order() {
-        let (c, id, wid) = with_one_widget();
-        let mut d = c.get(id).unwrap().clone();
-        assert_eq!(c.remote(id, Some(d.clone()), 1), None, "not newer");
-        d.widgets[0].widget_id = Uuid::from_u128(7);
-        let change = c.remote(id, Some(d.clone()), 5).unwrap();
-        assert_eq!(change.upserts[0].widget_id, Uuid::from_u128(7));
-        assert_eq!(change.removals[0].widget_id, wid);
-        let mut c = c;
-        assert_eq!(c.commit_at(&change, 5), 5);
-        assert_eq!(c.versioned(id).version, 5);
-        let gone = c.remote(id, None, 6).unwrap();
-        assert_eq!(gone.removals.len(), 1);
-        c.commit_at(&gone, 6);
-        assert!(c.get(id).is_none());
-        assert_eq!(
-            c.remote(id, Some(d), 6),
-            None,
-            "a deletion is not undone by older news"
-        );
-    }
-
-    #[test]
-    fn ids_come_from_the_source_and_commits_bump_the_version() {
-        let (c, id, wid) = with_one_widget();
-        assert_eq!((id, wid), (Uuid::from_u128(1), Uuid::from_u128(2)));
-        assert_eq!(c.versioned(id).version, 1);
-        assert_eq!(c.versioned(id).dashboard.unwrap().widgets.len(), 1);
-        assert_eq!(c.versioned(Uuid::nil()).dashboard, None);
-    }
-
-    #[test]
-    fn prepare_changes_nothing_until_commit() {
-        let (mut c, id, _) = with_one_widget();
-        let change = c
-            .prepare(Edit::Update(
-                id,
-                DashboardUpdate {
-                    name: "renamed".into(),
-                    layout: None,
-                },
-            ))
-            .unwrap();
-        assert_eq!(c.get(id).unwrap().name, "ops");
-        assert_eq!(c.commit(&change), 2);
-        assert_eq!(c.get(id).unwrap().name, "renamed");
-    }
-
-    #[test]
-    fn patch_updates_only_given_fields() {
-        let (mut c, id, wid) = with_one_widget();
-        let patch: WidgetPatch = serde_json::from_value(json!({
-            "update": [{"widget_id": wid, "aggregation": "p99"}],
-            "add": [spec("b")]
-        }))
-        .unwrap();
-        let change = c.prepare(Edit::Patch(id, patch)).unwrap();
-        let d = change.dashboard.unwrap();
-        assert_eq!(d.widgets.len(), 2);
-        assert_eq!(
-            d.widgets[0].spec.aggregation,
-            livedash_engine::Aggregation::P99
-        );
-        assert_eq!(d.widgets[0].spec.metric_name, "a");
-        assert_eq!(d.widgets[1].widget_id, Uuid::from_u128(3));
-        assert_eq!(change.upserts.len(), 2);
-    }
-
-    #[test]
-    fn patch_errors_name_their_place() {
-        let (mut c, id, wid) = with_one_widget();
-        for (body, place) in [
-            (
-                json!({"add": [spec("ok"), {"metric_name": "b", "aggregation": "sum", "window_seconds": 0, "refresh_interval_seconds": 1.0}]}),
-                "add[1].window_seconds",
-            ),
-            (
-                json!({"update": [{"widget_id": wid, "refresh_interval_seconds": 0.0}]}),
-                "update[0].refresh_interval_seconds",
-            ),
-            (
-                json!({"add": [{"metric_name": "a b", "aggregation": "sum", "window_seconds": 5, "refresh_interval_seconds": 1.0}]}),
-                "add[0].metric_name",
-            ),
-        ] {
-            let patch: WidgetPatch = serde_json::from_value(body).unwrap();
-            let err = c.prepare(Edit::Patch(id, patch)).unwrap_err().to_string();
-            assert!(err.starts_with(place), "{err}");
-        }
-    }
-
-    #[test]
-    fn patch_is_all_or_nothing() {
-        let (mut c, id, wid) = with_one_widget();
-        for body in [
-            json!({"update": [{"widget_id": wid, "window_seconds": 0}]}),
-            json!({"update": [{"widget_id": wid, "colour": "red"}]}),
-            json!({"update": [{"aggregation": "max"}]}),
-            json!({"remove": [Uuid::new_v4()]}),
-            json!({"update": [{"widget_id": wid}], "remove": [wid]}),
-            json!({"add": [spec("ok")], "remove": [Uuid::nil()]}),
-        ] {
-            let patch: WidgetPatch = serde_json::from_value(body.clone()).unwrap();
-            let err = c.prepare(Edit::Patch(id, patch)).unwrap_err();
-            assert!(matches!(err, Refusal::Invalid(_)), "{body}: {err}");
-        }
-        assert_eq!(c.get(id).unwrap().widgets.len(), 1);
-        assert_eq!(
-            c.get(id).unwrap().widgets[0].spec.aggregation,
-            livedash_engine::Aggregation::Sum
-        );
-        assert_eq!(c.versioned(id).version, 1);
-    }
-
-    #[test]
-    fn unknown_ids_are_refused_by_kind() {
-        let (mut c, id, _) = with_one_widget();
-        let other = Uuid::from_u128(99);
-        assert_eq!(
-            c.prepare(Edit::Delete(other)),
-            Err(Refusal::NoDashboard(other))
-        );
-        assert_eq!(
-            c.widget(id, other).unwrap_err(),
-            Refusal::NoWidget {
-                dashboard: id,
-                widget: other
-            }
-        );
-        assert_eq!(
-            c.prepare(Edit::Patch(other, WidgetPatch::default())),
-            Err(Refusal::NoDashboard(other))
-        );
-    }
-
-    #[test]
-    fn a_removed_widget_leaves_the_layout() {
-        let (mut c, id, wid) = with_one_widget();
-        let layout =
-            json!({"items": {wid.to_string(): {"x": 0, "y": 0, "w": 4, "h": 3}}, "theme": "dark"});
-        let change = c
-            .prepare(Edit::Update(
-                id,
-                DashboardUpdate {
-                    name: "ops".into(),
-                    layout: Some(layout),
-                },
-            ))
-            .unwrap();
-        c.commit(&change);
-        let patch: WidgetPatch = serde_json::from_value(json!({"remove": [wid]})).unwrap();
-        let change = c.prepare(Edit::Patch(id, patch)).unwrap();
-        let d = change.dashboard.unwrap();
-        assert_eq!(d.layout, json!({"items": {}, "theme": "dark"}));
-    }
-
-    #[test]
-    fn delete_lists_widgets_to_remove() {
-        let (mut c, id, wid) = with_one_widget();
-        let change = c.prepare(Edit::Delete(id)).unwrap();
-        assert_eq!(change.removals[0].widget_id, wid);
-        c.commit(&change);
-        assert!(c.get(id).is_none());
-        assert_eq!(c.prepare(Edit::Delete(id)), Err(Refusal::NoDashboard(id)));
-        assert_eq!(c.longest_window_ms(), 0);
-        assert_eq!(c.horizon_ms(), MIN_HORIZON_MS);
-    }
-
-    #[test]
-    fn invalid_new_dashboard_is_refused() {
-        let mut c = counting();
-        let err = c
-            .prepare(Edit::Create(NewDashboard {
-                name: String::new(),
-                layout: Value::Null,
-                widgets: Vec::new(),
-            }))
-            .unwrap_err();
-        assert!(
-            matches!(err, Refusal::Invalid(ref r) if r.contains("name")),
-            "{err}"
-        );
-        assert_eq!(c.versioned(Uuid::nil()).version, 0);
-    }
-}
+mod tests;

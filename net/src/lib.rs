@@ -17,6 +17,8 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod kafka;
 pub mod node;

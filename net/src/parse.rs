@@ -54,7 +54,9 @@ impl RejectReason {
 impl From<&ValidationError> for RejectReason {
     fn from(e: &ValidationError) -> Self {
         match e {
-            ValidationError::NonFiniteValue(_) => Self::BadValue,
+            ValidationError::NonFiniteValue(_) | ValidationError::ValueOutOfRange(_) => {
+                Self::BadValue
+            }
             ValidationError::NegativeEventTime(_) => Self::BadTime,
             ValidationError::Empty { field }
             | ValidationError::TooLong { field, .. }

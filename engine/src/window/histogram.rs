@@ -55,116 +55,8 @@ fn representative(key: u32) -> f64 {
     }
 }
 
-/// Buckets per group summary: a quantile walk skips whole groups by their sums.
-const GROUP: usize = 64;
-
-/// Contiguous counts over a range of magnitude keys, with a sum per group of `GROUP`
-/// buckets so a quantile walk steps over empty or passed-over groups at once. Boxed
-/// slices (grown by reallocating, which is rare) keep it to 40 bytes, so the histogram's
-/// header line holds the positive store whole.
-#[derive(Debug, Clone, Default)]
-struct DenseStore {
-    offset: u32,
-    counts: Box<[u64]>,
-    groups: Box<[u64]>,
-}
-
-impl DenseStore {
-    #[inline]
-    fn add(&mut self, key: u32, n: u64) {
-        if self.counts.is_empty() {
-            self.offset = key;
-            self.counts = Box::new([n]);
-            self.groups = Box::new([n]);
-            return;
-        }
-        if key < self.offset {
-            let grow = (self.offset - key) as usize;
-            let margin = grow.max(self.counts.len() / 2).min(self.offset as usize);
-            let mut counts = vec![0; margin + self.counts.len()];
-            counts[margin..].copy_from_slice(&self.counts);
-            self.counts = counts.into_boxed_slice();
-            self.offset -= margin as u32;
-            self.regroup();
-        }
-        let at = (key - self.offset) as usize;
-        if at >= self.counts.len() {
-            let len = (at + 1).max(self.counts.len() + self.counts.len() / 2);
-            let mut counts = std::mem::take(&mut self.counts).into_vec();
-            counts.resize(len, 0);
-            self.counts = counts.into_boxed_slice();
-            let mut groups = std::mem::take(&mut self.groups).into_vec();
-            groups.resize(len.div_ceil(GROUP), 0);
-            self.groups = groups.into_boxed_slice();
-        }
-        self.counts[at] += n;
-        self.groups[at / GROUP] += n;
-    }
-
-    #[inline]
-    fn sub(&mut self, key: u32, n: u64) {
-        let at = key.wrapping_sub(self.offset) as usize;
-        if let Some(c) = self.counts.get_mut(at) {
-            debug_assert!(*c >= n, "histogram count underflow");
-            let n = n.min(*c);
-            *c -= n;
-            self.groups[at / GROUP] -= n;
-        }
-    }
-
-    fn regroup(&mut self) {
-        self.groups = self.counts.chunks(GROUP).map(|c| c.iter().sum()).collect();
-    }
-
-    fn clear(&mut self) {
-        *self = Self::default();
-    }
-
-    /// Index of the bucket holding the `rank`-th value counted from the largest key, or
-    /// what is left of `rank` past this store.
-    fn walk_down(&self, rank: u64) -> Result<usize, u64> {
-        let mut left = rank;
-        for (g, &sum) in self.groups.iter().enumerate().rev() {
-            if sum < left {
-                left -= sum;
-                continue;
-            }
-            let start = g * GROUP;
-            let end = (start + GROUP).min(self.counts.len());
-            for (i, &c) in self.counts[start..end].iter().enumerate().rev() {
-                if c >= left {
-                    return Ok(start + i);
-                }
-                left -= c;
-            }
-        }
-        Err(left)
-    }
-
-    /// As `walk_down`, counted from the smallest key.
-    fn walk_up(&self, rank: u64) -> Result<usize, u64> {
-        let mut left = rank;
-        for (g, &sum) in self.groups.iter().enumerate() {
-            if sum < left {
-                left -= sum;
-                continue;
-            }
-            let start = g * GROUP;
-            let end = (start + GROUP).min(self.counts.len());
-            for (i, &c) in self.counts[start..end].iter().enumerate() {
-                if c >= left {
-                    return Ok(start + i);
-                }
-                left -= c;
-            }
-        }
-        Err(left)
-    }
-
-    fn heap_bytes(&self) -> usize {
-        (self.counts.len() + self.groups.len()) * size_of::<u64>()
-    }
-}
+mod dense;
+use dense::{DenseStore, GROUP};
 
 /// The buckets of a pane that did not fit in its inline list.
 #[derive(Debug, Clone)]
@@ -284,6 +176,19 @@ impl PaneCounts {
         }
     }
 
+    /// Hands every (bucket, count) to `f`, as `drain` does, keeping the list.
+    fn visit(&self, mut f: impl FnMut(u32, u64)) {
+        let len = usize::from(self.len);
+        for (&k, &n) in self.keys[..len].iter().zip(&self.counts[..len]) {
+            f(k, u64::from(n));
+        }
+        match self.overflow.as_deref() {
+            Some(Overflow::Small(list)) => list.iter().for_each(|&(k, n)| f(k, u64::from(n))),
+            Some(Overflow::Large(map)) => map.iter().for_each(|(&k, &n)| f(k, n)),
+            None => {}
+        }
+    }
+
     /// The buckets listed inline.
     fn inline_keys(&self) -> &[u32] {
         &self.keys[..usize::from(self.len)]
@@ -320,6 +225,8 @@ pub struct Histogram {
     /// index there: quantiles move little between refreshes, so the next refresh loads
     /// that neighbourhood ahead of its walk.
     last_found: Option<(bool, u32)>,
+    /// Most buckets each store spans (`DenseStore`).
+    budget: u32,
 }
 
 // Recording a positive value reads the first line only.
@@ -328,9 +235,17 @@ const _: () = assert!(std::mem::offset_of!(Histogram, zeros) <= 64);
 mod mirror;
 
 impl Histogram {
-    /// An empty histogram for a ring of `slots` panes.
+    /// An empty histogram for a ring of `slots` panes, within the process's bucket
+    /// budget (`limits::histogram_buckets`).
     pub fn new(slots: usize) -> Self {
+        Self::with_budget(slots, crate::limits::histogram_buckets())
+    }
+
+    /// An empty histogram whose stores span at most `budget` buckets each (at least 64:
+    /// one octave).
+    pub fn with_budget(slots: usize, budget: usize) -> Self {
         Self {
+            budget: budget.clamp(64, 1 << 20) as u32,
             positive: DenseStore::default(),
             negative: DenseStore::default(),
             zeros: 0,
@@ -341,6 +256,7 @@ impl Histogram {
     }
 
     fn apply(&mut self, key: u32, n: u64, add: bool) {
+        let budget = self.budget as usize;
         match split_key(key) {
             None if add => self.zeros += n,
             None => self.zeros -= n,
@@ -351,7 +267,7 @@ impl Histogram {
                     &mut self.positive
                 };
                 if add {
-                    store.add(k, n)
+                    store.add(k, n, budget)
                 } else {
                     store.sub(k, n)
                 }
@@ -490,7 +406,28 @@ impl Histogram {
         if self.total == 0 {
             self.positive.clear();
             self.negative.clear();
+        } else {
+            let budget = self.budget as usize;
+            if self.positive.floor_too_high(budget) || self.negative.floor_too_high(budget) {
+                self.rebuild();
+            }
         }
+    }
+
+    /// Counts every value again from the panes' own keys, so buckets merged under a floor
+    /// that the values left in the window no longer need come apart again.
+    #[cold]
+    fn rebuild(&mut self) {
+        let panes = std::mem::take(&mut self.panes);
+        self.positive.clear();
+        self.negative.clear();
+        self.zeros = 0;
+        self.total = 0;
+        self.last_found = None;
+        for pane in panes.iter() {
+            pane.visit(|key, n| self.apply(key, n, true));
+        }
+        self.panes = panes;
     }
 
     /// Number of values recorded and not evicted.

@@ -3,7 +3,6 @@
 
 use std::rc::Rc;
 
-use livedash_engine::Dashboard;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -16,11 +15,16 @@ use crate::service::{Services, catalogue};
 pub const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
 fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    if req.body.is_empty() {
+    decode(&req.body)
+}
+
+/// Reads a dashboards request body (a dashboard, an update, a widget patch); the error
+/// names the place (`add[0].window_seconds: invalid type ...`).
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
         return Err(ApiError::new(400, "a JSON body is required"));
     }
-    // The error names the place (`add[0].window_seconds: invalid type ...`).
-    let mut de = serde_json::Deserializer::from_slice(&req.body);
+    let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let place = e.path().to_string();
         let inner = e.into_inner();
@@ -56,8 +60,8 @@ pub async fn handle(
     let read = method == "GET" || method == "HEAD";
     match (segments, read) {
         (["dashboards"], true) => {
-            let all: Vec<Dashboard> = catalogue::list(svc).await?;
-            Ok(Response::json(200, &all))
+            let all = catalogue::encoded_list(svc).await?;
+            Ok(Response::bytes(200, "application/json", all))
         }
         (["dashboards", d], true) => {
             let dashboard = catalogue::get(svc, id(d, "dashboard")?).await?;

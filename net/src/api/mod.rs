@@ -76,6 +76,7 @@ impl From<CatalogueError> for ApiError {
             CatalogueError::Refused(Refusal::NoDashboard(_) | Refusal::NoWidget { .. }) => 404,
             CatalogueError::Refused(Refusal::Invalid(_)) => 400,
             CatalogueError::Refused(Refusal::Unreadable(_)) => 500,
+            CatalogueError::Refused(Refusal::OverBudget(_)) => 429,
             CatalogueError::Store(_) | CatalogueError::Install(_) | CatalogueError::NoCatalogue => {
                 500
             }

@@ -101,24 +101,9 @@ pub struct Config {
         default_value_t = 10_000
     )]
     pub drain_timeout_ms: u64,
-    /// Most connections (HTTP and streams) the node holds, shared evenly by its shards; a
-    /// connection over it is answered 503 and closed. 0: the open-files limit less 512.
-    #[arg(
-        long,
-        env = "LIVEDASH_MAX_CONNECTIONS",
-        value_name = "N",
-        default_value_t = 0
-    )]
-    pub max_connections: usize,
-    /// Most connections from one source address, shared evenly by the shards; 0: no limit
-    /// beyond `max_connections`.
-    #[arg(
-        long,
-        env = "LIVEDASH_MAX_CONNECTIONS_PER_ADDRESS",
-        value_name = "N",
-        default_value_t = 0
-    )]
-    pub max_connections_per_address: usize,
+    /// Budgets: what one client's input can make the node hold.
+    #[command(flatten)]
+    pub budgets: Budgets,
     /// Host names (comma-separated, without ports) the node answers for, in the `Host`
     /// header of requests and streams; others get 403, which stops DNS rebinding. `*`
     /// answers for any. Empty means the listen address, `localhost`, `127.0.0.1`, `::1`
@@ -433,6 +418,7 @@ impl Config {
                 return invalid(key, "must be at least 1 ms");
             }
         }
+        self.budgets.check()?;
         if self.max_skew_ms < 0 {
             return invalid("max_skew_ms", "must not be negative");
         }
@@ -573,6 +559,9 @@ fn given(matches: &ArgMatches, key: &str) -> bool {
     )
 }
 
+mod budgets;
 mod file;
+
+pub use budgets::Budgets;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 
+use super::chunked::{Chunked, Fed};
 use super::{Request, Response};
 use crate::stop::Stop;
 
@@ -24,9 +25,6 @@ const ADMIT_BEFORE_BODY_OVER: usize = 64 * 1024;
 /// How long, and for how many bytes, a connection closed on an error keeps reading.
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 1 << 20;
-
-/// Longest chunk-size line, extensions included.
-const MAX_CHUNK_LINE: usize = 4096;
 
 /// Bytes of a body read per step: its buffer grows by at most this much ahead of what
 /// arrived.
@@ -176,18 +174,47 @@ pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Sto
         if !keep_alive || stop.is_set() {
             response.close = true;
         }
-        out.clear();
-        response.write_to(&mut out);
-        if head_only {
-            // Same headers as GET, no body.
-            out.truncate(out.len() - response.body.len());
-        }
-        if conn.stream.write_all(&out).await.is_err() || response.close {
+        if write_response(&mut conn.stream, &mut out, &response, head_only)
+            .await
+            .is_err()
+            || response.close
+        {
             // Closing either way.
             conn.stream.flush().await.ok();
             return;
         }
     }
+}
+
+/// Writes `response` (without its body for HEAD, with the same headers as GET). A small
+/// body goes out with the head in one write; a large one is written from the response's
+/// shared bytes, not copied into `out`, which never keeps more than a small capacity.
+async fn write_response(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    response: &Response,
+    head_only: bool,
+) -> io::Result<()> {
+    out.clear();
+    response.write_head(out);
+    let body: &[u8] = if head_only || response.status == 204 {
+        &[]
+    } else {
+        &response.body
+    };
+    let result = if body.len() <= READ_CHUNK {
+        out.extend_from_slice(body);
+        stream.write_all(out).await
+    } else {
+        match stream.write_all(out).await {
+            Ok(()) => stream.write_all(body).await,
+            Err(e) => Err(e),
+        }
+    };
+    if out.capacity() > 4 * READ_CHUNK {
+        *out = Vec::with_capacity(1024);
+    }
+    result
 }
 
 impl Conn {
@@ -340,66 +367,18 @@ impl Conn {
     }
 
     async fn read_chunked(&mut self, max: usize, deadline: Instant) -> Result<Vec<u8>, Ended> {
-        let mut body = Vec::new();
-        let mut pos = 0;
+        let mut decoder = Chunked::new(max);
         loop {
-            match httparse::parse_chunk_size(&self.buf[pos..]) {
-                Ok(httparse::Status::Complete((size_len, _))) if size_len > MAX_CHUNK_LINE => {
-                    return Err(chunk_line_too_long());
+            match decoder.feed(&self.buf).map_err(Ended::Answer)? {
+                Fed::Done(used) => {
+                    self.buf.drain(..used);
+                    return Ok(decoder.into_body());
                 }
-                Ok(httparse::Status::Complete((size_len, size))) => {
-                    if size == 0 {
-                        // Last chunk: optional trailers, then an empty line.
-                        let trailers_at = pos + size_len;
-                        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                        match httparse::parse_headers(&self.buf[trailers_at..], &mut headers) {
-                            Ok(httparse::Status::Complete((n, _))) => {
-                                self.buf.drain(..trailers_at + n);
-                                return Ok(body);
-                            }
-                            // Trailers are bounded like a head, so they are not parsed
-                            // again and again as they grow.
-                            Ok(httparse::Status::Partial)
-                                if self.buf.len() - trailers_at > MAX_HEAD_BYTES =>
-                            {
-                                return Err(Ended::Answer(Response::error(
-                                    431,
-                                    "chunked trailers larger than 16 KiB",
-                                )));
-                            }
-                            Ok(httparse::Status::Partial) => {}
-                            Err(_) => return Err(bad("malformed chunked trailer")),
-                        }
-                    } else {
-                        let size = usize::try_from(size).unwrap_or(usize::MAX);
-                        if size > max.saturating_sub(body.len()) {
-                            return Err(Ended::Answer(Response::error(
-                                413,
-                                &format!("chunked body is over the limit of {max} bytes"),
-                            )));
-                        }
-                        let data = pos + size_len;
-                        if self.buf.len() >= data + size + 2 {
-                            if &self.buf[data + size..data + size + 2] != b"\r\n" {
-                                return Err(bad("chunk data not followed by CRLF"));
-                            }
-                            body.extend_from_slice(&self.buf[data..data + size]);
-                            pos = data + size + 2;
-                            continue;
-                        }
-                    }
+                // Need more bytes: drop what is decoded, then read.
+                Fed::More(used) => {
+                    self.buf.drain(..used);
                 }
-                // A size line (with its extensions) is bounded, so it is not parsed again
-                // and again as it grows.
-                Ok(httparse::Status::Partial) if self.buf.len() - pos > MAX_CHUNK_LINE => {
-                    return Err(chunk_line_too_long());
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(_) => return Err(bad("malformed chunk size")),
             }
-            // Need more bytes: drop what is decoded, then read.
-            self.buf.drain(..pos);
-            pos = 0;
             if self.buf.len() > MAX_HEAD_BYTES + max {
                 return Err(bad("malformed chunked body"));
             }
@@ -410,12 +389,52 @@ impl Conn {
     }
 }
 
-fn head_too_large() -> Ended {
-    Ended::Answer(Response::error(431, "request head larger than 16 KiB"))
+/// Frames one request out of `input` as a connection does, with no socket: the head,
+/// then its body (sized, or chunked and fed `piece` bytes at a time). `Ok(None)` when
+/// `input` ends first; `Err(status)` for the answer a connection would close with. The
+/// fuzz targets drive this.
+pub fn frame_request(input: &[u8], piece: usize, max_body: usize) -> Result<Option<Request>, u16> {
+    let status = |e: Ended| match e {
+        Ended::Answer(r) => r.status,
+        Ended::Quiet => 0,
+    };
+    let Some((head, head_len)) = parse_head(input).map_err(status)? else {
+        return Ok(None);
+    };
+    if head_len > MAX_HEAD_BYTES {
+        return Err(status(head_too_large()));
+    }
+    let mut request = head.request;
+    let rest = &input[head_len..];
+    request.body = match head.body {
+        BodyKind::Length(n) if n > max_body => return Err(413),
+        BodyKind::Length(n) if n > rest.len() => return Ok(None),
+        BodyKind::Length(n) => rest[..n].to_vec(),
+        BodyKind::Chunked => {
+            let mut decoder = Chunked::new(max_body);
+            let mut buf = Vec::new();
+            let mut done = false;
+            for part in rest.chunks(piece.max(1)) {
+                buf.extend_from_slice(part);
+                match decoder.feed(&buf).map_err(|r| r.status)? {
+                    Fed::Done(_) => {
+                        done = true;
+                        break;
+                    }
+                    Fed::More(used) => drop(buf.drain(..used)),
+                }
+            }
+            if !done {
+                return Ok(None);
+            }
+            decoder.into_body()
+        }
+    };
+    Ok(Some(request))
 }
 
-fn chunk_line_too_long() -> Ended {
-    bad("chunk size line (with its extensions) longer than 4096 bytes")
+fn head_too_large() -> Ended {
+    Ended::Answer(Response::error(431, "request head larger than 16 KiB"))
 }
 
 fn bad(reason: &str) -> Ended {

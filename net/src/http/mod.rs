@@ -2,10 +2,11 @@
 //! and chunked bodies, `Expect: 100-continue`, a body-size limit and per-phase deadlines.
 //! Parsing is `httparse`; this module only frames requests and writes responses.
 
+pub mod chunked;
 mod conn;
 mod response;
 
-pub use conn::{ConnLimits, Service, serve};
+pub use conn::{ConnLimits, Service, frame_request, serve};
 pub use response::Response;
 
 /// One parsed request with its whole body.

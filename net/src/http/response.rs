@@ -1,5 +1,6 @@
 //! Responses: a status, a JSON (or other) body, and the bytes put on the wire.
 
+use bytes::Bytes;
 use serde::Serialize;
 
 /// A response ready to be written.
@@ -7,7 +8,9 @@ use serde::Serialize;
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    /// Shared, not copied: a body many connections send (the dashboards list, an asset)
+    /// is held once however slowly they read it.
+    pub body: Bytes,
     /// Close the connection after this response.
     pub close: bool,
 }
@@ -20,7 +23,7 @@ impl Response {
             Ok(body) => Self {
                 status,
                 content_type: "application/json",
-                body,
+                body: body.into(),
                 close: false,
             },
             Err(e) => Self::error(500, &format!("cannot encode the response: {e}")),
@@ -29,9 +32,7 @@ impl Response {
 
     /// `{"error": reason}` with `status`.
     pub fn error(status: u16, reason: &str) -> Self {
-        let body = serde_json::json!({ "error": reason })
-            .to_string()
-            .into_bytes();
+        let body = serde_json::json!({ "error": reason }).to_string().into();
         Self {
             status,
             content_type: "application/json",
@@ -45,17 +46,17 @@ impl Response {
         Self {
             status: 200,
             content_type,
-            body: body.as_bytes().to_vec(),
+            body: Bytes::from_static(body.as_bytes()),
             close: false,
         }
     }
 
     /// A body of any other type.
-    pub fn bytes(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+    pub fn bytes(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Self {
         Self {
             status,
             content_type,
-            body,
+            body: body.into(),
             close: false,
         }
     }
@@ -65,7 +66,7 @@ impl Response {
         Self {
             status,
             content_type: "application/json",
-            body: Vec::new(),
+            body: Bytes::new(),
             close: false,
         }
     }
@@ -78,6 +79,14 @@ impl Response {
 
     /// Appends the status line, headers and body to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        self.write_head(out);
+        if self.status != 204 {
+            out.extend_from_slice(&self.body);
+        }
+    }
+
+    /// Appends the status line and headers to `out`.
+    pub fn write_head(&self, out: &mut Vec<u8>) {
         use std::io::Write;
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         if self.status != 204 {
@@ -92,9 +101,6 @@ impl Response {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        if self.status != 204 {
-            out.extend_from_slice(&self.body);
-        }
     }
 }
 

@@ -40,7 +40,7 @@ fn node_limit(configured: usize) -> usize {
 impl Slot {
     /// A place for a connection from `addr`, or why there is none.
     pub fn take(svc: &Rc<Services>, addr: Option<IpAddr>) -> Result<Self, String> {
-        let c = &svc.config;
+        let c = &svc.config.budgets;
         let shards = svc.shards.max(1);
         let total = node_limit(c.max_connections).div_ceil(shards);
         if svc.connections.get() >= total {

@@ -218,6 +218,14 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
             (dashboards.clone(), Catalogue::new(dashboards))
         }
     };
+    let budgets = &config.budgets;
+    let catalogue = catalogue.with_budgets(crate::catalogue::Budgets {
+        dashboards: budgets.max_dashboards,
+        widgets: budgets.max_widgets,
+        queries: budgets.max_queries,
+    });
+    // Histograms made from here on keep within it (one node per process).
+    livedash_engine::limits::set_histogram_buckets(budgets.max_histogram_buckets);
     let horizon_ms = catalogue.horizon_ms();
     let cluster_settings = config.clustered().then(|| ClusterSettings {
         node: uuid::Uuid::new_v4().to_string(),

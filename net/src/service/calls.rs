@@ -74,6 +74,11 @@ pub struct DashboardChanged {
 #[derive(Debug)]
 pub struct ListDashboards;
 
+/// Every dashboard, by name then id, as the JSON `GET /dashboards` answers: encoded once
+/// per catalogue version and shared by every request that reads it.
+#[derive(Debug)]
+pub struct EncodedDashboards;
+
 /// A dashboard (or its absence) with the catalogue version it is current at.
 #[derive(Debug)]
 pub struct GetDashboard(pub Uuid);

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use glommio::sync::Semaphore;
 use livedash_engine::{Dashboard, WidgetReading};
 use livedash_replication::redis::catalogue::{SharedCatalogue, Written};
@@ -15,8 +16,8 @@ use uuid::Uuid;
 
 pub use super::calls::CatalogueError;
 use super::calls::{
-    DashboardChanged, EditDashboards, GetDashboard, InstallWidgets, ListDashboards, LocateWidget,
-    ReadValue, Reading,
+    DashboardChanged, EditDashboards, EncodedDashboards, GetDashboard, InstallWidgets,
+    ListDashboards, LocateWidget, ReadValue, Reading,
 };
 use super::mesh::ShardCall;
 use super::{CATALOGUE_SHARD, Services};
@@ -33,6 +34,8 @@ pub struct CatalogueHost {
     /// Cluster mode: the catalogue every node shares, in Redis (the file store is not
     /// used for dashboards then).
     pub shared: Option<Arc<SharedCatalogue>>,
+    /// The dashboards list as JSON, with the catalogue revision it was encoded at.
+    encoded: RefCell<Option<(u64, Bytes)>>,
 }
 
 impl std::fmt::Debug for CatalogueHost {
@@ -54,6 +57,7 @@ impl CatalogueHost {
             store,
             writer: Semaphore::new(1),
             shared,
+            encoded: RefCell::new(None),
         }
     }
 }
@@ -68,6 +72,28 @@ impl ShardCall for ListDashboards {
     async fn run(self, svc: &Rc<Services>) -> Self::Reply {
         let catalogue = host(svc)?.catalogue.borrow();
         Ok(catalogue.list().into_iter().cloned().collect())
+    }
+}
+
+impl ShardCall for EncodedDashboards {
+    type Reply = Result<Bytes, CatalogueError>;
+
+    async fn run(self, svc: &Rc<Services>) -> Self::Reply {
+        let host = host(svc)?;
+        let catalogue = host.catalogue.borrow();
+        let version = catalogue.revision();
+        let mut encoded = host.encoded.borrow_mut();
+        if let Some((at, bytes)) = encoded.as_ref()
+            && *at == version
+        {
+            return Ok(bytes.clone());
+        }
+        let bytes =
+            Bytes::from(serde_json::to_vec(&catalogue.list()).map_err(|e| {
+                CatalogueError::Store(format!("cannot encode the dashboards: {e}"))
+            })?);
+        *encoded = Some((version, bytes.clone()));
+        Ok(bytes)
     }
 }
 
@@ -424,6 +450,11 @@ async fn install(
 /// Every dashboard, by name then id.
 pub async fn list(svc: &Rc<Services>) -> Result<Vec<Dashboard>, CatalogueError> {
     svc.call(CATALOGUE_SHARD, ListDashboards).await?
+}
+
+/// Every dashboard as `GET /dashboards` answers it (shared bytes).
+pub async fn encoded_list(svc: &Rc<Services>) -> Result<Bytes, CatalogueError> {
+    svc.call(CATALOGUE_SHARD, EncodedDashboards).await?
 }
 
 /// Dashboard `id`.

@@ -66,6 +66,8 @@ pub struct Hub {
     gather_round: Cell<u64>,
     /// Lets one delivery run at a time, in the order they were framed.
     delivering: Semaphore,
+    /// Snapshots shared by the connections that join a room in the same state.
+    pub snapshots: super::snapshots::Snapshots,
 }
 
 impl Hub {
@@ -83,7 +85,13 @@ impl Hub {
             gathering: Cell::new(false),
             gather_round: Cell::new(0),
             delivering: Semaphore::new(1),
+            snapshots: Default::default(),
         }
+    }
+
+    /// The state of dashboard `id`'s room (see `Rooms::generation`).
+    pub fn generation(&self, id: Uuid) -> Option<(u64, u64)> {
+        self.rooms.borrow().generation(id)
     }
 
     /// Adds a connection to dashboard `id`'s room; returns the dashboard, or `None` if it
@@ -93,7 +101,7 @@ impl Hub {
         svc: &Rc<Services>,
         id: Uuid,
         outbox: &Rc<Outbox>,
-    ) -> Result<Option<Dashboard>, StreamError> {
+    ) -> Result<Option<Rc<Dashboard>>, StreamError> {
         let hub = &svc.hub;
         let joined = hub.rooms.borrow_mut().join(id, outbox);
         if let Some(dashboard) = joined {

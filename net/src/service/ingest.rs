@@ -18,11 +18,12 @@ use crate::parse::{Parsed, Refusals};
 
 /// Every this-many-th ingested event is sampled for the recent metric names.
 const RECENT_SAMPLE: usize = 8;
-/// Most recent metric names kept per shard.
+/// Most recent metric names kept per shard, unless the node sets another budget
+/// (`max_metric_names`).
 const RECENT_MAX: usize = 2000;
 
 /// What this shard counts of the events it applied.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IngestCounters {
     /// Time spent applying events to windows, in nanoseconds.
     pub apply_ns: Cell<u64>,
@@ -32,9 +33,28 @@ pub struct IngestCounters {
     pub refusals: Cell<Refusals>,
     /// Metric names seen recently (sampled), with when: suggestions for the UI.
     recent: RefCell<HashMap<String, i64>>,
+    /// Most names `recent` keeps.
+    recent_max: usize,
+}
+
+impl Default for IngestCounters {
+    fn default() -> Self {
+        Self::new(RECENT_MAX)
+    }
 }
 
 impl IngestCounters {
+    /// Counters that remember at most `recent_max` metric names.
+    pub fn new(recent_max: usize) -> Self {
+        Self {
+            apply_ns: Cell::default(),
+            events: Cell::default(),
+            refusals: Cell::default(),
+            recent: RefCell::default(),
+            recent_max: recent_max.max(1),
+        }
+    }
+
     /// Samples the metric names of a batch into the bounded recent set.
     fn remember(&self, events: &[MetricEvent], now: i64) {
         let mut recent = self.recent.borrow_mut();
@@ -46,10 +66,10 @@ impl IngestCounters {
                 }
             }
         }
-        if recent.len() > RECENT_MAX {
+        if recent.len() > self.recent_max {
             // Keep the newer half, by count: names seen at the same instant (one batch of
             // many names) must not all survive the cut.
-            let keep = RECENT_MAX / 2;
+            let keep = self.recent_max / 2;
             let mut all: Vec<(String, i64)> = recent.drain().collect();
             all.select_nth_unstable_by(keep, |a, b| b.1.cmp(&a.1));
             all.truncate(keep);

@@ -15,8 +15,9 @@ use hashbrown::HashMap;
 
 use super::Services;
 use super::calls::{
-    Alerts, ApplyEvents, DashboardChanged, EditDashboards, GetDashboard, InstallWidgets,
-    ListDashboards, LocateWidget, Push, ReadStates, ReadValue, RecentMetrics, Stats, Watch,
+    Alerts, ApplyEvents, DashboardChanged, EditDashboards, EncodedDashboards, GetDashboard,
+    InstallWidgets, ListDashboards, LocateWidget, Push, ReadStates, ReadValue, RecentMetrics,
+    Stats, Watch,
 };
 pub use super::calls::{CallError, Failure};
 
@@ -115,6 +116,7 @@ calls!(
     Push,
     DashboardChanged,
     ListDashboards,
+    EncodedDashboards,
     GetDashboard,
     LocateWidget,
     EditDashboards,

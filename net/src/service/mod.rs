@@ -16,6 +16,7 @@ pub mod mirror;
 pub mod outbox;
 pub mod refresh;
 pub mod rooms;
+pub mod snapshots;
 pub mod stats;
 pub mod topic;
 pub mod widgets;
@@ -94,6 +95,7 @@ impl Services {
             None => Placement::standalone(shards),
         };
         let metrics_on = config.metrics;
+        let metric_names = config.budgets.max_metric_names;
         Self {
             id: mesh.id(),
             shards,
@@ -102,7 +104,7 @@ impl Services {
             stop: Stop::default(),
             mesh,
             engine: RefCell::new(engine),
-            ingest: IngestCounters::default(),
+            ingest: IngestCounters::new(metric_names),
             metrics: metrics::Metrics::new(metrics_on),
             health: health::Health::default(),
             catalogue,

@@ -15,6 +15,9 @@ use super::metrics::Stamp;
 
 /// Frames queued for one connection before it counts as lagging.
 pub const MAX_QUEUED_FRAMES: usize = 16;
+/// Bytes of frames queued for one connection before it counts as lagging, unless the
+/// node sets another budget (`max_queued_bytes`).
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 1 << 20;
 
 /// What became of a frame handed to a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,9 @@ pub struct Closing {
 pub struct Outbox {
     /// Encoded frames with their stamps.
     queue: RefCell<VecDeque<(Bytes, Stamp)>>,
+    /// Bytes in `queue`, and how many it may hold.
+    queued_bytes: Cell<usize>,
+    max_bytes: usize,
     /// The rest of a frame the hub began writing straight to the socket: it goes out
     /// before anything else, and conflation never drops it.
     tail: RefCell<Option<(Bytes, Stamp)>>,
@@ -61,9 +67,18 @@ pub struct Outbox {
 
 impl Default for Outbox {
     fn default() -> Self {
+        Self::with_budget(DEFAULT_MAX_QUEUED_BYTES)
+    }
+}
+
+impl Outbox {
+    /// An outbox that queues at most `max_bytes` of frames (and `MAX_QUEUED_FRAMES`).
+    pub fn with_budget(max_bytes: usize) -> Self {
         let (wake_tx, wake_rx) = local_channel::new_bounded(1);
         Self {
             queue: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            max_bytes,
             tail: RefCell::new(None),
             resync: Cell::new(false),
             closing: RefCell::new(None),
@@ -74,9 +89,7 @@ impl Default for Outbox {
             wake_rx,
         }
     }
-}
 
-impl Outbox {
     /// Wakes the writer. A wake-up already pending covers this one.
     fn wake(&self) {
         // A full channel means a wake-up is pending; a closed one cannot happen while
@@ -131,11 +144,14 @@ impl Outbox {
     /// newest values (conflation).
     fn push(&self, frame: Bytes, stamp: Stamp) -> Offered {
         let mut queue = self.queue.borrow_mut();
-        let offered = if queue.len() >= MAX_QUEUED_FRAMES {
+        let bytes = self.queued_bytes.get();
+        let offered = if queue.len() >= MAX_QUEUED_FRAMES || bytes + frame.len() > self.max_bytes {
             queue.clear();
+            self.queued_bytes.set(0);
             self.resync.set(true);
             Offered::Conflated
         } else if !self.resync.get() {
+            self.queued_bytes.set(bytes + frame.len());
             queue.push_back((frame, stamp));
             Offered::Queued
         } else {
@@ -148,7 +164,11 @@ impl Outbox {
     }
 
     pub fn pop(&self) -> Option<(Bytes, Stamp)> {
-        self.queue.borrow_mut().pop_front()
+        let popped = self.queue.borrow_mut().pop_front();
+        if let Some((frame, _)) = &popped {
+            self.queued_bytes.set(self.queued_bytes.get() - frame.len());
+        }
+        popped
     }
 
     pub fn take_tail(&self) -> Option<(Bytes, Stamp)> {
@@ -227,6 +247,21 @@ mod tests {
         // After the resync, frames queue again.
         o.offer(&frame(101), at(101));
         assert_eq!(o.pop(), Some((frame(101), at(101))));
+    }
+
+    #[test]
+    fn a_byte_budget_conflates_before_the_frame_count_does() {
+        let o = Outbox::with_budget(20);
+        assert_eq!(o.offer(&frame(1), at(1)), Offered::Queued);
+        assert_eq!(o.offer(&frame(2), at(2)), Offered::Queued);
+        // 24 bytes would pass the budget of 20.
+        assert_eq!(o.offer(&frame(3), at(3)), Offered::Conflated);
+        assert_eq!(o.pop(), None);
+        assert!(o.take_resync());
+        assert_eq!(o.offer(&frame(4), at(4)), Offered::Queued);
+        assert_eq!(o.pop(), Some((frame(4), at(4))));
+        assert_eq!(o.offer(&frame(5), at(5)), Offered::Queued);
+        assert_eq!(o.offer(&frame(6), at(6)), Offered::Queued);
     }
 
     #[test]

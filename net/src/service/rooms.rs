@@ -19,7 +19,8 @@ use crate::frames::{Frame, WidgetUpdate};
 /// The connections of one dashboard on this shard.
 #[derive(Debug)]
 struct Room {
-    dashboard: Dashboard,
+    /// Shared with the connections joining: a large dashboard is held once.
+    dashboard: Rc<Dashboard>,
     /// Catalogue version of `dashboard`; older news is ignored.
     version: u64,
     outboxes: Vec<Rc<Outbox>>,
@@ -36,7 +37,7 @@ struct Room {
 }
 
 impl Room {
-    fn new(dashboard: Dashboard, version: u64, outbox: &Rc<Outbox>) -> Self {
+    fn new(dashboard: Rc<Dashboard>, version: u64, outbox: &Rc<Outbox>) -> Self {
         Self {
             dashboard,
             version,
@@ -140,9 +141,9 @@ pub fn by_owner(dashboard: &Dashboard, placement: Placement) -> Vec<Vec<Uuid>> {
 #[derive(Debug)]
 pub enum Joined {
     /// The connection joined a room that was open already.
-    Room(Dashboard),
+    Room(Rc<Dashboard>),
     /// The connection opened the room; the owners must be told of `delta`.
-    Opened(Dashboard, InterestDelta),
+    Opened(Rc<Dashboard>, InterestDelta),
     /// The dashboard does not exist (or was deleted while the join was in flight).
     Missing,
 }
@@ -187,11 +188,16 @@ impl Rooms {
         }
     }
 
+    /// The state of dashboard `id`'s room: its dashboard version and update frames sent.
+    pub fn generation(&self, id: Uuid) -> Option<(u64, u64)> {
+        self.rooms.get(&id).map(|r| (r.version, r.seq))
+    }
+
     /// Adds a connection to dashboard `id`'s room if it is open.
-    pub fn join(&mut self, id: Uuid, outbox: &Rc<Outbox>) -> Option<Dashboard> {
+    pub fn join(&mut self, id: Uuid, outbox: &Rc<Outbox>) -> Option<Rc<Dashboard>> {
         let room = self.rooms.get_mut(&id)?;
         room.outboxes.push(Rc::clone(outbox));
-        Some(room.dashboard.clone())
+        Some(Rc::clone(&room.dashboard))
     }
 
     /// A join of dashboard `id` is fetching the dashboard; changes that arrive meanwhile
@@ -226,12 +232,12 @@ impl Rooms {
             Some(news) if news.version > fetched.version => news,
             _ => fetched,
         };
-        let Some(dashboard) = newest.dashboard else {
+        let Some(dashboard) = newest.dashboard.map(Rc::new) else {
             return Joined::Missing;
         };
         let delta = InterestDelta::whole(&dashboard, self.placement, true);
         self.rooms
-            .insert(id, Room::new(dashboard.clone(), newest.version, outbox));
+            .insert(id, Room::new(Rc::clone(&dashboard), newest.version, outbox));
         Joined::Opened(dashboard, delta)
     }
 
@@ -297,7 +303,7 @@ impl Rooms {
                 room.stale_sent.remove(w);
             }
         }
-        room.dashboard = new;
+        room.dashboard = Rc::new(new);
         room.version = news.version;
         Changed::Updated {
             frame: Frame::Dashboard {

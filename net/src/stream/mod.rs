@@ -3,7 +3,7 @@
 //! pings to find dead peers, and a bounded, conflating outbox per connection so one slow
 //! client delays nobody. The fan-out itself is the hub's (`service::hub`).
 
-mod peer;
+pub mod peer;
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -18,9 +18,10 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::http::{Request, Response};
 use crate::service::Services;
-use crate::service::hub::{self, Hub};
+use crate::service::hub::Hub;
 use crate::service::metrics::Stamp;
 use crate::service::outbox::Outbox;
+use crate::service::snapshots;
 
 /// Who may open a stream, decided before the upgrade. `peers` are the URLs of the nodes
 /// of the cluster (cluster mode), whose pages may stream from this node too.
@@ -66,8 +67,8 @@ async fn refuse(mut peer: Peer, mut stream: TcpStream, code: u16, reason: &str) 
 /// Runs one stream until the client leaves, the dashboard is deleted, the client is too
 /// slow or silent, a shard fails to answer, or the node stops.
 pub async fn session(svc: Rc<Services>, dashboard_id: Uuid, mut stream: TcpStream) {
-    let peer = Peer::new();
-    let outbox = Rc::new(Outbox::default());
+    let peer = Peer::with_budget(svc.config.budgets.stream_read_bytes);
+    let outbox = Rc::new(Outbox::with_budget(svc.config.budgets.max_queued_bytes));
     // Setting up runs in a boxed future of its own, and so do the refusal and the leave:
     // what they hold is not part of the task that an idle stream keeps for its life.
     let opened = Box::pin(open(&svc, dashboard_id, &outbox, &mut stream)).await;
@@ -107,9 +108,11 @@ async fn open(
         Ok(None) => return Err(Some((4404, "no such dashboard".into()))),
         Err(e) => return Err(Some((1011, e.to_string()))),
     };
-    let snapshot = hub::snapshot(svc, &dashboard)
+    let snapshot = snapshots::snapshot(svc, &dashboard)
         .await
         .map_err(|e| Some((1011, e.to_string())))?;
+    // The connection holds only the shared snapshot while a slow client reads it.
+    drop(dashboard);
     stream.write_all(&snapshot).await.map_err(|_| None)
 }
 

@@ -21,36 +21,62 @@ fn ws_config() -> WebSocketConfig {
 /// The client's side of the protocol: tungstenite's state, fed by reads that never wait.
 /// What tungstenite answers (pongs, the close handshake) and the server's own control
 /// frames collect in `replies`, which the writer sends in order with the data frames.
-pub(super) struct Peer {
+pub struct Peer {
     ws: WebSocketContext,
     replies: Vec<u8>,
+    /// Bytes read per sweep.
+    budget: usize,
 }
 
-/// Bytes read from a peer per sweep: what it sends beyond waits in the kernel for the
-/// next one, so a client flooding pings costs a bounded read and a bounded batch of pongs.
-const HEAR_BUDGET: usize = 64 * 1024;
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("queued", &self.replies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Bytes read from a peer per sweep, unless the node sets another budget
+/// (`stream_read_bytes`): what it sends beyond waits in the kernel for the next one, so a
+/// client flooding pings costs a bounded read and a bounded batch of pongs.
+pub const HEAR_BUDGET: usize = 64 * 1024;
 
 /// The socket as tungstenite sees it: reads from the (non-blocking) socket, at most
 /// `budget` bytes, and writes into the replies buffer.
-struct PeerIo<'a> {
-    socket: socket2::SockRef<'a>,
+struct PeerIo<'a, R> {
+    source: R,
     replies: &'a mut Vec<u8>,
     budget: usize,
 }
 
-impl Read for PeerIo<'_> {
+impl<R: Read> Read for PeerIo<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.budget == 0 {
             return Err(ErrorKind::WouldBlock.into());
         }
         let take = buf.len().min(self.budget);
-        let n = (&*self.socket).read(&mut buf[..take])?;
+        let n = self.source.read(&mut buf[..take])?;
         self.budget -= n;
         Ok(n)
     }
 }
 
-impl Write for PeerIo<'_> {
+/// A stream's socket, read without waiting.
+struct SocketRead<'a>(socket2::SockRef<'a>);
+
+impl Read for SocketRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl<R> Write for PeerIo<'_, R> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.replies.extend_from_slice(buf);
         Ok(buf.len())
@@ -63,7 +89,7 @@ impl Write for PeerIo<'_> {
 
 /// What a read of everything the peer sent so far found.
 #[derive(Debug, PartialEq)]
-pub(super) enum Heard {
+pub enum Heard {
     Nothing,
     Something,
     /// The peer closed, broke the protocol or went away.
@@ -71,25 +97,44 @@ pub(super) enum Heard {
 }
 
 impl Peer {
-    pub(super) fn new() -> Self {
+    pub fn new() -> Self {
+        Self::with_budget(HEAR_BUDGET)
+    }
+
+    /// A peer read at most `budget` bytes per sweep.
+    pub fn with_budget(budget: usize) -> Self {
         Self {
             ws: WebSocketContext::new(Role::Server, Some(ws_config())),
             replies: Vec::new(),
+            budget,
         }
     }
 
-    fn io<'a>(&'a mut self, socket: &'a TcpStream) -> (&'a mut WebSocketContext, PeerIo<'a>) {
+    fn io<'a>(
+        &'a mut self,
+        socket: &'a TcpStream,
+    ) -> (&'a mut WebSocketContext, PeerIo<'a, SocketRead<'a>>) {
+        self.io_from(SocketRead(socket2::SockRef::from(socket)))
+    }
+
+    fn io_from<R: Read>(&mut self, source: R) -> (&mut WebSocketContext, PeerIo<'_, R>) {
         let io = PeerIo {
-            socket: socket2::SockRef::from(socket),
+            source,
             replies: &mut self.replies,
-            budget: HEAR_BUDGET,
+            budget: self.budget,
         };
         (&mut self.ws, io)
     }
 
-    /// Reads what the peer sent, without waiting, up to `HEAR_BUDGET` bytes.
+    /// Reads what the peer sent, without waiting, up to the budget.
     pub(super) fn hear(&mut self, socket: &TcpStream) -> Heard {
-        let (ws, mut io) = self.io(socket);
+        self.hear_from(SocketRead(socket2::SockRef::from(socket)))
+    }
+
+    /// As `hear`, from any source of the peer's bytes (a socket that never waits, or a
+    /// buffer).
+    pub fn hear_from<R: Read>(&mut self, source: R) -> Heard {
+        let (ws, mut io) = self.io_from(source);
         let mut heard = Heard::Nothing;
         loop {
             match ws.read(&mut io) {
@@ -130,6 +175,11 @@ impl Peer {
         if let Err(e) = ws.close(&mut io, Some(frame)) {
             tracing::debug!("closing a stream with {code}: {e}");
         }
+    }
+
+    /// Bytes queued for the writer (replies and control frames).
+    pub fn queued(&self) -> usize {
+        self.replies.len()
     }
 
     /// Writes the queued replies; false if the socket failed or timed out.

@@ -5,19 +5,9 @@ use super::{Histogram, Overflow, PaneCounts};
 impl Histogram {
     /// The (bucket key, count) pairs ring slot `slot` recorded; a key may come twice.
     pub fn pane_buckets(&self, slot: usize) -> Vec<(u32, u64)> {
-        let Some(pane) = self.panes.get(slot) else {
-            return Vec::new();
-        };
-        let len = usize::from(pane.len);
-        let mut out: Vec<(u32, u64)> = pane.keys[..len]
-            .iter()
-            .zip(&pane.counts[..len])
-            .map(|(&k, &n)| (k, u64::from(n)))
-            .collect();
-        match pane.overflow.as_deref() {
-            Some(Overflow::Small(list)) => out.extend(list.iter().map(|&(k, n)| (k, u64::from(n)))),
-            Some(Overflow::Large(map)) => out.extend(map.iter().map(|(&k, &n)| (k, n))),
-            None => {}
+        let mut out = Vec::new();
+        if let Some(pane) = self.panes.get(slot) {
+            pane.visit(|k, n| out.push((k, n)));
         }
         out
     }

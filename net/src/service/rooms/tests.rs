@@ -68,7 +68,7 @@ fn first_join_adds_interest_and_last_leave_drops_it() {
         vec![vec![Uuid::from_u128(10)], vec![Uuid::from_u128(11)]]
     );
     // A second connection joins the open room: no new interest.
-    assert_eq!(rooms.join(ID, &o2), Some(d));
+    assert_eq!(rooms.join(ID, &o2), Some(Rc::new(d)));
     assert_eq!(rooms.leave(ID, &o1), None);
     let gone = rooms.leave(ID, &o2).unwrap();
     assert_eq!(
@@ -159,7 +159,7 @@ fn a_change_during_a_join_is_not_lost() {
     rooms.changed(ID, at(5, Some(newer.clone())));
     match rooms.finish_join(ID, at(4, Some(dashboard(vec![widget(10, &a)]))), &o) {
         Joined::Opened(d, delta) => {
-            assert_eq!(d, newer);
+            assert_eq!(*d, newer);
             assert_eq!(delta.add[0].len(), 2);
         }
         other => panic!("{other:?}"),
