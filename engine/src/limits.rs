@@ -34,6 +34,13 @@ pub const MAX_WIDGETS_PER_DASHBOARD: usize = 200;
 pub const MAX_DISPLAY_CONFIG_BYTES: usize = 16 * 1024;
 /// Largest dashboard `layout`, serialised, in bytes.
 pub const MAX_LAYOUT_BYTES: usize = 64 * 1024;
+/// Most JSON values (objects, arrays and scalars alike) in one widget's `display_config`
+/// and in one dashboard's `layout`: held as trees, many small values cost far more
+/// memory than their text.
+pub const MAX_DISPLAY_CONFIG_VALUES: usize = 512;
+pub const MAX_LAYOUT_VALUES: usize = 4_096;
+/// Deepest nesting of `display_config` and `layout`.
+pub const MAX_JSON_DEPTH: usize = 10;
 /// Default allowed clock skew: events further ahead of the shard's clock are rejected.
 pub const DEFAULT_MAX_SKEW_MS: i64 = 5_000;
 /// Default number of recent values kept per widget for charts drawn on connect.

@@ -47,6 +47,15 @@ pub enum ValidationError {
     NotObject { field: &'static str },
     #[error("widget {0} appears twice on the dashboard")]
     DuplicateWidget(uuid::Uuid),
+    #[error(
+        "{field} holds {values} JSON values nested {depth} deep; at most {max_values} values, {MAX_JSON_DEPTH} deep, are allowed"
+    )]
+    TooComplex {
+        field: &'static str,
+        values: usize,
+        depth: usize,
+        max_values: usize,
+    },
     /// `layout.items` places a widget wrongly; the text names the place and the rule.
     #[error("layout.items{0}")]
     LayoutItem(String),
@@ -137,6 +146,11 @@ pub fn widget(spec: &WidgetSpec) -> Result<(), ValidationError> {
         return Err(ValidationError::Refresh(refresh));
     }
     tags("filter", &spec.filter)?;
+    shape(
+        "display_config",
+        spec.display_config.values(),
+        MAX_DISPLAY_CONFIG_VALUES,
+    )?;
     let size = serde_json::to_string(&spec.display_config).map_or(usize::MAX, |s| s.len());
     if size > MAX_DISPLAY_CONFIG_BYTES {
         return Err(ValidationError::TooLong {
@@ -144,6 +158,36 @@ pub fn widget(spec: &WidgetSpec) -> Result<(), ValidationError> {
             len: size,
             max: MAX_DISPLAY_CONFIG_BYTES,
         });
+    }
+    Ok(())
+}
+
+/// Checks that the JSON trees `roots` hold at most `max_values` values, nested at most
+/// `MAX_JSON_DEPTH` deep (a root counts as depth 1); stops counting past the limits.
+fn shape<'a>(
+    field: &'static str,
+    roots: impl Iterator<Item = &'a serde_json::Value>,
+    max_values: usize,
+) -> Result<(), ValidationError> {
+    use serde_json::Value;
+    let mut stack: Vec<(&Value, usize)> = roots.map(|v| (v, 1)).collect();
+    let (mut values, mut deepest) = (0, 0);
+    while let Some((v, depth)) = stack.pop() {
+        values += 1;
+        deepest = deepest.max(depth);
+        if values > max_values || deepest > MAX_JSON_DEPTH {
+            return Err(ValidationError::TooComplex {
+                field,
+                values,
+                depth: deepest,
+                max_values,
+            });
+        }
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|i| (i, depth + 1))),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -167,6 +211,7 @@ pub fn layout(layout: &serde_json::Value) -> Result<(), ValidationError> {
     if !(layout.is_object() || layout.is_null()) {
         return Err(ValidationError::NotObject { field: "layout" });
     }
+    shape("layout", std::iter::once(layout), MAX_LAYOUT_VALUES)?;
     let size = serde_json::to_string(layout).map_or(usize::MAX, |s| s.len());
     if size > MAX_LAYOUT_BYTES {
         return Err(ValidationError::TooLong {
@@ -375,6 +420,33 @@ mod tests {
                 ..
             })
         ));
+        // Small in bytes, large as a tree: many values, or deep nesting.
+        let mut s = spec();
+        s.display_config
+            .insert("zeros".into(), serde_json::json!(vec![0; 600]));
+        assert!(matches!(
+            widget(&s),
+            Err(ValidationError::TooComplex { values: 513, .. })
+        ));
+        let mut nested = serde_json::json!(0);
+        for _ in 0..10 {
+            nested = serde_json::json!([nested]);
+        }
+        s.display_config = [("deep".to_string(), nested)].into_iter().collect();
+        assert!(matches!(
+            widget(&s),
+            Err(ValidationError::TooComplex { depth: 11, .. })
+        ));
+        let mut layout = serde_json::json!({"items": {}, "notes": vec![1; 5_000]});
+        assert!(matches!(
+            super::layout(&layout),
+            Err(ValidationError::TooComplex {
+                field: "layout",
+                ..
+            })
+        ));
+        layout["notes"] = serde_json::json!([1, 2]);
+        assert!(super::layout(&layout).is_ok());
     }
 
     #[test]

@@ -32,18 +32,20 @@ pub fn regressions(target: &str) -> PathBuf {
 }
 
 /// Every file in `dir`, with its name (none when the directory does not exist).
-pub fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+pub fn inputs(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
-    let mut files: Vec<(String, Vec<u8>)> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_file())
-        .map(|e| {
-            let bytes = std::fs::read(e.path()).expect("a fuzz input is readable");
-            (e.file_name().to_string_lossy().into_owned(), bytes)
-        })
-        .collect();
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_file() {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            files.push((name.into_owned(), std::fs::read(&path)?));
+        }
+    }
     files.sort();
-    files
+    Ok(files)
 }

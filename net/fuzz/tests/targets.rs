@@ -1,13 +1,15 @@
 //! Every fuzz target over its seeds, its kept crash inputs, and a short run of random
 //! mutations of the seeds (the long coverage-guided runs are `net/fuzz/run`'s).
 
+#![allow(clippy::unwrap_used)]
+
 use livedash_fuzz::{TARGETS, inputs, regressions, seeds};
 use proptest::prelude::*;
 
 #[test]
 fn every_target_has_seeds_and_takes_them() {
     for (name, target) in TARGETS {
-        let seeds = inputs(&seeds(name));
+        let seeds = inputs(&seeds(name)).unwrap();
         assert!(!seeds.is_empty(), "{name} has no seeds");
         for (file, bytes) in seeds {
             eprintln!("{name}: seed {file}");
@@ -19,7 +21,7 @@ fn every_target_has_seeds_and_takes_them() {
 #[test]
 fn kept_crash_inputs_pass() {
     for (name, target) in TARGETS {
-        for (file, bytes) in inputs(&regressions(name)) {
+        for (file, bytes) in inputs(&regressions(name)).unwrap() {
             eprintln!("{name}: regression {file}");
             target(&bytes);
         }
@@ -74,7 +76,7 @@ proptest! {
         raw in prop::collection::vec(any::<u8>(), 0..256),
     ) {
         let (name, run) = TARGETS[target];
-        let seeds = inputs(&seeds(name));
+        let seeds = inputs(&seeds(name)).unwrap();
         let (_, bytes) = &seeds[seed.index(seeds.len())];
         run(&mutate(bytes.clone(), &edits));
         run(&raw);

@@ -1,7 +1,8 @@
 //! Ingest over HTTP: `POST /ingest` (JSON or line protocol) and the InfluxDB write
 //! endpoints (`POST /api/v2/write`, `POST /write`) that Telegraf and InfluxDB clients use
-//! unchanged. Bodies may be gzip-compressed. Each is parsed on the receiving shard and
-//! handed to the ingest service.
+//! unchanged. Bodies may be gzip-compressed. A small body is parsed on the receiving shard;
+//! a large or compressed one on the executor's blocking thread, so that its cost does not
+//! hold up the shard's other connections. Then it goes to the ingest service.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -18,13 +19,27 @@ use crate::parse::{self, Parsed, Precision};
 use crate::service::Services;
 use crate::service::metrics::Format;
 
-/// The body as sent, or decompressed (`Content-Encoding: gzip`), at most `max` bytes.
-fn body(req: &Request, max: usize) -> Result<Cow<'_, [u8]>, ApiError> {
-    match req.content_encoding.as_deref().map(str::trim) {
-        None | Some("identity") => Ok(Cow::Borrowed(&req.body)),
+/// Bodies larger than this, and compressed ones, are parsed off the shard's thread.
+const PARSE_ON_SHARD_UP_TO: usize = 256 * 1024;
+
+/// How a body is read.
+#[derive(Debug, Clone, Copy)]
+enum Syntax {
+    Json,
+    Line(Precision),
+}
+
+/// `raw` as sent, or decompressed (`Content-Encoding: gzip`), at most `max` bytes.
+fn decode<'a>(
+    raw: &'a [u8],
+    encoding: Option<&str>,
+    max: usize,
+) -> Result<Cow<'a, [u8]>, ApiError> {
+    match encoding.map(str::trim) {
+        None | Some("identity") => Ok(Cow::Borrowed(raw)),
         Some(e) if e.eq_ignore_ascii_case("gzip") => {
             let mut out = Vec::new();
-            GzDecoder::new(&req.body[..])
+            GzDecoder::new(raw)
                 .take(max as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| ApiError::new(400, format!("body is not valid gzip: {e}")))?;
@@ -43,23 +58,44 @@ fn body(req: &Request, max: usize) -> Result<Cow<'_, [u8]>, ApiError> {
     }
 }
 
+/// Decodes and parses the request's body (taken from it): on the shard when it is small
+/// and not compressed, on the executor's blocking thread otherwise.
+async fn parse(svc: &Rc<Services>, req: &mut Request, syntax: Syntax) -> Result<Parsed, ApiError> {
+    let raw = std::mem::take(&mut req.body);
+    let encoding = req.content_encoding.clone();
+    let on_shard = raw.len() <= PARSE_ON_SHARD_UP_TO && encoding.is_none();
+    let max = svc.config.max_body_bytes;
+    let work = move || {
+        let body = decode(&raw, encoding.as_deref(), max)?;
+        match syntax {
+            Syntax::Json => parse::json(&body, now_ms()),
+            Syntax::Line(precision) => parse::line_protocol(&body, precision, now_ms()),
+        }
+        .map_err(|reason| ApiError::new(400, reason))
+    };
+    if on_shard {
+        work()
+    } else {
+        glommio::executor().spawn_blocking(work).await
+    }
+}
+
 fn precision(req: &Request) -> Result<Precision, ApiError> {
     Precision::parse(req.query_param("precision").as_deref())
         .map_err(|reason| ApiError::new(400, reason))
 }
 
 /// `POST /ingest`: the answer counts what was accepted, unmatched and rejected.
-pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiError> {
+pub async fn handle(svc: &Rc<Services>, req: &mut Request) -> Result<Response, ApiError> {
     let media = req.media_type();
     let format = match media.as_deref() {
         Some("text/plain") => Format::Line,
         _ => Format::Json,
     };
     svc.metrics.request(format, req.body.len());
-    let body = body(req, svc.config.max_body_bytes)?;
-    let parsed = match media.as_deref() {
-        None | Some("application/json") => parse::json(&body, now_ms()),
-        Some("text/plain") => parse::line_protocol(&body, precision(req)?, now_ms()),
+    let syntax = match media.as_deref() {
+        None | Some("application/json") => Syntax::Json,
+        Some("text/plain") => Syntax::Line(precision(req)?),
         Some(other) => {
             return Err(ApiError::new(
                 415,
@@ -69,8 +105,8 @@ pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiEr
                 ),
             ));
         }
-    }
-    .map_err(|reason| ApiError::new(400, reason))?;
+    };
+    let parsed = parse(svc, req, syntax).await?;
     let reply = svc.submit(parsed).await?;
     Ok(Response::json(200, &reply))
 }
@@ -79,11 +115,10 @@ pub async fn handle(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiEr
 /// content type; `org`, `bucket` and `db` are accepted and ignored. 204 when every event
 /// was accepted, as InfluxDB answers; 400 with InfluxDB's error shape (`code`,
 /// `message`), plus ours (`error`, and the counts), when some were not.
-pub async fn influx(svc: &Rc<Services>, req: &Request) -> Result<Response, ApiError> {
+pub async fn influx(svc: &Rc<Services>, req: &mut Request) -> Result<Response, ApiError> {
     svc.metrics.request(Format::Influx, req.body.len());
-    let body = body(req, svc.config.max_body_bytes)?;
-    let parsed: Parsed = parse::line_protocol(&body, precision(req)?, now_ms())
-        .map_err(|reason| ApiError::new(400, reason))?;
+    let syntax = Syntax::Line(precision(req)?);
+    let parsed = parse(svc, req, syntax).await?;
     let reply = svc.submit(parsed).await?;
     if reply.rejected_total == 0 {
         return Ok(Response::empty(204));

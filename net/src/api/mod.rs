@@ -177,9 +177,18 @@ pub fn admit(svc: &Services, req: &Request) -> Result<(), Response> {
 }
 
 /// Handles one request on the shard that received it.
-pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
+pub async fn route(svc: &Rc<Services>, mut req: Request) -> Response {
     if let Err(refused) = admit(svc, &req) {
         return refused;
+    }
+    // Ingest takes the body (it may parse it on another thread).
+    let ingest = match req.path.trim_matches('/') {
+        "ingest" => Some(ingest::handle(svc, &mut req).await),
+        "api/v2/write" | "write" => Some(ingest::influx(svc, &mut req).await),
+        _ => None,
+    };
+    if let Some(answer) = ingest {
+        return answer.unwrap_or_else(Response::from);
     }
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let answer = match segments.as_slice() {
@@ -194,8 +203,6 @@ pub async fn route(svc: &Rc<Services>, req: Request) -> Response {
         ["api", "metric-names"] => stats::metric_names(svc).await,
         ["healthz"] => Ok(health(svc).await),
         ["readyz"] => Ok(readiness(svc)),
-        ["ingest"] => ingest::handle(svc, &req).await,
-        ["api", "v2", "write"] | ["write"] => ingest::influx(svc, &req).await,
         ["stats"] => stats::handle(svc).await,
         _ => dashboards::handle(svc, &req, &segments).await,
     };

@@ -186,6 +186,22 @@ pub async fn serve<S: Service>(stream: TcpStream, limits: ConnLimits, stop: &Sto
     }
 }
 
+/// Bytes handed to the socket per write of a large answer.
+const WRITE_SLICE: usize = 16 * 1024;
+
+/// Writes `bytes` a slice at a time, letting the shard's other tasks run between slices:
+/// a socket with room for megabytes (a loopback peer's) would otherwise take a large
+/// answer in one long system call, and many such answers would hold the shard up.
+pub async fn write_in_slices(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+    for slice in bytes.chunks(WRITE_SLICE) {
+        stream.write_all(slice).await?;
+        if slice.len() == WRITE_SLICE {
+            futures_lite::future::yield_now().await;
+        }
+    }
+    Ok(())
+}
+
 /// Writes `response` (without its body for HEAD, with the same headers as GET). A small
 /// body goes out with the head in one write; a large one is written from the response's
 /// shared bytes, not copied into `out`, which never keeps more than a small capacity.
@@ -207,7 +223,7 @@ async fn write_response(
         stream.write_all(out).await
     } else {
         match stream.write_all(out).await {
-            Ok(()) => stream.write_all(body).await,
+            Ok(()) => write_in_slices(stream, body).await,
             Err(e) => Err(e),
         }
     };

@@ -6,7 +6,7 @@ pub mod chunked;
 mod conn;
 mod response;
 
-pub use conn::{ConnLimits, Service, frame_request, serve};
+pub use conn::{ConnLimits, Service, frame_request, serve, write_in_slices};
 pub use response::Response;
 
 /// One parsed request with its whole body.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use futures_lite::FutureExt;
 use glommio::channels::channel_mesh::Receivers;
 use glommio::net::TcpListener;
-use glommio::spawn_local;
 use glommio::timer::sleep;
+use glommio::{Latency, Shares, spawn_local, spawn_local_into};
 
 use super::Progress;
 use super::admission::{self, Slot};
@@ -22,6 +22,9 @@ use crate::service::{Services, refresh};
 
 /// Longest sleep of the refresh timer, so shutdown and new widgets are noticed.
 const MAX_TICK_SLEEP: Duration = Duration::from_millis(100);
+/// How soon the executor turns to calls between shards when other tasks are busy.
+const CALLS_LATENCY: Duration = Duration::from_millis(2);
+
 /// How often streams learn which widgets of other nodes went stale (cluster mode).
 const STALE_CHECK_EVERY: Duration = Duration::from_millis(100);
 
@@ -34,24 +37,39 @@ pub(super) async fn run(
     shutdown: Arc<AtomicBool>,
     progress: &Progress,
 ) {
+    // Calls between shards run in a task queue of their own that the executor serves
+    // within a few milliseconds however many connections are busy in the default one:
+    // a request that needs another shard (health, an edit, a snapshot) waits for that
+    // shard's turn, not for every connection there to write its slice.
+    let calls = glommio::executor().create_task_queue(
+        Shares::default(),
+        Latency::Matters(CALLS_LATENCY),
+        "shard-calls",
+    );
     for (_, rx) in receivers.streams() {
         let svc = Rc::clone(&svc);
-        spawn_local(async move {
+        let serve = async move {
             while let Some(msg) = rx.recv().await {
                 match msg {
                     Msg::Call { from, id, call } => {
                         let svc = Rc::clone(&svc);
-                        spawn_local(async move {
+                        let run = async move {
                             let reply = call.run(&svc).await;
                             svc.mesh.answer(from, id, reply).await;
-                        })
-                        .detach();
+                        };
+                        match spawn_local_into(run, calls) {
+                            Ok(task) => drop(task.detach()),
+                            Err(e) => tracing::error!("cannot run a call between shards: {e}"),
+                        }
                     }
                     Msg::Reply { id, reply } => svc.mesh.deliver(id, reply),
                 }
             }
-        })
-        .detach();
+        };
+        match spawn_local_into(serve, calls) {
+            Ok(task) => drop(task.detach()),
+            Err(e) => tracing::error!("cannot serve calls between shards: {e}"),
+        }
     }
     spawn_local(refresh_loop(Rc::clone(&svc))).detach();
     spawn_local(sweep_loop(Rc::clone(&svc))).detach();

@@ -113,7 +113,9 @@ async fn open(
         .map_err(|e| Some((1011, e.to_string())))?;
     // The connection holds only the shared snapshot while a slow client reads it.
     drop(dashboard);
-    stream.write_all(&snapshot).await.map_err(|_| None)
+    crate::http::write_in_slices(stream, &snapshot)
+        .await
+        .map_err(|_| None)
 }
 
 /// The stream's writer: sleeps until the hub queues what the socket did not take at once,
