@@ -5,6 +5,7 @@ pub mod chaos;
 pub mod flat;
 pub mod floor;
 pub mod helper;
+pub mod hostile;
 pub mod node;
 pub mod peer;
 pub mod sorted_set;

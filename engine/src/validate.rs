@@ -146,9 +146,10 @@ pub fn widget(spec: &WidgetSpec) -> Result<(), ValidationError> {
         return Err(ValidationError::Refresh(refresh));
     }
     tags("filter", &spec.filter)?;
+    // The members sit one level inside the object itself.
     shape(
         "display_config",
-        spec.display_config.values(),
+        spec.display_config.values().map(|v| (v, 2)),
         MAX_DISPLAY_CONFIG_VALUES,
     )?;
     let size = serde_json::to_string(&spec.display_config).map_or(usize::MAX, |s| s.len());
@@ -162,31 +163,43 @@ pub fn widget(spec: &WidgetSpec) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// Checks that the JSON trees `roots` hold at most `max_values` values, nested at most
-/// `MAX_JSON_DEPTH` deep (a root counts as depth 1); stops counting past the limits.
+/// Checks that the JSON trees `roots` (each with its depth, counted from the outermost
+/// object at depth one) hold at most `max_values` values, nested at most
+/// `MAX_JSON_DEPTH` deep; stops as soon as a limit is passed, before it walks (or lists)
+/// the rest.
 fn shape<'a>(
     field: &'static str,
-    roots: impl Iterator<Item = &'a serde_json::Value>,
+    roots: impl Iterator<Item = (&'a serde_json::Value, usize)>,
     max_values: usize,
 ) -> Result<(), ValidationError> {
     use serde_json::Value;
-    let mut stack: Vec<(&Value, usize)> = roots.map(|v| (v, 1)).collect();
+    let mut stack: Vec<(&Value, usize)> = Vec::new();
     let (mut values, mut deepest) = (0, 0);
-    while let Some((v, depth)) = stack.pop() {
-        values += 1;
-        deepest = deepest.max(depth);
-        if values > max_values || deepest > MAX_JSON_DEPTH {
-            return Err(ValidationError::TooComplex {
-                field,
-                values,
-                depth: deepest,
-                max_values,
-            });
-        }
-        match v {
-            Value::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
-            Value::Object(map) => stack.extend(map.values().map(|i| (i, depth + 1))),
-            _ => {}
+    let too_complex = |values, depth| ValidationError::TooComplex {
+        field,
+        values,
+        depth,
+        max_values,
+    };
+    for root in roots {
+        stack.push(root);
+        while let Some((v, depth)) = stack.pop() {
+            values += 1;
+            deepest = deepest.max(depth);
+            let children = match v {
+                Value::Array(items) => items.len(),
+                Value::Object(map) => map.len(),
+                _ => 0,
+            };
+            // Counted before they are listed: a huge array costs nothing to refuse.
+            if values + stack.len() + children > max_values || deepest > MAX_JSON_DEPTH {
+                return Err(too_complex(values + stack.len() + children, deepest));
+            }
+            match v {
+                Value::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+                Value::Object(map) => stack.extend(map.values().map(|i| (i, depth + 1))),
+                _ => {}
+            }
         }
     }
     Ok(())
@@ -211,7 +224,7 @@ pub fn layout(layout: &serde_json::Value) -> Result<(), ValidationError> {
     if !(layout.is_object() || layout.is_null()) {
         return Err(ValidationError::NotObject { field: "layout" });
     }
-    shape("layout", std::iter::once(layout), MAX_LAYOUT_VALUES)?;
+    shape("layout", std::iter::once((layout, 1)), MAX_LAYOUT_VALUES)?;
     let size = serde_json::to_string(layout).map_or(usize::MAX, |s| s.len());
     if size > MAX_LAYOUT_BYTES {
         return Err(ValidationError::TooLong {
@@ -426,7 +439,7 @@ mod tests {
             .insert("zeros".into(), serde_json::json!(vec![0; 600]));
         assert!(matches!(
             widget(&s),
-            Err(ValidationError::TooComplex { values: 513, .. })
+            Err(ValidationError::TooComplex { values: 601, .. })
         ));
         let mut nested = serde_json::json!(0);
         for _ in 0..10 {

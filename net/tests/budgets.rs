@@ -145,16 +145,7 @@ fn extreme_values_cost_each_percentile_window_a_bounded_histogram() {
     let before = node.peak_rss_bytes();
     // The smallest and the largest magnitude allowed, once each per metric: unbounded,
     // each histogram would span about 110,000 buckets (0.9 MB), 350 MB in all.
-    let t = now_ms();
-    let events: Vec<Value> = metrics
-        .iter()
-        .flat_map(|m| {
-            [
-                json!({"metric_name": m, "value": 5e-324, "event_time": t}),
-                json!({"metric_name": m, "value": 1e200, "event_time": t}),
-            ]
-        })
-        .collect();
+    let events = livedash_bench::hostile::extreme_events(&metrics, now_ms());
     let r = c.json("POST", "/ingest", &Value::Array(events));
     assert_eq!(r.status, 200, "{}", r.error());
     let v: Value = serde_json::from_slice(&r.body).unwrap();
@@ -184,14 +175,15 @@ fn extreme_values_cost_each_percentile_window_a_bounded_histogram() {
 fn streams_joining_a_dashboard_being_deleted_are_all_closed() {
     let node = Server::start(&["--shards", "2"]);
     let mut c = node.client();
-    for round in 0..5 {
+    for round in 0..10 {
         let d = common::create_dashboard(&mut c, "doomed", json!([widget("doom", "sum")]));
         let id = d["dashboard_id"].as_str().unwrap().to_string();
-        let joiners: Vec<_> = (0..16)
+        // Joiners spread over the 4 ms around the deletion (which stores and fsyncs).
+        let joiners: Vec<_> = (0..32)
             .map(|i| {
                 let (addr, id) = (node.addr, id.clone());
                 std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_micros(300 * i));
+                    std::thread::sleep(Duration::from_micros(125 * i));
                     let stream = TcpStream::connect(addr).unwrap();
                     stream
                         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -210,7 +202,7 @@ fn streams_joining_a_dashboard_being_deleted_are_all_closed() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_micros(200 * round));
+        std::thread::sleep(Duration::from_micros(300 * round));
         assert_eq!(c.delete(&format!("/dashboards/{id}")).status, 204);
         for j in joiners {
             let code = j
@@ -280,4 +272,28 @@ fn slow_readers_of_large_answers_share_one_copy() {
     assert!(grown < 64 << 20, "peak memory grew by {grown} bytes");
     assert_eq!(c.get("/healthz").status, 200);
     drop((lists, streams));
+}
+
+/// Dashboard bodies made of many tiny values: refused before they are read into trees
+/// (413), or by the value limits (400), at a small cost.
+#[test]
+fn dashboards_of_many_tiny_values_are_refused_cheaply() {
+    let node = Server::start(&[]);
+    let mut c = node.client();
+    let before = node.peak_rss_bytes();
+    let many = |n: usize| {
+        let mut w = widget("tiny", "sum");
+        w["display_config"] = json!({"zeros": vec![0; n]});
+        json!({"name": "tiny", "widgets": [w]})
+    };
+    // 6 MB of zeros: 3 million values, 100 MB and more as a tree.
+    let r = c.json("POST", "/dashboards", &many(3_000_000));
+    assert_eq!(r.status, 413, "{}", r.error());
+    assert!(r.error().contains("JSON keys and values"), "{}", r.error());
+    let r = c.json("POST", "/dashboards", &many(600));
+    assert_eq!(r.status, 400, "{}", r.error());
+    assert!(r.error().contains("display_config holds"), "{}", r.error());
+    let grown = node.peak_rss_bytes().saturating_sub(before);
+    assert!(grown < 48 << 20, "peak memory grew by {grown} bytes");
+    assert_eq!(c.json("POST", "/dashboards", &many(100)).status, 201);
 }

@@ -404,7 +404,7 @@ fn health_on(mut s: std::net::TcpStream) -> u16 {
 }
 
 #[test]
-fn connections_over_a_budget_get_503() {
+fn connections_over_a_budget_get_429() {
     let node = Server::start(&[
         "--shards",
         "1",
@@ -413,13 +413,13 @@ fn connections_over_a_budget_get_503() {
         "--max-connections-per-address",
         "4",
     ]);
-    // Four from one address are held; the fifth is answered 503 and closed.
+    // Four from one address are held; the fifth is answered 429 and closed.
     let held: Vec<_> = (0..4).map(|_| idle_from(&node, [127, 0, 0, 1])).collect();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let mut fifth = idle_from(&node, [127, 0, 0, 1]);
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut fifth, &mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
     assert!(
         answer.contains("127.0.0.1 holds its most connections"),
         "{answer}"
@@ -438,7 +438,7 @@ fn connections_over_a_budget_get_503() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     // Seven are held now (4 + 3): one of the next four got in, the rest were refused.
     let codes: Vec<u16> = full.into_iter().map(health_on).collect();
-    assert_eq!(codes.iter().filter(|&&c| c == 503).count(), 3, "{codes:?}");
+    assert_eq!(codes.iter().filter(|&&c| c == 429).count(), 3, "{codes:?}");
     // A place given back is taken again.
     drop(held);
     drop(others);

@@ -18,11 +18,47 @@ fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     decode(&req.body)
 }
 
+/// Most JSON tokens (keys and values) a dashboards request body may hold: 200 widgets and
+/// a layout at their limits fit with room to spare. A body with more is refused before
+/// it is read into a tree, which costs tens of bytes per value of a few bytes of text.
+const MAX_BODY_TOKENS: usize = 1 << 18;
+
+/// An upper bound of the keys and values in a JSON text: each one but the first follows
+/// a `,`, `:`, `[` or `{` outside strings.
+fn tokens_in(body: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (1, false, false);
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b',' | b':' | b'[' | b'{') {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Reads a dashboards request body (a dashboard, an update, a widget patch); the error
 /// names the place (`add[0].window_seconds: invalid type ...`).
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::new(400, "a JSON body is required"));
+    }
+    let tokens = tokens_in(body);
+    if tokens > MAX_BODY_TOKENS {
+        return Err(ApiError::new(
+            413,
+            format!(
+                "the body holds about {tokens} JSON keys and values; a dashboard takes at most {MAX_BODY_TOKENS}"
+            ),
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -64,8 +100,8 @@ pub async fn handle(
             Ok(Response::bytes(200, "application/json", all))
         }
         (["dashboards", d], true) => {
-            let dashboard = catalogue::get(svc, id(d, "dashboard")?).await?;
-            Ok(Response::json(200, &dashboard))
+            let dashboard = catalogue::encoded(svc, id(d, "dashboard")?).await?;
+            Ok(Response::bytes(200, "application/json", dashboard))
         }
         (["dashboards", d, "widgets", w, "snapshot"], true) => {
             let (d, w) = (id(d, "dashboard")?, id(w, "widget")?);
@@ -90,5 +126,17 @@ pub async fn handle(
             format!("{method} is not allowed on {}", req.path),
         )),
         _ => Err(ApiError::new(404, format!("no route for {}", req.path))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokens_in;
+
+    #[test]
+    fn tokens_are_counted_outside_strings_only() {
+        assert_eq!(tokens_in(br#"{"a":[1,2,"x,y:[{\"]"]}"#), 6);
+        assert_eq!(tokens_in(b"0"), 1);
+        assert_eq!(tokens_in(&b"[0".repeat(1000)), 1001);
     }
 }

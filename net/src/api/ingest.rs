@@ -22,6 +22,13 @@ use crate::service::metrics::Format;
 /// Bodies larger than this, and compressed ones, are parsed off the shard's thread.
 const PARSE_ON_SHARD_UP_TO: usize = 256 * 1024;
 
+thread_local! {
+    /// One parse at a time goes to the shard's blocking threads, so the others there
+    /// (the store's writes, the Kafka consumer's wait) are never all taken by parses;
+    /// the rest wait here, as futures.
+    static OFF_SHARD: Rc<glommio::sync::Semaphore> = Rc::new(glommio::sync::Semaphore::new(1));
+}
+
 /// How a body is read.
 #[derive(Debug, Clone, Copy)]
 enum Syntax {
@@ -74,10 +81,11 @@ async fn parse(svc: &Rc<Services>, req: &mut Request, syntax: Syntax) -> Result<
         .map_err(|reason| ApiError::new(400, reason))
     };
     if on_shard {
-        work()
-    } else {
-        glommio::executor().spawn_blocking(work).await
+        return work();
     }
+    let turn = OFF_SHARD.with(Rc::clone);
+    let _permit = turn.acquire_permit(1).await;
+    glommio::executor().spawn_blocking(work).await
 }
 
 fn precision(req: &Request) -> Result<Precision, ApiError> {

@@ -10,7 +10,7 @@ use super::ConfigError;
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct Budgets {
     /// Most connections (HTTP and streams) the node holds, shared evenly by its shards; a
-    /// connection over it is answered 503 and closed. 0: the open-files limit less 512.
+    /// connection over it is answered 429 and closed. 0: the open-files limit less 512.
     #[arg(
         long,
         env = "LIVEDASH_MAX_CONNECTIONS",

@@ -118,6 +118,7 @@ fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
+        429 => "Too Many Requests",
         415 => "Unsupported Media Type",
         417 => "Expectation Failed",
         426 => "Upgrade Required",

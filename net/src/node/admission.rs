@@ -1,5 +1,5 @@
 //! Connection budgets: how many connections a shard holds in all and from one source
-//! address. A connection over either is answered 503 and closed at once, before it costs
+//! address. A connection over either is answered 429 and closed at once, before it costs
 //! more than its socket.
 
 use std::net::IpAddr;
@@ -93,7 +93,7 @@ impl Drop for Slot {
     }
 }
 
-/// Answers a connection over a budget with 503 and `why`, and closes it.
+/// Answers a connection over a budget with 429 and `why`, and closes it.
 pub async fn refuse(mut stream: TcpStream, why: String) {
     if stream
         .set_write_timeout(Some(Duration::from_millis(100)))
@@ -102,7 +102,7 @@ pub async fn refuse(mut stream: TcpStream, why: String) {
         return;
     }
     let mut out = Vec::with_capacity(256);
-    Response::error(503, &why).closing().write_to(&mut out);
+    Response::error(429, &why).closing().write_to(&mut out);
     stream.write_all(&out).await.ok();
     stream.close().await.ok();
 }

@@ -29,6 +29,11 @@ use crate::store::DashboardStore;
 use cluster::{ClusterSettings, KafkaParts, StandaloneMirror};
 use livedash_replication::redis::catalogue::SharedCatalogue;
 
+/// How long a shard runs ready tasks before it looks for I/O again (glommio's default
+/// is 100 ms): under a crowd of busy connections, a request that just arrived (a health
+/// check) waits at most about this long to be noticed.
+const PREEMPT_TIMER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// How often the main thread looks for shutdown while it waits: an idle node should
 /// hardly wake up.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -269,18 +274,21 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
         let rendezvous = Arc::clone(&rendezvous);
         let progress = Arc::clone(&progress);
         let shutdown = Arc::clone(&shutdown);
-        let mut builder = LocalExecutorPoolBuilder::new(placement)
+        // A shard's blocking threads: one parses large ingest bodies (one at a time), one
+        // takes the store's writes; with Kafka, one more waits for the consumer's
+        // doorbell, and in a cluster another takes the reads of stored values for new
+        // streams.
+        let blocking = match (kafka.is_some(), config.clustered()) {
+            (_, true) => 4,
+            (true, false) => 3,
+            (false, false) => 2,
+        };
+        LocalExecutorPoolBuilder::new(placement)
             .name("livedash-shard")
             .io_memory(IO_MEMORY)
-            .ring_depth(RING_DEPTH);
-        if kafka.is_some() {
-            // Each shard's consumer loop waits for its doorbell on a blocking thread; a
-            // second one keeps dashboard writes from queueing behind that wait, and in a
-            // cluster a third one takes the reads of stored values for new streams.
-            let threads = if config.clustered() { 3 } else { 2 };
-            builder = builder.blocking_thread_pool_placement(PoolPlacement::Unbound(threads));
-        }
-        builder
+            .ring_depth(RING_DEPTH)
+            .preempt_timer(PREEMPT_TIMER)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(blocking))
             .on_all_shards(move || {
                 let config = config.clone();
                 let seat = seats.take();

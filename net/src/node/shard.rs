@@ -269,5 +269,6 @@ async fn sweep_loop(svc: Rc<Services>) {
     let every = Duration::from_millis(svc.config.ws_ping_interval_ms);
     while !svc.stop.sleep(every).await {
         svc.hub.sweep();
+        svc.hub.prune_shared();
     }
 }

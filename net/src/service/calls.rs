@@ -79,6 +79,10 @@ pub struct ListDashboards;
 #[derive(Debug)]
 pub struct EncodedDashboards;
 
+/// One dashboard as the JSON `GET /dashboards/{id}` answers, encoded once per version.
+#[derive(Debug)]
+pub struct EncodedDashboard(pub Uuid);
+
 /// A dashboard (or its absence) with the catalogue version it is current at.
 #[derive(Debug)]
 pub struct GetDashboard(pub Uuid);

@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::sync::Semaphore;
+use hashbrown::HashMap;
 use livedash_engine::{Dashboard, WidgetReading};
 use livedash_replication::redis::catalogue::{SharedCatalogue, Written};
 use uuid::Uuid;
 
 pub use super::calls::CatalogueError;
 use super::calls::{
-    DashboardChanged, EditDashboards, EncodedDashboards, GetDashboard, InstallWidgets,
-    ListDashboards, LocateWidget, ReadValue, Reading,
+    DashboardChanged, EditDashboards, EncodedDashboard, EncodedDashboards, GetDashboard,
+    InstallWidgets, ListDashboards, LocateWidget, ReadValue, Reading,
 };
 use super::mesh::ShardCall;
 use super::{CATALOGUE_SHARD, Services};
@@ -36,6 +37,8 @@ pub struct CatalogueHost {
     pub shared: Option<Arc<SharedCatalogue>>,
     /// The dashboards list as JSON, with the catalogue revision it was encoded at.
     encoded: RefCell<Option<(u64, Bytes)>>,
+    /// Dashboards read lately as JSON, with the version each was encoded at.
+    encoded_one: RefCell<HashMap<Uuid, (u64, Bytes)>>,
 }
 
 impl std::fmt::Debug for CatalogueHost {
@@ -58,6 +61,7 @@ impl CatalogueHost {
             writer: Semaphore::new(1),
             shared,
             encoded: RefCell::new(None),
+            encoded_one: RefCell::default(),
         }
     }
 }
@@ -93,6 +97,36 @@ impl ShardCall for EncodedDashboards {
                 CatalogueError::Store(format!("cannot encode the dashboards: {e}"))
             })?);
         *encoded = Some((version, bytes.clone()));
+        Ok(bytes)
+    }
+}
+
+/// Dashboards kept encoded at most; past it, the cache starts afresh.
+const ENCODED_KEPT: usize = 64;
+
+impl ShardCall for EncodedDashboard {
+    type Reply = Result<Bytes, CatalogueError>;
+
+    async fn run(self, svc: &Rc<Services>) -> Self::Reply {
+        let host = host(svc)?;
+        let catalogue = host.catalogue.borrow();
+        let dashboard = catalogue
+            .get(self.0)
+            .ok_or(CatalogueError::Refused(Refusal::NoDashboard(self.0)))?;
+        let version = catalogue.version_of(self.0);
+        let mut encoded = host.encoded_one.borrow_mut();
+        if let Some((at, bytes)) = encoded.get(&self.0)
+            && *at == version
+        {
+            return Ok(bytes.clone());
+        }
+        let bytes = Bytes::from(serde_json::to_vec(dashboard).map_err(|e| {
+            CatalogueError::Store(format!("cannot encode dashboard {}: {e}", self.0))
+        })?);
+        if encoded.len() >= ENCODED_KEPT {
+            encoded.clear();
+        }
+        encoded.insert(self.0, (version, bytes.clone()));
         Ok(bytes)
     }
 }
@@ -457,12 +491,9 @@ pub async fn encoded_list(svc: &Rc<Services>) -> Result<Bytes, CatalogueError> {
     svc.call(CATALOGUE_SHARD, EncodedDashboards).await?
 }
 
-/// Dashboard `id`.
-pub async fn get(svc: &Rc<Services>, id: Uuid) -> Result<Dashboard, CatalogueError> {
-    let versioned = svc.call(CATALOGUE_SHARD, GetDashboard(id)).await??;
-    versioned
-        .dashboard
-        .ok_or(CatalogueError::Refused(Refusal::NoDashboard(id)))
+/// Dashboard `id` as `GET /dashboards/{id}` answers it (shared bytes).
+pub async fn encoded(svc: &Rc<Services>, id: Uuid) -> Result<Bytes, CatalogueError> {
+    svc.call(CATALOGUE_SHARD, EncodedDashboard(id)).await?
 }
 
 /// Makes an edit; returns the dashboard after it (`None` once deleted).

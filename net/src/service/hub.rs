@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::sync::Semaphore;
+use hashbrown::HashMap;
 use livedash_engine::{Dashboard, Placement, WidgetValue};
 use tungstenite::Bytes;
 use uuid::Uuid;
@@ -32,6 +33,9 @@ use crate::frames::{Frame, Unavailable, WidgetSnapshot, WidgetUpdate};
 /// milliseconds after this node's own, and only when they changed.
 const GATHER: Duration = Duration::from_millis(20);
 
+/// Resync frames are shared for at most this long after they were encoded.
+const RESYNC_FRESH_FOR: Duration = Duration::from_millis(500);
+
 /// Why a stream cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -41,6 +45,9 @@ pub enum StreamError {
     Catalogue(#[from] CatalogueError),
     #[error("cannot encode a frame: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A snapshot another joiner's build could not make.
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// Every room of the shard, pushes waiting to be framed, and what was sent.
@@ -68,6 +75,8 @@ pub struct Hub {
     delivering: Semaphore,
     /// Snapshots shared by the connections that join a room in the same state.
     pub snapshots: super::snapshots::Snapshots,
+    /// Resync frames by room, with the state and time they were encoded at.
+    resyncs: RefCell<HashMap<Uuid, ((u64, u64), std::time::Instant, Vec<Bytes>)>>,
 }
 
 impl Hub {
@@ -86,7 +95,16 @@ impl Hub {
             gather_round: Cell::new(0),
             delivering: Semaphore::new(1),
             snapshots: Default::default(),
+            resyncs: RefCell::default(),
         }
+    }
+
+    /// Drops the shared snapshots and resync frames too old to be used again.
+    pub fn prune_shared(&self) {
+        self.snapshots.prune();
+        self.resyncs
+            .borrow_mut()
+            .retain(|_, (_, made, _)| made.elapsed() < RESYNC_FRESH_FOR);
     }
 
     /// The state of dashboard `id`'s room (see `Rooms::generation`).
@@ -217,9 +235,23 @@ impl Hub {
         self.rooms.borrow().outboxes().count()
     }
 
-    /// The frames that bring a lagging connection of dashboard `id` up to date.
+    /// The frames that bring a lagging connection of dashboard `id` up to date: encoded
+    /// once per room state (for half a second at most) and shared by every connection
+    /// that lags behind at that state.
     pub fn resync_frames(&self, id: Uuid) -> Result<Vec<Bytes>, serde_json::Error> {
-        self.rooms.borrow().resync_frames(id, now_ms())
+        let generation = self.generation(id);
+        let mut cached = self.resyncs.borrow_mut();
+        cached.retain(|_, (_, made, _)| made.elapsed() < RESYNC_FRESH_FOR);
+        if let Some((at, _, frames)) = cached.get(&id)
+            && Some(*at) == generation
+        {
+            return Ok(frames.clone());
+        }
+        let frames = self.rooms.borrow().resync_frames(id, now_ms())?;
+        if let Some(g) = generation {
+            cached.insert(id, (g, std::time::Instant::now(), frames.clone()));
+        }
+        Ok(frames)
     }
 
     /// Values pushed by an owner shard, and widgets it refreshed without a change. They

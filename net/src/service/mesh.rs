@@ -15,9 +15,9 @@ use hashbrown::HashMap;
 
 use super::Services;
 use super::calls::{
-    Alerts, ApplyEvents, DashboardChanged, EditDashboards, EncodedDashboards, GetDashboard,
-    InstallWidgets, ListDashboards, LocateWidget, Push, ReadStates, ReadValue, RecentMetrics,
-    Stats, Watch,
+    Alerts, ApplyEvents, DashboardChanged, EditDashboards, EncodedDashboard, EncodedDashboards,
+    GetDashboard, InstallWidgets, ListDashboards, LocateWidget, Push, ReadStates, ReadValue,
+    RecentMetrics, Stats, Watch,
 };
 pub use super::calls::{CallError, Failure};
 
@@ -117,6 +117,7 @@ calls!(
     DashboardChanged,
     ListDashboards,
     EncodedDashboards,
+    EncodedDashboard,
     GetDashboard,
     LocateWidget,
     EditDashboards,

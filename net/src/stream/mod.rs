@@ -108,7 +108,7 @@ async fn open(
         Ok(None) => return Err(Some((4404, "no such dashboard".into()))),
         Err(e) => return Err(Some((1011, e.to_string()))),
     };
-    let snapshot = snapshots::snapshot(svc, &dashboard)
+    let snapshot = snapshots::snapshot(svc, &dashboard, Instant::now())
         .await
         .map_err(|e| Some((1011, e.to_string())))?;
     // The connection holds only the shared snapshot while a slow client reads it.

@@ -285,16 +285,7 @@ fn extremes(ctx: &Ctx, _: &str) -> Result<String, String> {
     for chunk in metrics.chunks(200) {
         dashboard(ctx, chunk, "p99", Value::Null)?;
     }
-    let t = now_ms();
-    let events: Vec<Value> = metrics
-        .iter()
-        .flat_map(|m| {
-            [
-                json!({"metric_name": m, "value": 5e-324, "event_time": t}),
-                json!({"metric_name": m, "value": 1e200, "event_time": t}),
-            ]
-        })
-        .collect();
+    let events = livedash_bench::hostile::extreme_events(&metrics, now_ms());
     let body = serde_json::to_vec(&events).map_err(|e| e.to_string())?;
     let (status, v) = post(ctx, "application/json", &body)?;
     // Let every widget refresh with both values in its window.

@@ -78,11 +78,13 @@ impl DenseStore {
             .map(|(i, _)| self.offset + i as u32);
         let (lo, hi) = held.fold((key, key), |(lo, hi), k| (lo.min(k), hi.max(k)));
         let start = if (hi - lo) as usize >= budget {
-            hi + 1 - budget as u32
+            // Only a span wider than the budget merges anything, and raises the floor.
+            let start = hi + 1 - budget as u32;
+            self.floor = self.floor.max(start);
+            start
         } else {
             lo
         };
-        self.floor = self.floor.max(start);
         let mut counts = vec![0u64; (hi - start + 1) as usize];
         for (i, &c) in self.counts.iter().enumerate() {
             if c > 0 {

@@ -182,3 +182,23 @@ fn merged_buckets_are_taken_out_where_they_went() {
     }
     assert!(exact_rounds > 50, "{exact_rounds}");
 }
+
+/// A store laid out again because its slack would pass the budget, while its keys span
+/// less: nothing is merged, and a key below the old lowest keeps its own bucket.
+#[test]
+fn relayout_within_the_budget_merges_nothing() {
+    let budget = 256;
+    let mut h = Histogram::with_budget(2, budget);
+    let k = magnitude_key(1.0);
+    let value = |key: u32| representative(key);
+    for key in [k, k + 100, k + 101, k - 106, k - 120] {
+        h.record(0, value(key));
+    }
+    assert_eq!(h.positive.floor, 0, "no span passed the budget");
+    let lowest = h.quantile(0.0).unwrap();
+    assert_eq!(lowest, value(k - 120));
+    // Evicting rebuilds nothing and keeps every bucket apart.
+    h.record(1, value(k));
+    h.evict(0);
+    assert_eq!(h.quantile(1.0).unwrap(), value(k));
+}
