@@ -33,6 +33,9 @@ use crate::frames::{Frame, Unavailable, WidgetSnapshot, WidgetUpdate};
 /// milliseconds after this node's own, and only when they changed.
 const GATHER: Duration = Duration::from_millis(20);
 
+/// A room's resync frames: the room's state and the time they were encoded at.
+type Resync = (super::snapshots::Generation, std::time::Instant, Vec<Bytes>);
+
 /// Resync frames are shared for at most this long after they were encoded.
 const RESYNC_FRESH_FOR: Duration = Duration::from_millis(500);
 
@@ -76,7 +79,7 @@ pub struct Hub {
     /// Snapshots shared by the connections that join a room in the same state.
     pub snapshots: super::snapshots::Snapshots,
     /// Resync frames by room, with the state and time they were encoded at.
-    resyncs: RefCell<HashMap<Uuid, ((u64, u64), std::time::Instant, Vec<Bytes>)>>,
+    resyncs: RefCell<HashMap<Uuid, Resync>>,
 }
 
 impl Hub {
