@@ -357,7 +357,10 @@ fn slow_lists(ctx: &Ctx, _: &str) -> Result<String, String> {
         .len();
     let mut held = Vec::new();
     for _ in 0..UNREAD {
-        held.push(unread(ctx, "GET /dashboards HTTP/1.1\r\nHost: localhost\r\n\r\n")?);
+        held.push(unread(
+            ctx,
+            "GET /dashboards HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        )?);
     }
     std::thread::sleep(Duration::from_secs(3));
     Ok(format!(
