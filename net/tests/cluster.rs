@@ -152,20 +152,42 @@ impl Screen {
             })
             .collect()
     }
+
+    /// `Ok` once every widget shows its metric's sum, fresh; otherwise the ones that do not.
+    fn exact(&self, dashboard: &Value, sums: &BTreeMap<String, f64>) -> Result<(), String> {
+        let wrong = self.wrong(dashboard, sums);
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(wrong.join("; "))
+        }
+    }
 }
 
-/// Reads `ws` into `screen` until `done(screen)` holds; panics after `secs` seconds.
-fn watch(ws: &mut Ws, screen: &mut Screen, secs: u64, what: &str, done: impl Fn(&Screen) -> bool) {
+/// Reads `ws` into `screen` until `done(screen)` is `Ok`; panics after `secs` seconds
+/// with what `done` said last.
+fn watch(
+    ws: &mut Ws,
+    screen: &mut Screen,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&Screen) -> Result<(), String>,
+) {
     let give_up = Instant::now() + Duration::from_secs(secs);
-    while !done(screen) {
+    while let Err(missing) = done(screen) {
         assert!(
             Instant::now() < give_up,
-            "timed out waiting for {what}: {screen:?}"
+            "timed out waiting for {what} ({missing}): {screen:?}"
         );
         let frame = next_frame(ws)
-            .unwrap_or_else(|| panic!("stream closed waiting for {what}: {screen:?}"));
+            .unwrap_or_else(|| panic!("stream closed waiting for {what} ({missing}): {screen:?}"));
         screen.take(&frame);
     }
+}
+
+/// `Ok` when `cond` holds.
+fn holds(cond: bool) -> Result<(), String> {
+    if cond { Ok(()) } else { Err("not yet".into()) }
 }
 
 fn ingest(c: &mut Client, metrics: &[String], sums: &mut BTreeMap<String, f64>, seed: usize) {
@@ -197,7 +219,7 @@ fn any_node_streams_any_widget_and_edits_reach_every_node() {
         ingest(&mut ca, &metrics, &mut sums, seed);
     }
     watch(&mut on_b, &mut screen_b, 30, "every value on B", |s| {
-        s.wrong(&dash, &sums).is_empty()
+        s.exact(&dash, &sums)
     });
     assert!(
         metrics.iter().any(|m| owned[0].contains(&partition(m))),
@@ -219,9 +241,11 @@ fn any_node_streams_any_widget_and_edits_reach_every_node() {
     let r = cb.json("PATCH", &format!("/dashboards/{id}/widgets"), &patch);
     assert_eq!(r.status, 200, "{}", r.error());
     watch(&mut on_a, &mut screen_a, 10, "the edit on A", |s| {
-        s.dashboard
-            .as_ref()
-            .is_some_and(|d| d["widgets"].as_array().unwrap().len() == metrics.len() + 1)
+        holds(
+            s.dashboard
+                .as_ref()
+                .is_some_and(|d| d["widgets"].as_array().unwrap().len() == metrics.len() + 1),
+        )
     });
     let on_a_now = ca.get(&format!("/dashboards/{id}")).json();
     assert_eq!(
@@ -344,7 +368,8 @@ fn a_killed_node_hands_over_partitions_and_streams_with_exact_values() {
         .collect();
     for (ws, screen) in &mut streams {
         watch(ws, screen, 30, "every value before the kill", |s| {
-            s.wrong(&dash, &sums).is_empty() && s.nodes.len() == 3
+            s.exact(&dash, &sums)
+                .and_then(|()| holds(s.nodes.len() == 3))
         });
     }
     // The victim owns partitions; load runs through a survivor meanwhile.
@@ -395,7 +420,7 @@ fn a_killed_node_hands_over_partitions_and_streams_with_exact_values() {
     });
     for (ws, screen) in &mut streams {
         watch(ws, screen, 60, "exact values after the failover", |s| {
-            s.wrong(&dash, &sums).is_empty()
+            s.exact(&dash, &sums)
         });
     }
 }
@@ -416,7 +441,7 @@ fn redis_restarted_values_go_stale_then_fresh_and_nothing_is_lost() {
     let mut screen = Screen::default();
     screen.take(&next_frame(&mut ws).unwrap());
     watch(&mut ws, &mut screen, 30, "every value on B", |s| {
-        s.wrong(&dash, &sums).is_empty()
+        s.exact(&dash, &sums)
     });
     // A's widgets, as B shows them.
     let of_a: Vec<String> = dash["widgets"]
@@ -429,14 +454,14 @@ fn redis_restarted_values_go_stale_then_fresh_and_nothing_is_lost() {
     assert!(!of_a.is_empty());
     redis.stop();
     watch(&mut ws, &mut screen, 15, "A's widgets stale on B", |s| {
-        of_a.iter().all(|w| s.values.get(w).is_some_and(|v| v.1))
+        holds(of_a.iter().all(|w| s.values.get(w).is_some_and(|v| v.1)))
     });
     // Events keep coming while Redis is away (Kafka takes them).
     ingest(&mut ca, &metrics, &mut sums, 2);
     redis.restart();
     ingest(&mut cb, &metrics, &mut sums, 3);
     watch(&mut ws, &mut screen, 60, "fresh, exact values on B", |s| {
-        s.wrong(&dash, &sums).is_empty()
+        s.exact(&dash, &sums)
     });
     // Redis lost the catalogue; the nodes wrote it back, and edits work again.
     eventually(20, "an edit after the restart", || {

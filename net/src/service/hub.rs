@@ -335,6 +335,7 @@ impl Hub {
     pub async fn reread_remote(svc: &Rc<Services>) {
         let streamed = svc.hub.rooms.borrow().streamed();
         for (id, widgets) in streamed {
+            svc.hub.rooms.borrow_mut().begin_read(id);
             let stored = cluster::reread(svc, id, widgets).await;
             let newer = svc.hub.rooms.borrow_mut().stored(
                 id,

@@ -226,3 +226,39 @@ fn a_tick_is_complete_once_every_widget_due_with_it_was_heard_of() {
     // A room this shard does not serve has nobody to wait for.
     assert!(rooms.complete(&[(Uuid::from_u128(9), value(2))], &[]));
 }
+
+/// A stored value read after Pub/Sub values were lost replaces what the room holds
+/// even within the same pane (same window end), unless a value was heard since the
+/// read began.
+#[test]
+fn a_stored_value_of_the_same_pane_wins_unless_one_was_heard_since() {
+    let mut rooms = Rooms::new(Placement::standalone(SHARDS));
+    let o = Rc::new(Outbox::default());
+    opened(&mut rooms, dashboard(vec![widget(2, "m")]), &o);
+    let nobody_here = |_: &str| false;
+    let with = |v: f64| WidgetValue {
+        value: Some(v),
+        ..value(2)
+    };
+    let stored = |v: f64| StoredValue {
+        value: with(v),
+        history: Vec::new(),
+    };
+    assert_eq!(rooms.remote(ID, vec![with(1.0)], nobody_here, 8).len(), 1);
+    rooms.begin_read(ID);
+    let taken = rooms.stored(ID, vec![stored(3.0)], nobody_here, 8);
+    assert_eq!(taken, vec![with(3.0)], "newer, in the same pane");
+    assert!(
+        rooms
+            .stored(ID, vec![stored(3.0)], nobody_here, 8)
+            .is_empty()
+    );
+    rooms.begin_read(ID);
+    rooms.remote(ID, vec![with(4.0)], nobody_here, 8);
+    let taken = rooms.stored(ID, vec![stored(3.0)], nobody_here, 8);
+    assert!(taken.is_empty(), "4.0 came after the read began: {taken:?}");
+    assert_eq!(
+        rooms.remote_state(ID, &Uuid::from_u128(2)).unwrap().0,
+        with(4.0)
+    );
+}
