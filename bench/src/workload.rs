@@ -67,6 +67,8 @@ pub fn widgets(names: &[String], aggregation: Aggregation, window_seconds: u64) 
                     refresh_interval_seconds: 1.0,
                     filter: Tags::new(),
                     display_config: Default::default(),
+                    group_by: None,
+                    top: None,
                 },
             )
         })

@@ -18,11 +18,11 @@ pub use model::{
     Aggregation, Dashboard, DashboardUpdate, IngestReply, MetricEvent, NewDashboard, RejectedEvent,
     Tags, Widget, WidgetPatch, WidgetReading, WidgetSpec, tick_phase_ms,
 };
-pub use query::{QueryId, QueryIndex, QueryKey};
+pub use query::{QueryId, QueryIndex, QueryKey, Split, SplitValues};
 pub use routing::{Placement, partition_for, shard_for};
 pub use shard::{
-    ApplyOutcome, Grouping, HistoryPoint, IngestStats, QueryChanges, Rejection, Shard, ShardConfig,
-    WidgetValue,
+    ApplyOutcome, Detail, Grouping, HistoryPoint, IngestStats, QueryChanges, Rejection, Shard,
+    ShardConfig, WidgetValue,
 };
 pub use validate::ValidationError;
-pub use window::{PaneChanges, PaneState, SlidingWindow, WindowSpec};
+pub use window::{Distribution, PaneChanges, PaneState, SlidingWindow, WindowSpec};

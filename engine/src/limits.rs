@@ -52,6 +52,19 @@ pub const MAX_LAYOUT_ROW: u64 = 10_000;
 pub const MAX_LAYOUT_HEIGHT: u64 = 100;
 /// Largest magnitude of an event's value: sums of a day's events at any rate stay finite.
 pub const MAX_VALUE_MAGNITUDE: f64 = 1e200;
+/// Tag values a grouped widget reports by default (`top`), and at most.
+pub const DEFAULT_TOP: usize = 10;
+pub const MAX_TOP: usize = 50;
+/// Default most tag values a grouped query splits its window into; events of further
+/// values count in the whole (and `other`) only.
+pub const DEFAULT_MAX_GROUP_VALUES: usize = 200;
+/// Default most buckets a `histogram` widget reports (more are merged evenly).
+pub const DEFAULT_DISTRIBUTION_BUCKETS: usize = 40;
+/// Most buckets a node may be set to report per `histogram` widget.
+pub const MAX_DISTRIBUTION_BUCKETS: usize = 1_000;
+/// Most past values kept for grouped and `histogram` widgets (their series and
+/// distributions), for charts drawn on connect.
+pub const MAX_DETAIL_HISTORY_LEN: usize = 120;
 /// Default most buckets each sign of a percentile window's histogram spans: 64 octaves
 /// (a ratio of about 1.8e19 between the largest and smallest magnitude) at full
 /// resolution, 32 KiB.

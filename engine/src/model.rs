@@ -42,11 +42,14 @@ pub enum Aggregation {
     P90,
     P95,
     P99,
+    /// The window's distribution: bucket bounds and counts, from the histogram the
+    /// percentiles use (`Distribution`).
+    Histogram,
 }
 
 impl Aggregation {
-    /// Every aggregation, in wire order.
-    pub const ALL: [Aggregation; 9] = [
+    /// Every aggregation whose value is one number, in wire order.
+    pub const NUMERIC: [Aggregation; 9] = [
         Self::Sum,
         Self::Avg,
         Self::Min,
@@ -69,9 +72,30 @@ impl Aggregation {
         }
     }
 
-    /// True when the window must keep a histogram for this aggregation.
+    /// Every aggregation, in wire order.
+    pub const ALL: [Aggregation; 10] = [
+        Self::Sum,
+        Self::Avg,
+        Self::Min,
+        Self::Max,
+        Self::Count,
+        Self::P50,
+        Self::P90,
+        Self::P95,
+        Self::P99,
+        Self::Histogram,
+    ];
+
+    /// True when the window must keep a histogram for this aggregation (percentiles
+    /// and distributions).
     pub fn is_percentile(self) -> bool {
-        self.quantile().is_some()
+        self.quantile().is_some() || self == Self::Histogram
+    }
+
+    /// True when the parts of a split window add up to the whole for this aggregation,
+    /// so what the top parts leave is worth reporting as `other`.
+    pub fn adds_up(self) -> bool {
+        matches!(self, Self::Sum | Self::Count)
     }
 
     /// The lower-case wire name.
@@ -86,6 +110,7 @@ impl Aggregation {
             Self::P90 => "p90",
             Self::P95 => "p95",
             Self::P99 => "p99",
+            Self::Histogram => "histogram",
         }
     }
 }
@@ -114,6 +139,20 @@ pub struct WidgetSpec {
     /// Free-form display options (chart type, colours, thresholds...), a JSON object.
     #[serde(default)]
     pub display_config: serde_json::Map<String, serde_json::Value>,
+    /// Splits the window by the value of this tag: the widget's value is then one
+    /// aggregate per tag value (`series`), the `top` largest, besides the whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// With `group_by`: how many tag values are reported (default 10, at most 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<u32>,
+}
+
+impl WidgetSpec {
+    /// With `group_by`: how many tag values are reported.
+    pub fn top_n(&self) -> usize {
+        self.top.map_or(crate::limits::DEFAULT_TOP, |n| n as usize)
+    }
 }
 
 /// A widget of a dashboard.

@@ -9,6 +9,9 @@ use smallvec::SmallVec;
 use crate::model::{Tags, WidgetSpec};
 use crate::window::{InsertOutcome, SlidingWindow, WindowSpec};
 
+mod split;
+pub use split::{Split, SplitValues};
+
 /// Identity of a query: widgets with equal keys share one window.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct QueryKey {
@@ -16,6 +19,8 @@ pub struct QueryKey {
     /// Filter entries, sorted by key.
     pub filter: Box<[(Box<str>, Box<str>)]>,
     pub window_seconds: u64,
+    /// Whether the window is split by a tag's values, or is one part of such a split.
+    pub split: Split,
 }
 
 impl QueryKey {
@@ -29,22 +34,61 @@ impl QueryKey {
                 .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
                 .collect(),
             window_seconds: spec.window_seconds,
+            split: spec
+                .group_by
+                .as_deref()
+                .map_or(Split::None, |by| Split::By(by.into())),
         }
     }
 
     /// A name for this query that every node derives alike, to store its state under:
-    /// `[metric, window seconds, [[tag, value], ...]]` in JSON.
+    /// `[metric, window seconds, [[tag, value], ...]]` in JSON, followed by the split's
+    /// tag (and, for a part, its value).
     pub fn stable_id(&self) -> String {
-        serde_json::to_string(&(&self.metric, self.window_seconds, &self.filter))
-            .unwrap_or_default()
+        let head = (&self.metric, self.window_seconds, &self.filter);
+        match &self.split {
+            Split::None => serde_json::to_string(&head),
+            Split::By(by) => serde_json::to_string(&(head.0, head.1, head.2, by)),
+            Split::Part { by, value } => {
+                serde_json::to_string(&(head.0, head.1, head.2, by, value))
+            }
+        }
+        .unwrap_or_default()
     }
 
-    /// True when `tags` carries every filter entry.
+    /// The key `stable_id` was made from.
+    pub fn from_stable_id(id: &str) -> Option<Self> {
+        type Filter = Box<[(Box<str>, Box<str>)]>;
+        let parts: Vec<serde_json::Value> = serde_json::from_str(id).ok()?;
+        let text = |i: usize| -> Option<Box<str>> { Some(parts.get(i)?.as_str()?.into()) };
+        let split = match parts.len() {
+            3 => Split::None,
+            4 => Split::By(text(3)?),
+            5 => Split::Part {
+                by: text(3)?,
+                value: text(4)?,
+            },
+            _ => return None,
+        };
+        Some(Self {
+            metric: text(0)?,
+            window_seconds: parts[1].as_u64()?,
+            filter: serde_json::from_value::<Filter>(parts[2].clone()).ok()?,
+            split,
+        })
+    }
+
+    /// True when `tags` carries every filter entry (and, for a part of a split, its
+    /// tag value).
     #[inline]
     pub fn matches(&self, tags: &Tags) -> bool {
         self.filter
             .iter()
             .all(|(k, v)| tags.get(&**k).is_some_and(|t| **t == **v))
+            && match &self.split {
+                Split::Part { by, value } => tags.get(&**by).is_some_and(|t| **t == **value),
+                _ => true,
+            }
     }
 }
 
@@ -109,6 +153,8 @@ impl QueryId {
 pub struct Route {
     pub id: QueryId,
     filtered: bool,
+    /// The query splits its events by a tag's values among parts of its own.
+    split: bool,
 }
 
 /// One query's state and how many widgets use it. Laid out so that what an insert reads
@@ -121,6 +167,8 @@ pub struct Query {
     widgets: u32,
     percentile_widgets: u32,
     pub key: QueryKey,
+    /// A split query's parts, by tag value.
+    parts: Option<Box<split::Parts>>,
 }
 
 /// Bytes of a `Query` an insert touches, from its start: the window's hot fields (the key
@@ -133,7 +181,7 @@ const _: () = assert!(
 );
 
 /// All queries of a shard, by key and by metric name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct QueryIndex {
     /// Metric name to its queries, in one flat table: a lookup touches the table and
     /// nothing else.
@@ -142,9 +190,32 @@ pub struct QueryIndex {
     by_key: HashMap<QueryKey, QueryId>,
     slots: Vec<Option<Query>>,
     free: Vec<u32>,
+    /// Most parts one split query keeps.
+    max_parts: usize,
+    /// Events of split queries that found no room for a part of their tag value.
+    parts_refused: u64,
+}
+
+impl Default for QueryIndex {
+    fn default() -> Self {
+        Self::new(crate::limits::DEFAULT_MAX_GROUP_VALUES)
+    }
 }
 
 impl QueryIndex {
+    /// An empty index whose split queries keep at most `max_parts` parts each.
+    pub fn new(max_parts: usize) -> Self {
+        Self {
+            by_metric: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            by_key: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            max_parts,
+            parts_refused: 0,
+        }
+    }
+
     /// Takes a reference on the query for `key`, creating it (empty, clock at `now_ms`)
     /// if no widget uses it yet. `percentile` says whether the caller needs a histogram.
     pub fn acquire(
@@ -158,25 +229,18 @@ impl QueryIndex {
             Some(&id) => id,
             None => {
                 let spec = WindowSpec::for_window(key.window_seconds, max_skew_ms);
-                let query = Query {
+                let split = matches!(key.split, Split::By(_));
+                let id = self.add_slot(Query {
                     window: SlidingWindow::new(spec, now_ms, false),
                     widgets: 0,
                     percentile_widgets: 0,
                     key: key.clone(),
-                };
-                let id = match self.free.pop() {
-                    Some(i) => {
-                        self.slots[i as usize] = Some(query);
-                        QueryId(i)
-                    }
-                    None => {
-                        self.slots.push(Some(query));
-                        QueryId((self.slots.len() - 1) as u32)
-                    }
-                };
+                    parts: split.then(Box::default),
+                });
                 let route = Route {
                     id,
                     filtered: !key.filter.is_empty(),
+                    split,
                 };
                 let hash = self.hasher.hash_one(key.metric.as_bytes());
                 let entry = self.by_metric.entry(
@@ -200,10 +264,34 @@ impl QueryIndex {
             q.widgets += 1;
             if percentile {
                 q.percentile_widgets += 1;
-                q.window.set_histogram(true);
             }
         }
+        if percentile {
+            self.set_histogram(id, true);
+        }
         id
+    }
+
+    /// Puts `query` in a free slot.
+    fn add_slot(&mut self, query: Query) -> QueryId {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(query);
+                QueryId(i)
+            }
+            None => {
+                self.slots.push(Some(query));
+                QueryId((self.slots.len() - 1) as u32)
+            }
+        }
+    }
+
+    /// Frees slot `id` and forgets its key; returns the query that was there.
+    fn remove_slot(&mut self, id: QueryId) -> Option<Query> {
+        let query = self.slots.get_mut(id.0 as usize)?.take()?;
+        self.free.push(id.0);
+        self.by_key.remove(&query.key);
+        Some(query)
     }
 
     /// Drops a reference taken by `acquire`; the query goes when its last widget does,
@@ -211,20 +299,22 @@ impl QueryIndex {
     pub fn release(&mut self, id: QueryId, percentile: bool) {
         let Some(q) = self.get_mut(id) else { return };
         q.widgets = q.widgets.saturating_sub(1);
+        let (widgets, histogram) = (q.widgets, q.percentile_widgets > 0);
         if percentile {
             q.percentile_widgets = q.percentile_widgets.saturating_sub(1);
-            if q.percentile_widgets == 0 {
-                q.window.set_histogram(false);
+            if q.percentile_widgets == 0 && histogram {
+                self.set_histogram(id, false);
             }
         }
-        if q.widgets > 0 {
+        if widgets > 0 {
             return;
         }
-        let Some(query) = self.slots[id.0 as usize].take() else {
+        let Some(query) = self.remove_slot(id) else {
             return;
         };
-        self.free.push(id.0);
-        self.by_key.remove(&query.key);
+        for part in query.parts.iter().flat_map(|p| p.ids()) {
+            self.remove_slot(part);
+        }
         let metric = query.key.metric.as_bytes();
         let hash = self.hasher.hash_one(metric);
         if let Ok(mut entry) = self
@@ -250,7 +340,20 @@ impl QueryIndex {
             } else {
                 q.percentile_widgets = q.percentile_widgets.saturating_sub(1);
             }
-            q.window.set_histogram(q.percentile_widgets > 0);
+            let on = q.percentile_widgets > 0;
+            self.set_histogram(id, on);
+        }
+    }
+
+    /// Turns the histogram of query `id` (and of its parts) on or off.
+    fn set_histogram(&mut self, id: QueryId, on: bool) {
+        let Some(q) = self.get_mut(id) else { return };
+        q.window.set_histogram(on);
+        let parts: Vec<QueryId> = q.parts.iter().flat_map(|p| p.ids()).collect();
+        for part in parts {
+            if let Some(p) = self.get_mut(part) {
+                p.window.set_histogram(on);
+            }
         }
     }
 
@@ -260,6 +363,11 @@ impl QueryIndex {
 
     pub fn get_mut(&mut self, id: QueryId) -> Option<&mut Query> {
         self.slots.get_mut(id.0 as usize)?.as_mut()
+    }
+
+    /// The id of the live query for `key`.
+    pub fn id_of(&self, key: &QueryKey) -> Option<QueryId> {
+        self.by_key.get(key).copied()
     }
 
     /// The live query for `key`.
@@ -323,12 +431,16 @@ impl QueryIndex {
     /// counted. The caller has advanced the query's clock (`warm` does).
     #[inline]
     pub fn insert_into(&mut self, route: Route, tags: &Tags, time_ms: i64, value: f64) -> bool {
-        match self.slots.get_mut(route.id.0 as usize) {
+        let counted = match self.slots.get_mut(route.id.0 as usize) {
             Some(Some(q)) if !route.filtered || q.key.matches(tags) => {
                 q.window.insert(time_ms, value) == InsertOutcome::Counted
             }
             _ => false,
+        };
+        if counted && route.split {
+            self.insert_part(route.id, tags, time_ms, value);
         }
+        counted
     }
 
     /// Feeds one event to every query of its metric whose filter matches. Returns
@@ -359,7 +471,7 @@ impl QueryIndex {
             .unwrap_or(0)
     }
 
-    /// Number of live queries.
+    /// Number of live queries (the parts of split queries included).
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
@@ -367,6 +479,12 @@ impl QueryIndex {
     /// True when there is no query.
     pub fn is_empty(&self) -> bool {
         self.by_key.is_empty()
+    }
+
+    /// Events of split queries that found no room for a part of their own (counted in
+    /// the whole only).
+    pub fn parts_refused(&self) -> u64 {
+        self.parts_refused
     }
 
     /// Heap bytes held by the window states.
@@ -395,6 +513,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             display_config: Default::default(),
+            group_by: None,
+            top: None,
         }
     }
 

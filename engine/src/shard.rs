@@ -3,20 +3,26 @@
 //! Kafka and timers; tests drive it directly with a synthetic clock.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use hashbrown::HashMap;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
-use crate::limits::{DEFAULT_HISTORY_LEN, DEFAULT_MAX_SKEW_MS};
+use crate::limits::{
+    DEFAULT_DISTRIBUTION_BUCKETS, DEFAULT_HISTORY_LEN, DEFAULT_MAX_GROUP_VALUES,
+    DEFAULT_MAX_SKEW_MS, MAX_DETAIL_HISTORY_LEN,
+};
 use crate::model::{Aggregation, MetricEvent, Widget};
 use crate::query::{QueryId, QueryIndex, QueryKey};
 use crate::validate::{self, ValidationError};
 
 mod apply;
 mod mirror;
+mod value;
 pub use apply::Grouping;
 pub use mirror::QueryChanges;
+pub use value::{Detail, HistoryPoint, WidgetValue, serialize_reading};
 
 /// Tunables of a shard.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +37,10 @@ pub struct ShardConfig {
     /// Refresh each widget at its dashboard's phase within the interval
     /// (`Widget::tick_phase_ms`) instead of on multiples of the interval.
     pub spread_ticks: bool,
+    /// Most tag values a grouped query splits its window into.
+    pub max_group_values: usize,
+    /// Most buckets a `histogram` widget reports.
+    pub distribution_buckets: usize,
 }
 
 impl Default for ShardConfig {
@@ -40,6 +50,8 @@ impl Default for ShardConfig {
             history_len: DEFAULT_HISTORY_LEN,
             min_horizon_ms: 300_000,
             spread_ticks: true,
+            max_group_values: DEFAULT_MAX_GROUP_VALUES,
+            distribution_buckets: DEFAULT_DISTRIBUTION_BUCKETS,
         }
     }
 }
@@ -87,23 +99,6 @@ pub struct ApplyOutcome {
     pub rejected: Vec<(usize, Rejection)>,
 }
 
-/// A widget's value at one instant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WidgetValue {
-    pub widget_id: Uuid,
-    /// `None` for an empty window (except `count`).
-    pub value: Option<f64>,
-    /// End of the window (exclusive), epoch ms.
-    pub window_end: i64,
-    /// Newest event time in the window, epoch ms.
-    pub latest_event_time: Option<i64>,
-    /// Events in the window.
-    pub count: u64,
-}
-
-/// `(window_end_ms, value)`: one point of a widget's recent history.
-pub type HistoryPoint = (i64, Option<f64>);
-
 /// A widget on this shard. What a refresh reads comes first (`repr(C)`), so it fits the
 /// cache lines `tick` prefetches; the full definition is last.
 #[derive(Debug)]
@@ -119,6 +114,8 @@ struct WidgetState {
     due: i64,
     history: VecDeque<HistoryPoint>,
     last: Option<WidgetValue>,
+    /// Grouped and `histogram` widgets: the details of recent values, oldest first.
+    details: VecDeque<(i64, Arc<Detail>)>,
     widget: Widget,
 }
 
@@ -165,9 +162,10 @@ const APPLY_CHUNK: usize = 64;
 impl Shard {
     pub fn new(config: ShardConfig) -> Self {
         let horizon_ms = config.min_horizon_ms;
+        let queries = QueryIndex::new(config.max_group_values);
         Self {
             config,
-            queries: QueryIndex::default(),
+            queries,
             widgets: Vec::new(),
             free_slots: Vec::new(),
             slot_of: HashMap::new(),
@@ -276,8 +274,12 @@ impl Shard {
                     self.queries
                         .set_percentile(state.query, was_percentile, percentile);
                 }
-                if query_changed || state.widget.spec.aggregation != widget.spec.aggregation {
+                if query_changed
+                    || state.widget.spec.aggregation != widget.spec.aggregation
+                    || state.widget.spec.top != widget.spec.top
+                {
                     state.history.clear();
+                    state.details.clear();
                     state.last = None;
                 }
                 state.aggregation = widget.spec.aggregation;
@@ -303,6 +305,7 @@ impl Shard {
                     due: now,
                     last: None,
                     history: VecDeque::with_capacity(self.config.history_len.min(64)),
+                    details: VecDeque::new(),
                 };
                 let slot = match self.free_slots.pop() {
                     Some(slot) => {
@@ -357,16 +360,38 @@ impl Shard {
         self.state(widget_id).map(|s| &s.widget)
     }
 
-    fn compute(queries: &mut QueryIndex, state: &WidgetState, now: i64) -> Option<WidgetValue> {
+    fn compute(
+        queries: &mut QueryIndex,
+        state: &WidgetState,
+        now: i64,
+        distribution_buckets: usize,
+    ) -> Option<WidgetValue> {
         let query = queries.get_mut(state.query)?;
         query.window.advance(now);
-        Some(WidgetValue {
+        let mut value = WidgetValue {
             widget_id: state.widget.widget_id,
             value: query.window.value(state.aggregation),
             window_end: query.window.window_end(),
             latest_event_time: query.window.latest(),
             count: query.window.count(),
-        })
+            detail: None,
+        };
+        if state.aggregation == Aggregation::Histogram {
+            let d = query.window.distribution(distribution_buckets)?;
+            value.detail = Some(Arc::new(Detail::Distribution(d)));
+        } else if state.widget.spec.group_by.is_some() {
+            let split = queries.split_values(
+                state.query,
+                state.aggregation,
+                state.widget.spec.top_n(),
+                now,
+            );
+            value.detail = Some(Arc::new(Detail::Series {
+                top: split.top,
+                other: split.other,
+            }));
+        }
+        Some(value)
     }
 
     /// Runs every refresh that is due at `now_ms`; returns the values that changed since
@@ -444,7 +469,12 @@ impl Shard {
                     if state.generation != generation {
                         continue;
                     }
-                    let Some(value) = Self::compute(&mut self.queries, state, now) else {
+                    let Some(value) = Self::compute(
+                        &mut self.queries,
+                        state,
+                        now,
+                        self.config.distribution_buckets,
+                    ) else {
                         continue;
                     };
                     self.stats.values_computed += 1;
@@ -454,9 +484,21 @@ impl Shard {
                     if self.config.history_len > 0 {
                         state.history.push_back((value.window_end, value.value));
                     }
+                    if let Some(detail) = &value.detail {
+                        let keep = self.config.history_len.min(MAX_DETAIL_HISTORY_LEN);
+                        if state.details.len() >= keep {
+                            state.details.pop_front();
+                        }
+                        if keep > 0 {
+                            state
+                                .details
+                                .push_back((value.window_end, Arc::clone(detail)));
+                        }
+                    }
                     let differs = state.last.as_ref().is_none_or(|last| {
                         last.value.map(f64::to_bits) != value.value.map(f64::to_bits)
                             || last.latest_event_time != value.latest_event_time
+                            || last.detail != value.detail
                     });
                     if differs {
                         changed.push(value.clone());
@@ -496,7 +538,12 @@ impl Shard {
         let now = self.now(now_ms);
         let slot = *self.slot_of.get(widget_id)?;
         let state = self.widgets.get(slot as usize)?.as_ref()?;
-        Self::compute(&mut self.queries, state, now)
+        Self::compute(
+            &mut self.queries,
+            state,
+            now,
+            self.config.distribution_buckets,
+        )
     }
 
     /// True when the widget's refresh is overdue by more than twice its interval at
@@ -516,6 +563,11 @@ impl Shard {
         self.state(widget_id).map(|s| &s.history)
     }
 
+    /// Grouped and `histogram` widgets: the details of recent values, oldest first.
+    pub fn detail_history(&self, widget_id: &Uuid) -> Option<&VecDeque<(i64, Arc<Detail>)>> {
+        self.state(widget_id).map(|s| &s.details)
+    }
+
     /// Earliest refresh deadline, for the caller's timer.
     pub fn next_due(&self) -> Option<i64> {
         self.schedule.keys().next().copied()
@@ -531,6 +583,12 @@ impl Shard {
 
     pub fn query_count(&self) -> usize {
         self.queries.len()
+    }
+
+    /// Events of grouped widgets past their split's most tag values (counted in the
+    /// whole and `other` only).
+    pub fn group_values_refused(&self) -> u64 {
+        self.queries.parts_refused()
     }
 
     /// Heap bytes held by window state.

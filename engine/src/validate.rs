@@ -2,7 +2,7 @@
 //! Messages say what was wrong and what is allowed, so a user can act on them.
 
 use crate::limits::*;
-use crate::model::{Dashboard, MetricEvent, Tags, WidgetSpec};
+use crate::model::{Aggregation, Dashboard, MetricEvent, Tags, WidgetSpec};
 
 /// Why an event, widget or dashboard was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -56,6 +56,14 @@ pub enum ValidationError {
         depth: usize,
         max_values: usize,
     },
+    #[error("top must be from 1 to {MAX_TOP}, got {0}")]
+    Top(u32),
+    #[error("top needs group_by: it says how many of the tag's values are reported")]
+    TopWithoutGroupBy,
+    #[error(
+        "a histogram widget cannot set group_by: use one histogram widget per tag value (a filter), or a grouped percentile"
+    )]
+    GroupedHistogram,
     /// `layout.items` places a widget wrongly; the text names the place and the rule.
     #[error("layout.items{0}")]
     LayoutItem(String),
@@ -146,6 +154,21 @@ pub fn widget(spec: &WidgetSpec) -> Result<(), ValidationError> {
         return Err(ValidationError::Refresh(refresh));
     }
     tags("filter", &spec.filter)?;
+    match &spec.group_by {
+        Some(by) => {
+            name("group_by", by, MAX_TAG_KEY_BYTES)?;
+            if spec.aggregation == Aggregation::Histogram {
+                return Err(ValidationError::GroupedHistogram);
+            }
+        }
+        None if spec.top.is_some() => return Err(ValidationError::TopWithoutGroupBy),
+        None => {}
+    }
+    if let Some(top) = spec.top
+        && !(1..=MAX_TOP).contains(&(top as usize))
+    {
+        return Err(ValidationError::Top(top));
+    }
     // The members sit one level inside the object itself.
     shape(
         "display_config",
@@ -318,6 +341,8 @@ mod tests {
             refresh_interval_seconds: 1.0,
             filter: Tags::new(),
             display_config: Default::default(),
+            group_by: None,
+            top: None,
         }
     }
 

@@ -19,6 +19,7 @@ fn shard(widgets: &[Widget]) -> Shard {
         history_len: 4,
         min_horizon_ms: 0,
         spread_ticks: true,
+        ..ShardConfig::default()
     });
     for w in widgets {
         s.upsert_widget(w.clone(), NOW).unwrap();
@@ -33,13 +34,15 @@ fn widgets_strategy() -> impl Strategy<Value = Vec<Widget>> {
             prop::option::weighted(0.3, 0..2usize),
             prop::sample::select(vec![1u64, 10, 60]),
             prop::sample::select(Aggregation::ALL.to_vec()),
+            any::<bool>(),
         ),
         1..12,
     )
     .prop_map(|specs| {
         specs
             .into_iter()
-            .map(|(metric, host, window, aggregation)| {
+            .map(|(metric, host, window, aggregation, grouped)| {
+                let grouped = grouped && aggregation != Aggregation::Histogram;
                 let spec = WidgetSpec {
                     metric_name: format!("m{metric}"),
                     aggregation,
@@ -49,6 +52,8 @@ fn widgets_strategy() -> impl Strategy<Value = Vec<Widget>> {
                         .map(|h| Tags::from([("host".to_string(), format!("h{h}"))]))
                         .unwrap_or_default(),
                     display_config: Default::default(),
+                    group_by: grouped.then(|| "zone".into()),
+                    top: grouped.then_some(3),
                 };
                 Widget::new(Uuid::new_v4(), Uuid::new_v4(), spec)
             })
@@ -66,7 +71,10 @@ fn events_strategy() -> impl Strategy<Value = Vec<MetricEvent>> {
             .map(|(m, h, v, dt)| MetricEvent {
                 metric_name: format!("m{m}"),
                 value: f64::from(v),
-                tags: Tags::from([("host".to_string(), format!("h{h}"))]),
+                tags: Tags::from([
+                    ("host".to_string(), format!("h{h}")),
+                    ("zone".to_string(), format!("z{}", v.rem_euclid(4))),
+                ]),
                 event_time: NOW + dt,
             })
             .collect()
@@ -106,8 +114,8 @@ proptest! {
         for w in &widgets {
             let (a, b) = (whole.value(&w.widget_id, NOW), split.value(&w.widget_id, NOW));
             prop_assert_eq!(
-                a.as_ref().map(|v| (v.value.map(f64::to_bits), v.count, v.latest_event_time)),
-                b.as_ref().map(|v| (v.value.map(f64::to_bits), v.count, v.latest_event_time)),
+                a.as_ref().map(|v| (v.value.map(f64::to_bits), v.count, v.latest_event_time, v.detail.clone())),
+                b.as_ref().map(|v| (v.value.map(f64::to_bits), v.count, v.latest_event_time, v.detail.clone())),
                 "{:?} {:?}: {:?} vs {:?}", w.spec.aggregation, w.spec.metric_name, a, b
             );
         }

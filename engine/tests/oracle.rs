@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use livedash_engine::window::BUCKET_RELATIVE_ERROR;
 use livedash_engine::{
-    Aggregation, MetricEvent, QueryKey, Rejection, Shard, ShardConfig, Tags, Widget, WidgetSpec,
-    WindowSpec,
+    Aggregation, Detail, MetricEvent, QueryKey, Rejection, Shard, ShardConfig, Tags, Widget,
+    WidgetSpec, WidgetValue, WindowSpec,
 };
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -27,6 +27,11 @@ enum Op {
     Tick,
 }
 
+/// Most parts of one split, small so that tag values find it full.
+const MAX_PARTS: usize = 3;
+/// Most buckets of a distribution, small so that buckets merge.
+const BUCKETS: usize = 6;
+
 fn spec_strategy() -> impl Strategy<Value = WidgetSpec> {
     (
         0..3usize,
@@ -34,17 +39,26 @@ fn spec_strategy() -> impl Strategy<Value = WidgetSpec> {
         prop::sample::select(WINDOWS.to_vec()),
         prop::sample::select(Aggregation::ALL.to_vec()),
         1..20u32,
+        prop::option::weighted(0.4, prop::sample::select(vec!["host", "dc", "zone"])),
+        prop::option::of(1..5u32),
     )
-        .prop_map(|(metric, host, window, aggregation, refresh)| WidgetSpec {
-            metric_name: format!("m{metric}"),
-            aggregation,
-            window_seconds: window,
-            refresh_interval_seconds: f64::from(refresh) / 10.0,
-            filter: host
-                .map(|h| Tags::from([("host".to_string(), format!("h{h}"))]))
-                .unwrap_or_default(),
-            display_config: Default::default(),
-        })
+        .prop_map(
+            |(metric, host, window, aggregation, refresh, group_by, top)| {
+                let grouped = group_by.is_some() && aggregation != Aggregation::Histogram;
+                WidgetSpec {
+                    metric_name: format!("m{metric}"),
+                    aggregation,
+                    window_seconds: window,
+                    refresh_interval_seconds: f64::from(refresh) / 10.0,
+                    filter: host
+                        .map(|h| Tags::from([("host".to_string(), format!("h{h}"))]))
+                        .unwrap_or_default(),
+                    display_config: Default::default(),
+                    group_by: group_by.filter(|_| grouped).map(str::to_owned),
+                    top: top.filter(|_| grouped),
+                }
+            },
+        )
 }
 
 fn value_strategy() -> impl Strategy<Value = f64> {
@@ -63,7 +77,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), spec_strategy()).prop_map(|(i, s)| Op::Update(i, s)),
         1 => any::<usize>().prop_map(Op::Remove),
         6 => prop::collection::vec(
-            (0..3usize, prop::option::of(0..3usize), value_strategy(), -40_000i64..7_000),
+            (0..3usize, prop::option::of(0..5usize), value_strategy(), -40_000i64..7_000),
             0..40
         )
         .prop_map(Op::Apply),
@@ -77,6 +91,8 @@ struct OracleQuery {
     widgets: u32,
     percentile_widgets: u32,
     histogram_since: u64,
+    /// A split's parts: tag value to the index (in `Oracle::events`) of its first event.
+    parts: HashMap<String, usize>,
 }
 
 /// Keeps every accepted event with the sequence number of the batch that brought it.
@@ -108,6 +124,7 @@ impl Oracle {
                 widgets: 0,
                 percentile_widgets: 0,
                 histogram_since: seq,
+                parts: HashMap::new(),
             });
         q.widgets += 1;
         if spec.aggregation.is_percentile() {
@@ -132,28 +149,94 @@ impl Oracle {
         }
     }
 
-    fn expected(&self, w: &Widget) -> (Option<f64>, u64, Option<i64>, i64, f64) {
-        let spec = &w.spec;
+    /// The live events of `spec`'s query (of its part for `part`: tag value and first
+    /// event), as (batch, event).
+    fn live(&self, spec: &WidgetSpec, part: Option<(&str, usize)>) -> Vec<&(u64, MetricEvent)> {
         let key = QueryKey::of(spec);
         let q = &self.queries[&key];
         let geometry = WindowSpec::for_window(spec.window_seconds, SKEW_MS);
         let current = self.now.div_euclid(geometry.pane_ms);
-        let live: Vec<&(u64, MetricEvent)> = self
-            .events
+        self.events
             .iter()
-            .filter(|(seq, e)| {
+            .enumerate()
+            .filter(|(i, (seq, e))| {
                 *seq > q.since
                     && e.metric_name == spec.metric_name
                     && key.matches(&e.tags)
                     && e.event_time.div_euclid(geometry.pane_ms) > current - geometry.panes
+                    && part.is_none_or(|(value, first)| {
+                        *i >= first
+                            && spec
+                                .group_by
+                                .as_ref()
+                                .is_some_and(|by| e.tags.get(by).map(String::as_str) == Some(value))
+                    })
             })
+            .map(|(_, ev)| ev)
+            .collect()
+    }
+
+    /// A new event of a split query that its window counts: its part, made if there
+    /// is room.
+    fn part_event(&mut self, index: usize) {
+        let e = &self.events[index].1;
+        let seq = self.events[index].0;
+        for (key, q) in &mut self.queries {
+            let livedash_engine::Split::By(by) = &key.split else {
+                continue;
+            };
+            let geometry = WindowSpec::for_window(key.window_seconds, SKEW_MS);
+            let current = self.now.div_euclid(geometry.pane_ms);
+            let in_window = e.event_time.div_euclid(geometry.pane_ms) > current - geometry.panes;
+            if seq <= q.since
+                || *key.metric != *e.metric_name
+                || !key.matches(&e.tags)
+                || !in_window
+            {
+                continue;
+            }
+            let Some(value) = e.tags.get(&**by) else {
+                continue;
+            };
+            if !q.parts.contains_key(value) && q.parts.len() < MAX_PARTS {
+                q.parts.insert(value.clone(), index);
+            }
+        }
+    }
+
+    /// Drops the parts whose window emptied (as a refresh does).
+    fn prune_parts(&mut self) {
+        let specs: Vec<WidgetSpec> = self
+            .widgets
+            .iter()
+            .filter(|w| w.spec.group_by.is_some())
+            .map(|w| w.spec.clone())
             .collect();
+        for spec in specs {
+            let key = QueryKey::of(&spec);
+            let parts: Vec<(String, usize)> = self.queries[&key]
+                .parts
+                .iter()
+                .map(|(v, i)| (v.clone(), *i))
+                .collect();
+            for (value, first) in parts {
+                if self.live(&spec, Some((&value, first))).is_empty() {
+                    self.queries.get_mut(&key).unwrap().parts.remove(&value);
+                }
+            }
+        }
+    }
+
+    /// The value of `spec`'s aggregation over `live`, with the sum of magnitudes.
+    fn aggregate(&self, spec: &WidgetSpec, live: &[&(u64, MetricEvent)]) -> (Option<f64>, f64) {
+        let q = &self.queries[&QueryKey::of(spec)];
         let values: Vec<f64> = live.iter().map(|(_, e)| e.value).collect();
         let count = values.len() as u64;
-        let latest = live.iter().map(|(_, e)| e.event_time).max();
-        let window_end = (current + 1) * geometry.pane_ms;
         let abs_sum: f64 = values.iter().map(|v| v.abs()).sum();
-        let value = if spec.aggregation == Aggregation::Count {
+        let value = if matches!(
+            spec.aggregation,
+            Aggregation::Count | Aggregation::Histogram
+        ) {
             Some(count as f64)
         } else if values.is_empty() {
             None
@@ -164,11 +247,7 @@ impl Oracle {
                 Aggregation::Min => values.iter().copied().reduce(f64::min),
                 Aggregation::Max => values.iter().copied().reduce(f64::max),
                 agg => {
-                    let mut hv: Vec<f64> = live
-                        .iter()
-                        .filter(|(seq, _)| *seq > q.histogram_since)
-                        .map(|(_, e)| e.value)
-                        .collect();
+                    let mut hv = histogram_values(live, q.histogram_since);
                     if hv.is_empty() {
                         None
                     } else {
@@ -180,11 +259,131 @@ impl Oracle {
                 }
             }
         };
+        (value, abs_sum)
+    }
+
+    fn expected(&self, w: &Widget) -> (Option<f64>, u64, Option<i64>, i64, f64) {
+        let spec = &w.spec;
+        let geometry = WindowSpec::for_window(spec.window_seconds, SKEW_MS);
+        let current = self.now.div_euclid(geometry.pane_ms);
+        let live = self.live(spec, None);
+        let count = live.len() as u64;
+        let latest = live.iter().map(|(_, e)| e.event_time).max();
+        let window_end = (current + 1) * geometry.pane_ms;
+        let (value, abs_sum) = self.aggregate(spec, &live);
         (value, count, latest, window_end, abs_sum)
     }
 }
 
-fn check(shard: &mut Shard, oracle: &Oracle) -> Result<(), TestCaseError> {
+fn histogram_values(live: &[&(u64, MetricEvent)], since: u64) -> Vec<f64> {
+    live.iter()
+        .filter(|(seq, _)| *seq > since)
+        .map(|(_, e)| e.value)
+        .collect()
+}
+
+/// How far a computed `aggregation` may be from the exact one.
+fn tolerance(aggregation: Aggregation, expected: f64, abs_sum: f64, count: u64) -> f64 {
+    match aggregation {
+        Aggregation::Sum => 1e-9 * (abs_sum + 1.0),
+        Aggregation::Avg => 1e-9 * (abs_sum + 1.0) / count.max(1) as f64,
+        a if a.is_percentile() => expected.abs() * BUCKET_RELATIVE_ERROR,
+        _ => 0.0,
+    }
+}
+
+/// A grouped widget's series and other total against the oracle's parts.
+fn check_series(w: &Widget, got: &WidgetValue, oracle: &Oracle) -> Result<(), TestCaseError> {
+    let spec = &w.spec;
+    let q = &oracle.queries[&QueryKey::of(spec)];
+    let (top, other) = got.series().expect("a grouped widget has series");
+    let mut expected: Vec<(String, f64, f64, u64)> = Vec::new();
+    for (value, first) in &q.parts {
+        let live = oracle.live(spec, Some((value, *first)));
+        if let (Some(v), abs_sum) = oracle.aggregate(spec, &live) {
+            expected.push((value.clone(), v, abs_sum, live.len() as u64));
+        }
+    }
+    prop_assert_eq!(top.len(), expected.len().min(spec.top_n()), "{:?}", spec);
+    prop_assert!(
+        top.windows(2).all(|p| p[0].1 >= p[1].1),
+        "largest first: {:?}",
+        top
+    );
+    for (tag, v) in top {
+        let Some((_, e, abs_sum, count)) = expected.iter().find(|p| p.0 == *tag) else {
+            return Err(TestCaseError::fail(format!("{tag} is no part: {spec:?}")));
+        };
+        let tol = tolerance(spec.aggregation, *e, *abs_sum, *count);
+        prop_assert!((v - e).abs() <= tol, "{}: got {} expected {}", tag, v, e);
+    }
+    // Nothing left out is clearly larger than the smallest reported.
+    if let Some(smallest) = top.last().map(|t| t.1) {
+        for (tag, e, abs_sum, count) in &expected {
+            let tol = tolerance(spec.aggregation, *e, *abs_sum, *count);
+            prop_assert!(
+                top.iter().any(|t| t.0 == *tag) || *e <= smallest + 2.0 * tol,
+                "{} ({}) left out of {:?}",
+                tag,
+                e,
+                top
+            );
+        }
+    }
+    if spec.aggregation.adds_up() {
+        let whole_live = oracle.live(spec, None);
+        let (whole, abs_sum) = oracle.aggregate(spec, &whole_live);
+        let in_top: u64 = top
+            .iter()
+            .map(|t| expected.iter().find(|p| p.0 == t.0).map_or(0, |p| p.3))
+            .sum();
+        if whole_live.len() as u64 == in_top {
+            prop_assert_eq!(other, None, "{:?}", spec);
+        } else {
+            let want = whole.unwrap_or(0.0) - top.iter().map(|t| t.1).sum::<f64>();
+            let got_other = other.expect("events outside the top");
+            prop_assert!(
+                (got_other - want).abs() <= 2e-9 * (abs_sum + 1.0),
+                "other: got {} expected {}",
+                got_other,
+                want
+            );
+        }
+    } else {
+        prop_assert_eq!(other, None);
+    }
+    Ok(())
+}
+
+/// A `histogram` widget's distribution against the values its histogram saw.
+fn check_distribution(w: &Widget, got: &WidgetValue, oracle: &Oracle) -> Result<(), TestCaseError> {
+    let q = &oracle.queries[&QueryKey::of(&w.spec)];
+    let live = oracle.live(&w.spec, None);
+    let hv = histogram_values(&live, q.histogram_since);
+    let Some(Detail::Distribution(d)) = got.detail.as_deref() else {
+        return Err(TestCaseError::fail("a histogram widget has a distribution"));
+    };
+    prop_assert_eq!(d.count, hv.len() as u64);
+    prop_assert_eq!(d.buckets.iter().map(|b| b.2).sum::<u64>(), d.count);
+    prop_assert!(d.buckets.len() <= BUCKETS);
+    for pair in d.buckets.windows(2) {
+        prop_assert!(pair[0].1 <= pair[1].0, "{:?}", d.buckets);
+    }
+    for &(lo, hi, n) in &d.buckets {
+        let inside = hv.iter().filter(|v| lo < **v && **v < hi).count() as u64;
+        let within = hv.iter().filter(|v| lo <= **v && **v <= hi).count() as u64;
+        prop_assert!(
+            lo <= hi && inside <= n && n <= within,
+            "{:?} {:?}",
+            d.buckets,
+            hv
+        );
+    }
+    Ok(())
+}
+
+fn check(shard: &mut Shard, oracle: &mut Oracle) -> Result<(), TestCaseError> {
+    oracle.prune_parts();
     for w in &oracle.widgets {
         let got = shard
             .value(&w.widget_id, oracle.now)
@@ -192,17 +391,18 @@ fn check(shard: &mut Shard, oracle: &Oracle) -> Result<(), TestCaseError> {
         let (value, count, latest, window_end, abs_sum) = oracle.expected(w);
         let agg = w.spec.aggregation;
         prop_assert_eq!(got.count, count, "count of {:?}", w.spec);
+        if w.spec.group_by.is_some() {
+            check_series(w, &got, oracle)?;
+        }
+        if agg == Aggregation::Histogram {
+            check_distribution(w, &got, oracle)?;
+        }
         prop_assert_eq!(got.latest_event_time, latest);
         prop_assert_eq!(got.window_end, window_end);
         match (got.value, value) {
             (None, None) => {}
             (Some(g), Some(e)) => {
-                let tolerance = match agg {
-                    Aggregation::Sum => 1e-9 * (abs_sum + 1.0),
-                    Aggregation::Avg => 1e-9 * (abs_sum + 1.0) / count as f64,
-                    a if a.is_percentile() => e.abs() * BUCKET_RELATIVE_ERROR,
-                    _ => 0.0,
-                };
+                let tolerance = tolerance(agg, e, abs_sum, count);
                 prop_assert!(
                     (g - e).abs() <= tolerance,
                     "{}: got {} expected {} ({:?})",
@@ -231,6 +431,8 @@ fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
         history_len: 4,
         min_horizon_ms: 0,
         spread_ticks: true,
+        max_group_values: MAX_PARTS,
+        distribution_buckets: BUCKETS,
     };
     let mut shard = Shard::new(config);
     let mut oracle = Oracle {
@@ -274,7 +476,7 @@ fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
                             .map(|h| {
                                 Tags::from([
                                     ("host".into(), format!("h{h}")),
-                                    ("dc".into(), "x".into()),
+                                    ("dc".into(), format!("d{}", h % 2)),
                                 ])
                             })
                             .unwrap_or_default(),
@@ -291,15 +493,12 @@ fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
                         expected_rejections.push((i, Rejection::TooFarAhead));
                     } else {
                         oracle.events.push((oracle.seq, e));
+                        oracle.part_event(oracle.events.len() - 1);
                     }
                 }
                 prop_assert_eq!(&outcome.rejected, &expected_rejections);
             }
-            Op::Advance(ms) => {
-                oracle.now += ms;
-                let keep_from = oracle.now - 40_000;
-                oracle.events.retain(|(_, e)| e.event_time >= keep_from);
-            }
+            Op::Advance(ms) => oracle.now += ms,
             Op::Tick => {
                 for update in shard.tick(oracle.now) {
                     let w = oracle
@@ -311,7 +510,7 @@ fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
                 }
             }
         }
-        check(&mut shard, &oracle)?;
+        check(&mut shard, &mut oracle)?;
     }
     Ok(())
 }
@@ -347,6 +546,8 @@ fn long_run_matches_oracle() {
                 refresh_interval_seconds: 1.0,
                 filter: Tags::new(),
                 display_config: Default::default(),
+                group_by: None,
+                top: None,
             }));
         }
     }

@@ -1,18 +1,24 @@
 //! The JSON messages of a dashboard stream, as the browser receives them, each encoded
 //! once as a complete WebSocket frame.
 
-use livedash_engine::shard::WidgetValue;
-use livedash_engine::{Dashboard, HistoryPoint};
+use std::sync::Arc;
+
+use livedash_engine::shard::{WidgetValue, serialize_reading};
+use livedash_engine::{Dashboard, Detail, HistoryPoint};
 use serde::Serialize;
+use serde::ser::{SerializeStruct, Serializer};
 use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use uuid::Uuid;
 
-/// One widget's value in an `update` frame.
-#[derive(Debug, Clone, Serialize)]
+/// One widget's value in an `update` frame: `value` (a number, or a `histogram`
+/// widget's distribution), `series` and `other` for a grouped widget, and the window's
+/// end, newest event and staleness.
+#[derive(Debug, Clone)]
 pub struct WidgetUpdate {
     pub widget_id: Uuid,
     pub value: Option<f64>,
+    pub detail: Option<Arc<Detail>>,
     pub window_end: i64,
     pub latest_event_time: Option<i64>,
     pub stale: bool,
@@ -23,6 +29,7 @@ impl WidgetUpdate {
         Self {
             widget_id: v.widget_id,
             value: v.value,
+            detail: v.detail.clone(),
             window_end: v.window_end,
             latest_event_time: v.latest_event_time,
             stale,
@@ -30,12 +37,29 @@ impl WidgetUpdate {
     }
 }
 
-/// One widget in the `snapshot` frame: its value now and its recent history.
+impl Serialize for WidgetUpdate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("WidgetUpdate", 7)?;
+        st.serialize_field("widget_id", &self.widget_id)?;
+        serialize_reading(&mut st, self.value, self.detail.as_deref())?;
+        st.serialize_field("window_end", &self.window_end)?;
+        st.serialize_field("latest_event_time", &self.latest_event_time)?;
+        st.serialize_field("stale", &self.stale)?;
+        st.end()
+    }
+}
+
+/// One widget in the `snapshot` frame: its value now and its recent history; for
+/// grouped and `histogram` widgets also the recent series or distributions, as
+/// `detail_history: [[window_end, {"series": {...}, "other": n} or {"count": n,
+/// "buckets": [...]}], ...]`, oldest first.
 #[derive(Debug, Clone, Serialize)]
 pub struct WidgetSnapshot {
     #[serde(flatten)]
     pub current: WidgetUpdate,
     pub history: Vec<HistoryPoint>,
+    #[serde(rename = "detail_history", skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<(i64, Arc<Detail>)>,
 }
 
 /// A widget of the dashboard this node has no value for, and why.

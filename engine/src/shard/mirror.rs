@@ -4,7 +4,7 @@
 
 use super::Shard;
 use crate::model::MetricEvent;
-use crate::query::QueryKey;
+use crate::query::{QueryKey, Split};
 use crate::window::InsertOutcome;
 use crate::window::{PaneChanges, PaneState, SlidingWindow};
 
@@ -48,16 +48,40 @@ impl Shard {
         out
     }
 
-    /// Makes the next `mirror_changes` of the queries `wanted` picks send every live pane.
+    /// Makes the next `mirror_changes` of the queries `wanted` picks (and of the parts
+    /// of the splits it picks) send every live pane.
     pub fn forget_mirror(&mut self, mut wanted: impl FnMut(&QueryKey) -> bool) {
-        for q in self.queries.iter_mut().filter(|q| wanted(&q.key)) {
-            q.window.forget_mirror();
+        for q in self.queries.iter_mut() {
+            let picked = match q.key.whole() {
+                Some((whole, _)) => wanted(&whole),
+                None => wanted(&q.key),
+            };
+            if picked {
+                q.window.forget_mirror();
+            }
         }
     }
 
-    /// The keys of every live query.
+    /// The keys of every live query that widgets use (not the parts of splits: their
+    /// split makes them).
     pub fn query_keys(&mut self) -> Vec<QueryKey> {
-        self.queries.iter_mut().map(|q| q.key.clone()).collect()
+        self.queries
+            .iter_mut()
+            .filter(|q| q.key.whole().is_none())
+            .map(|q| q.key.clone())
+            .collect()
+    }
+
+    /// Of the stored query ids `stored`, the keys of parts whose split is here: to
+    /// restore with `restore_query`, which makes them.
+    pub fn stored_parts<'a>(&mut self, stored: impl Iterator<Item = &'a str>) -> Vec<QueryKey> {
+        stored
+            .filter_map(QueryKey::from_stable_id)
+            .filter(|k| {
+                k.whole()
+                    .is_some_and(|(whole, _)| self.queries.find_mut(&whole).is_some())
+            })
+            .collect()
     }
 
     /// True when a widget uses the query `key` here.
@@ -75,23 +99,29 @@ impl Shard {
         now_ms: i64,
     ) -> Option<usize> {
         let now = self.now(now_ms);
-        let q = self.queries.find_mut(key)?;
-        q.window.advance(now);
+        let id = self.queries.id_of(key)?;
+        let split = matches!(key.split, Split::By(_));
         let mut counted = 0;
         for ev in events {
-            if *ev.metric_name == *key.metric
-                && key.matches(&ev.tags)
-                && q.window.insert(ev.event_time, ev.value) == InsertOutcome::Counted
-            {
+            if *ev.metric_name != *key.metric || !key.matches(&ev.tags) {
+                continue;
+            }
+            let q = self.queries.get_mut(id)?;
+            q.window.advance(now);
+            if q.window.insert(ev.event_time, ev.value) == InsertOutcome::Counted {
                 counted += 1;
+                if split {
+                    self.queries
+                        .insert_part(id, &ev.tags, ev.event_time, ev.value);
+                }
             }
         }
         Some(counted)
     }
 
     /// Replaces the window of query `key` with one loaded from `panes` (those still in
-    /// the window at the shard's clock). Returns the panes loaded, or `None` when no
-    /// widget uses that query here.
+    /// the window at the shard's clock); a part of a split here is made first. Returns
+    /// the panes loaded, or `None` when no widget uses that query here.
     pub fn restore_query(
         &mut self,
         key: &QueryKey,
@@ -100,6 +130,9 @@ impl Shard {
         now_ms: i64,
     ) -> Option<usize> {
         let now = self.now(now_ms);
+        if self.queries.find_mut(key).is_none() {
+            self.queries.part_of_key(key)?;
+        }
         let q = self.queries.find_mut(key)?;
         let mut window = SlidingWindow::new(q.window.spec(), now, q.window.has_histogram());
         let loaded = window.restore(latest, panes);
@@ -116,22 +149,31 @@ mod tests {
     use crate::model::{Aggregation, MetricEvent, Tags, Widget, WidgetSpec};
     use crate::shard::ShardConfig;
 
+    /// Every aggregation on metrics `a` and `b`, plain and (but `histogram`) grouped by
+    /// host.
     fn widgets() -> Vec<Widget> {
         let mut out = Vec::new();
         for (i, agg) in Aggregation::ALL.into_iter().enumerate() {
             for (j, metric) in ["a", "b"].into_iter().enumerate() {
-                out.push(Widget::new(
-                    Uuid::from_u128((i * 2 + j + 1) as u128),
-                    Uuid::nil(),
-                    WidgetSpec {
-                        metric_name: metric.into(),
-                        aggregation: agg,
-                        window_seconds: 30,
-                        refresh_interval_seconds: 1.0,
-                        filter: Tags::new(),
-                        display_config: Default::default(),
-                    },
-                ));
+                for grouped in [false, true] {
+                    if grouped && agg == Aggregation::Histogram {
+                        continue;
+                    }
+                    out.push(Widget::new(
+                        Uuid::from_u128((i * 4 + j * 2 + usize::from(grouped) + 1) as u128),
+                        Uuid::nil(),
+                        WidgetSpec {
+                            metric_name: metric.into(),
+                            aggregation: agg,
+                            window_seconds: 30,
+                            refresh_interval_seconds: 1.0,
+                            filter: Tags::new(),
+                            display_config: Default::default(),
+                            group_by: grouped.then(|| "host".into()),
+                            top: grouped.then_some(2),
+                        },
+                    ));
+                }
             }
         }
         out
@@ -157,7 +199,7 @@ mod tests {
                 .map(|i| MetricEvent {
                     metric_name: if i % 3 == 0 { "b" } else { "a" }.into(),
                     value: ((t / 100 + i) % 37) as f64 * 0.5 - 3.0,
-                    tags: Tags::new(),
+                    tags: Tags::from([("host".into(), format!("h{}", (t / 400 + i) % 4))]),
                     event_time: t - (i * 700) % 9_000,
                 })
                 .collect()
@@ -205,9 +247,13 @@ mod tests {
         b.retain(|v| second.widget(&v.widget_id).unwrap().spec.metric_name == "a");
         a.sort_by_key(|v| v.widget_id);
         b.sort_by_key(|v| v.widget_id);
-        assert_eq!(a.len(), Aggregation::ALL.len());
+        assert_eq!(a.len(), Aggregation::ALL.len() * 2 - 1);
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.value, y.value, "{:?}", first.widget(&x.widget_id));
+            assert_eq!(x.detail, y.detail, "{:?}", first.widget(&x.widget_id));
+            let spec = &first.widget(&x.widget_id).unwrap().spec;
+            let detailed = spec.group_by.is_some() || spec.aggregation == Aggregation::Histogram;
+            assert_eq!(x.detail.is_some(), detailed, "{spec:?}");
         }
     }
 }

@@ -17,6 +17,8 @@ fn widget(metric: &str, agg: Aggregation, window: u64, refresh: f64) -> Widget {
             refresh_interval_seconds: refresh,
             filter: Tags::new(),
             display_config: Default::default(),
+            group_by: None,
+            top: None,
         },
     )
 }

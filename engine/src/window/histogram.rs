@@ -487,6 +487,38 @@ impl Histogram {
         store.walk_up(rank).map(|i| Spot::Bucket(negative, i))
     }
 
+    /// The non-empty buckets, in value order, as `(lower, upper, count)`. The lowest
+    /// bucket of a store that merged small magnitudes under its floor reaches down to 0.
+    pub fn buckets(&self) -> Vec<(f64, f64, u64)> {
+        let bounds = |store: &DenseStore, i: usize| {
+            let key = store.offset + i as u32;
+            let lo = if store.floor > 0 && key <= store.floor {
+                0.0
+            } else {
+                f64::from_bits(u64::from(key) << SHIFT)
+            };
+            let hi = f64::from_bits(u64::from(key + 1) << SHIFT);
+            (lo, if hi.is_finite() { hi } else { f64::MAX })
+        };
+        let mut out = Vec::new();
+        for (i, &c) in self.negative.counts.iter().enumerate().rev() {
+            if c > 0 {
+                let (lo, hi) = bounds(&self.negative, i);
+                out.push((-hi, -lo, c));
+            }
+        }
+        if self.zeros > 0 {
+            out.push((0.0, 0.0, self.zeros));
+        }
+        for (i, &c) in self.positive.counts.iter().enumerate() {
+            if c > 0 {
+                let (lo, hi) = bounds(&self.positive, i);
+                out.push((lo, hi, c));
+            }
+        }
+        out
+    }
+
     /// Heap bytes held (stores plus pane lists).
     pub fn heap_bytes(&self) -> usize {
         self.positive.heap_bytes()

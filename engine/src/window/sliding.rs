@@ -10,6 +10,7 @@
 //! tracks extremes, one that only feeds max widgets never keeps a running sum.
 
 use super::compensated::CompensatedSum;
+use super::distribution::Distribution;
 use super::histogram::Histogram;
 use super::pane::Pane;
 use super::spec::WindowSpec;
@@ -482,10 +483,11 @@ impl SlidingWindow {
     }
 
     /// The value of `aggregation` over the window; `None` for an empty window (and for a
-    /// percentile without a histogram), except `count`, which is 0. Only min, max and the
-    /// percentiles read the fold (and start keeping it up to date).
+    /// percentile without a histogram), except `count`, which is 0. A `histogram` has no
+    /// one number: its value is the count (`distribution` reports the rest). Only min,
+    /// max and the percentiles read the fold (and start keeping it up to date).
     pub fn value(&mut self, aggregation: Aggregation) -> Option<f64> {
-        if aggregation == Aggregation::Count {
+        if matches!(aggregation, Aggregation::Count | Aggregation::Histogram) {
             return Some(self.count as f64);
         }
         if self.count == 0 {
@@ -496,7 +498,7 @@ impl SlidingWindow {
             Aggregation::Avg => self.sum().map(|s| s / self.count as f64),
             Aggregation::Min => Some(self.fold().min),
             Aggregation::Max => Some(self.fold().max),
-            Aggregation::Count => Some(self.count as f64),
+            Aggregation::Count | Aggregation::Histogram => Some(self.count as f64),
             Aggregation::P50 | Aggregation::P90 | Aggregation::P95 | Aggregation::P99 => {
                 let q = aggregation.quantile()?;
                 let v = self.histogram.as_mut()?.quantile(q)?;
@@ -505,6 +507,22 @@ impl SlidingWindow {
                 Some(v.clamp(fold.min, fold.max))
             }
         }
+    }
+
+    /// The window's distribution in at most `max_buckets` buckets, its outermost bounds
+    /// the exact minimum and maximum; `None` without a histogram.
+    pub fn distribution(&mut self, max_buckets: usize) -> Option<Distribution> {
+        let mut buckets = self.histogram.as_ref()?.buckets();
+        if self.count > 0 {
+            let fold = self.fold();
+            if let Some(first) = buckets.first_mut() {
+                first.0 = first.0.max(fold.min).min(first.1);
+            }
+            if let Some(last) = buckets.last_mut() {
+                last.1 = last.1.min(fold.max).max(last.0);
+            }
+        }
+        Some(Distribution::merged(buckets, max_buckets))
     }
 
     /// Heap bytes held by this window (ring plus histogram).

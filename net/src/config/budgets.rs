@@ -3,7 +3,10 @@
 //! variable and a TOML key like any other setting.
 
 use clap::Args;
-use livedash_engine::limits::DEFAULT_HISTOGRAM_BUCKETS;
+use livedash_engine::limits::{
+    DEFAULT_DISTRIBUTION_BUCKETS, DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_MAX_GROUP_VALUES,
+    MAX_DISTRIBUTION_BUCKETS,
+};
 
 use super::ConfigError;
 
@@ -67,6 +70,14 @@ pub struct Budgets {
     /// the smallest into the lowest bucket kept, until they leave the window.
     #[arg(long, env = "LIVEDASH_MAX_HISTOGRAM_BUCKETS", value_name = "N", default_value_t = DEFAULT_HISTOGRAM_BUCKETS)]
     pub max_histogram_buckets: usize,
+    /// Most tag values the query of a grouped widget (`group_by`) splits its window into,
+    /// each a sliding window of its own; events of further values count in the whole
+    /// (and `other`) only, and in `/stats` as `group_values_refused`.
+    #[arg(long, env = "LIVEDASH_MAX_GROUP_VALUES", value_name = "N", default_value_t = DEFAULT_MAX_GROUP_VALUES)]
+    pub max_group_values: usize,
+    /// Most buckets a `histogram` widget reports; more are merged evenly.
+    #[arg(long, env = "LIVEDASH_HISTOGRAM_WIDGET_BUCKETS", value_name = "N", default_value_t = DEFAULT_DISTRIBUTION_BUCKETS)]
+    pub histogram_widget_buckets: usize,
     /// Bytes read from a stream's client per keep-alive sweep (pongs, pings, a close);
     /// more waits in the kernel for the next sweep.
     #[arg(long, env = "LIVEDASH_STREAM_READ_BYTES", value_name = "BYTES", default_value_t = 64 * 1024)]
@@ -95,6 +106,14 @@ impl Budgets {
         at_least("max_queries", self.max_queries, 1)?;
         at_least("max_metric_names", self.max_metric_names, 1)?;
         at_least("max_histogram_buckets", self.max_histogram_buckets, 64)?;
+        at_least("max_group_values", self.max_group_values, 1)?;
+        at_least("histogram_widget_buckets", self.histogram_widget_buckets, 1)?;
+        if self.histogram_widget_buckets > MAX_DISTRIBUTION_BUCKETS {
+            return Err(ConfigError::Invalid {
+                key: "histogram_widget_buckets",
+                reason: format!("must be at most {MAX_DISTRIBUTION_BUCKETS}"),
+            });
+        }
         at_least("stream_read_bytes", self.stream_read_bytes, 1024)?;
         at_least("max_queued_bytes", self.max_queued_bytes, 64 * 1024)
     }

@@ -347,6 +347,8 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                         history_len: config.history_len,
                         min_horizon_ms: horizon_ms,
                         spread_ticks: config.spread_ticks,
+                        max_group_values: config.budgets.max_group_values,
+                        distribution_buckets: config.budgets.histogram_widget_buckets,
                     });
                     let now = now_ms();
                     for widget in owned_widgets(&dashboards, id, owners) {

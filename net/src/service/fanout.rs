@@ -99,6 +99,7 @@ mod tests {
             window_end: 0,
             latest_event_time: None,
             count: 1,
+            detail: None,
         }
     }
 

@@ -436,6 +436,7 @@ pub async fn snapshot(svc: &Rc<Services>, dashboard: &Dashboard) -> Result<Bytes
             widgets.push(WidgetSnapshot {
                 current: WidgetUpdate::of(&state.value, state.stale),
                 history: state.history,
+                details: state.details,
             });
         }
         for (widget_id, partition) in read.not_owned {
@@ -489,6 +490,7 @@ fn remote_snapshot(
     Some(WidgetSnapshot {
         current: WidgetUpdate::of(&value, link.stale(partition, interval, now_ms())),
         history,
+        details: Vec::new(),
     })
 }
 

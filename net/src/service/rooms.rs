@@ -7,7 +7,6 @@ use std::rc::Rc;
 
 use hashbrown::{HashMap, HashSet};
 use livedash_engine::{Dashboard, HistoryPoint, Placement, Widget, WidgetValue};
-use livedash_replication::redis::values::StoredValue;
 use tungstenite::Bytes;
 use uuid::Uuid;
 

@@ -27,6 +27,8 @@ pub struct ShardStats {
     pub refused: Refusals,
     pub widgets: usize,
     pub queries: usize,
+    /// Events of grouped widgets past their query's `max_group_values` tag values.
+    pub group_values_refused: u64,
     /// Widget values computed by refreshes.
     pub values_computed: u64,
     /// Dashboards this shard streams (one subscription each to their widgets' owners).
@@ -100,6 +102,7 @@ impl ShardCall for Stats {
             refused: svc.ingest.refusals.get(),
             widgets: engine.widget_count(),
             queries: engine.query_count(),
+            group_values_refused: engine.group_values_refused(),
             values_computed: st.values_computed,
             streamed_dashboards: hub.rooms(),
             shortest_window_ms: shortest_window_ms(&engine),

@@ -2,8 +2,9 @@
 //! their values for snapshots (one value for the API, values with history for streams).
 
 use std::rc::Rc;
+use std::sync::Arc;
 
-use livedash_engine::{HistoryPoint, WidgetValue};
+use livedash_engine::{Detail, HistoryPoint, WidgetValue};
 use uuid::Uuid;
 
 use super::Services;
@@ -69,6 +70,7 @@ pub struct WidgetState {
     pub value: WidgetValue,
     pub stale: bool,
     pub history: Vec<HistoryPoint>,
+    pub details: Vec<(i64, Arc<Detail>)>,
 }
 
 /// The states of widgets an owner shard read, and the widgets whose partition another
@@ -106,6 +108,10 @@ impl ShardCall for ReadStates {
                 history: engine
                     .history(&id)
                     .map(|h| h.iter().copied().collect())
+                    .unwrap_or_default(),
+                details: engine
+                    .detail_history(&id)
+                    .map(|h| h.iter().cloned().collect())
                     .unwrap_or_default(),
             });
         }

@@ -10,7 +10,7 @@ fn window(secs: u64, now: i64) -> SlidingWindow {
 fn empty_window_has_no_value_but_zero_count() {
     let mut w = window(60, 1_000_000);
     for agg in Aggregation::ALL {
-        let expect = if agg == Aggregation::Count {
+        let expect = if matches!(agg, Aggregation::Count | Aggregation::Histogram) {
             Some(0.0)
         } else {
             None

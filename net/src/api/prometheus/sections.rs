@@ -180,8 +180,13 @@ pub(super) fn aggregation(f: &mut Families, shards: &[ShardStats]) {
     );
     f.gauge(
         "queries",
-        "distinct queries (metric, filter, window) with window state",
+        "distinct queries (metric, filter, window), and the tag values of grouped ones, with window state",
         each(shards, |s| s.queries as f64),
+    );
+    f.counter(
+        "group_values_refused_total",
+        "events of grouped widgets whose tag value found its query at max_group_values (counted in the whole and other only)",
+        each(shards, |s| s.group_values_refused as f64),
     );
     f.gauge(
         "widgets",

@@ -1,7 +1,6 @@
 //! Cluster mode: the values of widgets other nodes own, as rooms keep them: read from
 //! Redis when a room opens (or after values were lost), and heard over Pub/Sub.
 
-use hashbrown::HashSet;
 use livedash_engine::{HistoryPoint, Widget, WidgetValue};
 use livedash_replication::redis::values::StoredValue;
 use uuid::Uuid;

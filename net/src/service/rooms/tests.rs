@@ -1,5 +1,6 @@
 use super::*;
 use livedash_engine::{Widget, WidgetSpec};
+use livedash_replication::redis::values::StoredValue;
 
 /// Two shards; metrics "a" and "b" land on different ones.
 const SHARDS: usize = 2;
@@ -43,6 +44,7 @@ fn value(widget: u128) -> WidgetValue {
         window_end: 1000,
         latest_event_time: Some(999),
         count: 1,
+        detail: None,
     }
 }
 
