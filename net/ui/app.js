@@ -1,5 +1,6 @@
-// livedash web UI: dashboard list, dashboard pages with live widgets over WebSocket,
-// widget editing and a drag-and-resize grid. No dependencies, no build step.
+// livedash web UI: dashboard pages with live widgets over WebSocket and a
+// drag-and-resize grid (charts.js draws, pages.js has the dashboard list, the widget
+// editor, export and import). No dependencies, no build step.
 'use strict';
 
 const $ = (sel, el = document) => el.querySelector(sel);
@@ -48,12 +49,7 @@ function setStatus(text, kind) {
   s.className = 'status' + (kind ? ' ' + kind : '');
 }
 
-function fmt(v, unit) {
-  if (v === null || v === undefined) return '–';
-  const abs = Math.abs(v);
-  const digits = abs >= 1000 ? 0 : abs >= 100 ? 1 : abs >= 1 ? 2 : 4;
-  return v.toLocaleString(undefined, { maximumFractionDigits: digits }) + (unit ? ' ' + unit : '');
-}
+const fmt = Charts.fmt;
 
 function level(v, cfg) {
   if (v === null || v === undefined) return '';
@@ -72,7 +68,10 @@ function route() {
   main.replaceChildren();
   $('#lag').textContent = '';
   const m = location.pathname.match(/^\/d\/([0-9a-fA-F-]{36})$/);
-  if (m) view = new DashboardView(m[1]);
+  // Kiosk mode (`?kiosk`): no editing, large type, for wall screens.
+  const kiosk = Boolean(m) && new URLSearchParams(location.search).has('kiosk');
+  document.body.classList.toggle('kiosk', kiosk);
+  if (m) view = new DashboardView(m[1], kiosk);
   else showList();
 }
 
@@ -90,61 +89,36 @@ document.addEventListener('click', (e) => {
 });
 window.addEventListener('popstate', route);
 
-// ---- dashboard list --------------------------------------------------------------------
-
-async function showList() {
-  $('#title').textContent = 'Dashboards';
-  setStatus('', '');
-  const error = h('p', { class: 'error', role: 'alert' });
-  const name = h('input', { name: 'name', required: true, maxlength: 200, autocomplete: 'off' });
-  const form = h('form', { class: 'row', onsubmit: async (e) => {
-    e.preventDefault();
-    try {
-      const d = await api('POST', '/dashboards', { name: name.value.trim(), layout: { items: {} }, widgets: [] });
-      go('/d/' + d.dashboard_id);
-    } catch (err) { error.textContent = err.message; }
-  } }, h('label', {}, 'New dashboard name', name), h('button', { class: 'primary', type: 'submit' }, 'Create dashboard'));
-  const list = h('ul', { class: 'list', 'aria-label': 'dashboards' });
-  main.replaceChildren(h('h1', {}, 'Dashboards'), form, error, list);
-  let dashboards;
-  try { dashboards = await api('GET', '/dashboards'); } catch (err) { error.textContent = err.message; return; }
-  if (dashboards.length === 0) list.append(h('li', { class: 'empty' }, 'No dashboards yet. Create one above.'));
-  for (const d of dashboards) {
-    list.append(h('li', {},
-      h('a', { href: '/d/' + d.dashboard_id, 'data-nav': true }, d.name),
-      h('span', { class: 'empty' }, d.widgets.length + ' widgets'),
-      h('button', { type: 'button', onclick: async () => {
-        const n = prompt('New name', d.name);
-        if (!n) return;
-        try { await api('PUT', '/dashboards/' + d.dashboard_id, { name: n.trim() }); showList(); } catch (err) { error.textContent = err.message; }
-      } }, 'Rename'),
-      h('button', { type: 'button', class: 'danger', onclick: async () => {
-        if (!confirm('Delete dashboard "' + d.name + '"?')) return;
-        try { await api('DELETE', '/dashboards/' + d.dashboard_id); showList(); } catch (err) { error.textContent = err.message; }
-      } }, 'Delete')));
-  }
-}
-
 // ---- one dashboard ---------------------------------------------------------------------
 
+// Points kept per line, and distributions per heatmap: what a chart shows is bounded, so
+// a page open for weeks holds as much as after its first minutes.
 const HISTORY_POINTS = 600;
+const HEAT_COLUMNS = 120;
 
 class DashboardView {
-  constructor(id) {
+  constructor(id, kiosk) {
     this.id = id;
+    this.kiosk = kiosk;
     this.dashboard = null;
-    this.values = new Map(); // widget_id -> {value, window_end, latest_event_time, stale, history}
-    this.cards = new Map(); // widget_id -> {el, body, render}
+    // widget_id -> {value, series, other, window_end, latest_event_time, stale, history,
+    // lines (tag value -> points, grouped widgets), dists (histogram widgets)}
+    this.values = new Map();
+    this.cards = new Map(); // widget_id -> {el, body, kind, widget, layout}
     this.dirty = new Set();
     this.closed = false;
     this.attempt = 0;
     this.live = false;
+    this.frames = 0;
     this.error = h('p', { class: 'error', role: 'alert' });
     this.grid = h('div', { class: 'grid' });
-    main.replaceChildren(h('div', { class: 'toolbar' },
+    const tools = kiosk ? [] : [h('div', { class: 'toolbar' },
       h('a', { href: '/', 'data-nav': true }, '← All dashboards'),
       h('button', { type: 'button', class: 'primary', onclick: () => this.editWidget(null) }, 'Add widget'),
-      h('button', { type: 'button', onclick: () => this.rename() }, 'Rename')), this.error, this.grid);
+      h('button', { type: 'button', onclick: () => this.rename() }, 'Rename'),
+      h('button', { type: 'button', onclick: () => this.exportJson() }, 'Export'),
+      h('a', { href: '/d/' + id + '?kiosk', class: 'kiosk-link' }, 'Kiosk mode'))];
+    main.replaceChildren(...tools, this.error, this.grid);
     this.onResize = () => this.markAll();
     window.addEventListener('resize', this.onResize);
     this.connect();
@@ -202,7 +176,10 @@ class DashboardView {
       setStatus('live', 'live');
       this.values.clear();
       for (const w of f.widgets) {
-        this.values.set(w.widget_id, { ...w, history: w.history.filter((p) => p[1] !== null).slice(-HISTORY_POINTS) });
+        const st = { ...w, history: w.history.filter((p) => p[1] !== null).slice(-HISTORY_POINTS), lines: new Map(), dists: [] };
+        delete st.detail_history;
+        for (const [t, d] of w.detail_history || []) keepDetail(st, t, d);
+        this.values.set(w.widget_id, st);
       }
       this.setDashboard(f.dashboard);
     } else if (f.type === 'dashboard') {
@@ -210,12 +187,16 @@ class DashboardView {
     } else if (f.type === 'update') {
       let newest = null;
       for (const w of f.widgets) {
-        const st = this.values.get(w.widget_id) || { history: [] };
+        const st = this.values.get(w.widget_id) || { history: [], lines: new Map(), dists: [] };
+        if (!('series' in w)) { st.series = undefined; st.other = undefined; }
         Object.assign(st, w);
-        if (w.value !== null) {
-          st.history.push([w.window_end, w.value]);
+        const number = typeof w.value === 'number' ? w.value : null;
+        if (number !== null) {
+          st.history.push([w.window_end, number]);
           if (st.history.length > HISTORY_POINTS) st.history.shift();
         }
+        if (w.series) keepDetail(st, w.window_end, { series: w.series, other: w.other });
+        else if (w.value && typeof w.value === 'object') keepDetail(st, w.window_end, w.value);
         this.values.set(w.widget_id, st);
         if (w.latest_event_time !== null) newest = Math.max(newest ?? 0, w.latest_event_time);
         this.mark(w.widget_id);
@@ -265,10 +246,18 @@ class DashboardView {
 
   card(w, l) {
     const cfg = w.display_config || {};
-    const kind = cfg.chart || 'stat';
+    const kind = cfg.chart || (w.aggregation === 'histogram' ? 'heatmap' : 'stat');
     const body = h('div', { class: 'body' });
+    const name = h('span', { class: 'name' }, this.widgetName(w));
+    if (this.kiosk) {
+      const el = h('section', { class: 'widget', 'data-widget': w.widget_id, 'data-kind': kind }, h('div', { class: 'head' }, name), body);
+      const card = { el, body, kind, widget: w, layout: l };
+      this.place(card);
+      this.cards.set(w.widget_id, card);
+      return el;
+    }
     const head = h('div', { class: 'head', tabindex: 0, 'aria-label': this.widgetName(w) + '; arrow keys move, shift and arrow keys resize' },
-      h('span', { class: 'name' }, this.widgetName(w)),
+      name,
       h('button', { type: 'button', 'aria-label': 'Edit ' + this.widgetName(w), onclick: () => this.editWidget(w) }, 'Edit'),
       h('button', { type: 'button', class: 'danger', 'aria-label': 'Remove ' + this.widgetName(w), onclick: () => this.removeWidget(w) }, '✕'));
     const el = h('section', { class: 'widget', 'data-widget': w.widget_id, 'data-kind': kind }, head, body, h('div', { class: 'resize', 'aria-hidden': 'true' }));
@@ -382,80 +371,6 @@ class DashboardView {
     catch (err) { this.error.textContent = err.message; }
   }
 
-  async editWidget(w) {
-    const dialog = $('#widget-dialog');
-    const form = $('#widget-form');
-    const err = $('#widget-error');
-    err.textContent = '';
-    form.reset();
-    // Fields that do not apply to the chart kind are hidden: a table lists the other
-    // widgets' values and has no metric of its own; min and max are a gauge's.
-    const kindFields = () => {
-      const kind = form.elements.chart.value;
-      for (const label of form.querySelectorAll('[data-for]')) {
-        const hide = (label.dataset.for === 'metric' && kind === 'table') || (label.dataset.for === 'gauge' && kind !== 'gauge');
-        label.hidden = hide;
-        for (const input of label.querySelectorAll('input, select')) input.disabled = hide;
-      }
-    };
-    form.elements.chart.onchange = kindFields;
-    form.oninput = () => { err.textContent = ''; };
-    $('#widget-dialog-title').textContent = w ? 'Edit widget' : 'Add widget';
-    if (w) {
-      const cfg = w.display_config || {};
-      const set = (n, v) => { if (v !== undefined && v !== null) form.elements[n].value = v; };
-      set('metric_name', w.metric_name); set('aggregation', w.aggregation);
-      set('window_seconds', w.window_seconds); set('refresh_interval_seconds', w.refresh_interval_seconds);
-      set('filter', Object.entries(w.filter || {}).map(([k, v]) => k + '=' + v).join(', '));
-      for (const k of ['chart', 'title', 'unit', 'color', 'warn', 'crit', 'min', 'max']) set(k, cfg[k]);
-    }
-    kindFields();
-    api('GET', '/api/metric-names').then((names) => {
-      $('#metric-names').replaceChildren(...names.map((n) => h('option', { value: n })));
-    }).catch(() => {});
-    form.onsubmit = async (e) => {
-      e.preventDefault();
-      err.textContent = '';
-      const v = (n) => form.elements[n].value.trim();
-      const num = (n) => (v(n) === '' ? undefined : Number(v(n)));
-      const kind = v('chart');
-      const problem = (() => {
-        if (kind !== 'table' && !/^[A-Za-z0-9_.:\/-]+$/.test(v('metric_name'))) return 'Metric: letters, digits and _ . : / - only';
-        const refresh = num('refresh_interval_seconds');
-        if (!(refresh >= 0.1 && refresh <= 3600)) return 'Refresh: from 0.1 to 3600 seconds';
-        const [warn, crit] = [num('warn'), num('crit')];
-        if (warn !== undefined && crit !== undefined && !(warn < crit)) return 'Warning at must be below Critical at';
-        if (kind === 'gauge' && !(num('min') < num('max'))) return 'Gauge min must be below Gauge max';
-        return null;
-      })();
-      if (problem) { err.textContent = problem; return; }
-      const filter = {};
-      for (const part of v('filter').split(',').map((s) => s.trim()).filter(Boolean)) {
-        const at = part.indexOf('=');
-        if (at < 1) { err.textContent = 'Tag filter entries are key=value, separated by commas'; return; }
-        filter[part.slice(0, at).trim()] = part.slice(at + 1).trim();
-      }
-      const display = { chart: v('chart'), color: v('color') };
-      if (v('title')) display.title = v('title');
-      if (v('unit')) display.unit = v('unit');
-      for (const k of kind === 'gauge' ? ['warn', 'crit', 'min', 'max'] : ['warn', 'crit']) if (num(k) !== undefined) display[k] = num(k);
-      const spec = kind === 'table'
-        ? { metric_name: TABLE_METRIC, aggregation: 'count', window_seconds: 60, refresh_interval_seconds: num('refresh_interval_seconds'), filter: {}, display_config: display }
-        : {
-          metric_name: v('metric_name'), aggregation: v('aggregation'),
-          window_seconds: Math.round(num('window_seconds')), refresh_interval_seconds: num('refresh_interval_seconds'),
-          filter, display_config: display,
-        };
-      const body = w ? { update: [{ widget_id: w.widget_id, ...spec }] } : { add: [spec] };
-      try {
-        this.setDashboard(await api('PATCH', '/dashboards/' + this.id + '/widgets', body));
-        dialog.close();
-      } catch (ex) { err.textContent = ex.message; }
-    };
-    $('#widget-cancel').onclick = () => dialog.close();
-    dialog.showModal();
-  }
-
   mark(id) {
     this.dirty.add(id);
     if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
@@ -467,6 +382,7 @@ class DashboardView {
 
   render() {
     this.frame = null;
+    this.frames++;
     for (const id of this.dirty) {
       const c = this.cards.get(id);
       if (c) this.renderCard(c);
@@ -477,19 +393,35 @@ class DashboardView {
   renderCard(c) {
     const w = c.widget;
     const cfg = w.display_config || {};
-    const st = this.values.get(w.widget_id) || { value: null, history: [] };
+    const st = this.values.get(w.widget_id) || { value: null, history: [], lines: new Map(), dists: [] };
     const stale = !this.live || st.stale === true;
     c.el.classList.toggle('stale', stale);
     let badge = c.el.querySelector('.badge');
     // In the header's flow, before its buttons: it never covers one.
     if (stale && !badge) c.el.querySelector('.name').after(badge = h('span', { class: 'badge' }, 'stale'));
     if (!stale && badge) badge.remove();
+    const number = typeof st.value === 'number' ? st.value : null;
     if (c.kind === 'line') return this.drawLine(c, st, cfg);
-    if (c.kind === 'gauge') return this.drawGauge(c, st, cfg);
+    if (c.kind === 'heatmap') return this.drawHeatmap(c, st, cfg);
+    if (c.kind === 'bars') {
+      const { g, w: width, h: height } = this.canvas(c);
+      const series = st.series || {};
+      Charts.releaseColours(c.colours || new Map(), new Set(Object.keys(series)));
+      for (const name of Object.keys(series).sort()) this.colour(c, name);
+      const entries = Object.entries(series).map(([name, value]) => ({ name, value, colour: this.colour(c, name) }));
+      if (typeof st.other === 'number') entries.push({ name: 'other', value: st.other, colour: 'gray' });
+      c.cv.setAttribute('aria-label', this.widgetName(w) + ': ' + entries.map((e) => e.name + ' ' + fmt(e.value, cfg.unit)).join(', '));
+      return Charts.bars(g, { w: width, h: height }, entries, cfg, this.frames);
+    }
+    if (c.kind === 'gauge') {
+      const { g, w: width, h: height } = this.canvas(c);
+      c.cv.setAttribute('aria-label', this.widgetName(w) + ': ' + fmt(number, cfg.unit));
+      return Charts.gauge(g, { w: width, h: height }, number, cfg, this.frames, level(number, cfg));
+    }
     if (c.kind === 'table') {
       const rows = this.dashboard.widgets.filter((x) => (x.display_config || {}).chart !== 'table').map((x) => {
         const s = this.values.get(x.widget_id);
-        const val = s ? s.value : null;
+        const val = s && typeof s.value === 'number' ? s.value : null;
         return h('tr', {}, h('td', {}, this.widgetName(x)), h('td', { class: 'v ' + level(val, x.display_config || {}) }, fmt(val, (x.display_config || {}).unit)));
       });
       c.body.replaceChildren(h('table', {}, h('tbody', {}, rows)));
@@ -497,76 +429,124 @@ class DashboardView {
     }
     let out = c.body.querySelector('.stat');
     if (!out) c.body.replaceChildren(out = h('output', { class: 'stat', 'aria-live': 'off' }));
-    out.className = 'stat ' + level(st.value, cfg);
-    out.replaceChildren(...(cfg.unit ? [fmt(st.value), ' ', h('small', {}, cfg.unit)] : [fmt(st.value)]));
-    if (!level(st.value, cfg)) out.style.color = cfg.color || '';
+    out.className = 'stat ' + level(number, cfg);
+    out.replaceChildren(...(cfg.unit ? [fmt(number), ' ', h('small', {}, cfg.unit)] : [fmt(number)]));
+    if (!level(number, cfg)) out.style.color = cfg.color || '';
     else out.style.color = '';
   }
 
-  canvas(c) {
-    let cv = c.body.querySelector('canvas');
-    if (!cv) c.body.replaceChildren(cv = h('canvas', { role: 'img' }));
-    const r = c.body.getBoundingClientRect();
+  // The card's canvas, sized to its body (and the legend and read-out elements of
+  // charts that have them), cleared.
+  canvas(c, withLegend) {
+    if (!c.cv) {
+      c.cv = h('canvas', { role: 'img' });
+      c.plot = h('div', { class: 'plot' }, c.cv);
+      c.tip = h('div', { class: 'tip', role: 'status', hidden: true });
+      c.legend = h('ul', { class: 'legend', 'aria-label': 'legend' });
+      c.body.replaceChildren(c.plot, c.tip);
+      c.cv.addEventListener('pointermove', (e) => {
+        const r = c.cv.getBoundingClientRect();
+        c.hover = { x: e.clientX - r.left, y: e.clientY - r.top };
+        this.mark(c.widget.widget_id);
+      });
+      c.cv.addEventListener('pointerleave', () => { c.hover = null; this.mark(c.widget.widget_id); });
+    }
+    if (withLegend && !c.legend.isConnected) c.body.append(c.legend);
+    if (!withLegend && c.legend.isConnected) c.legend.remove();
+    const r = c.plot.getBoundingClientRect();
     const dpr = window.devicePixelRatio || 1;
     const W = Math.max(1, Math.floor(r.width * dpr)), H = Math.max(1, Math.floor(r.height * dpr));
-    if (cv.width !== W || cv.height !== H) { cv.width = W; cv.height = H; }
-    const g = cv.getContext('2d');
+    if (c.cv.width !== W || c.cv.height !== H) { c.cv.width = W; c.cv.height = H; }
+    const g = c.cv.getContext('2d');
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
     g.clearRect(0, 0, r.width, r.height);
-    return { cv, g, w: r.width, h: r.height };
+    return { g, w: r.width, h: r.height };
+  }
+
+  colour(c, name) {
+    c.colours = c.colours || new Map();
+    return Charts.seriesColour(c.colours, name);
+  }
+
+  // The hover read-out, beside the pointer.
+  showTip(c, lines) {
+    if (!lines) { c.tip.hidden = true; return; }
+    c.tip.replaceChildren(...lines.map((l) => h('div', {}, l)));
+    c.tip.hidden = false;
+    const x = c.hover.x + 12, room = c.plot.clientWidth - c.tip.offsetWidth - 4;
+    c.tip.style.left = Math.max(0, x > room ? c.hover.x - c.tip.offsetWidth - 12 : x) + 'px';
+    c.tip.style.top = Math.max(0, c.hover.y - 10) + 'px';
   }
 
   drawLine(c, st, cfg) {
-    const { cv, g, w, h: ht } = this.canvas(c);
-    const pts = st.history;
-    cv.setAttribute('aria-label', this.widgetName(c.widget) + ': ' + fmt(st.value, cfg.unit));
-    g.font = '12px system-ui, sans-serif';
-    g.fillStyle = '#4a5260';
-    if (pts.length === 0) { g.fillText('no data yet', 8, 18); return; }
-    let lo = Infinity, hi = -Infinity;
-    for (const p of pts) { lo = Math.min(lo, p[1]); hi = Math.max(hi, p[1]); }
-    for (const t of [cfg.warn, cfg.crit]) if (t !== undefined) { lo = Math.min(lo, t); hi = Math.max(hi, t); }
-    if (hi === lo) { hi += 1; lo -= 1; }
-    const t0 = pts[0][0], t1 = Math.max(pts[pts.length - 1][0], t0 + 1);
-    const pad = 6, top = 18;
-    const X = (t) => pad + (w - 2 * pad) * (t - t0) / (t1 - t0);
-    const Y = (v) => top + (ht - top - pad) * (1 - (v - lo) / (hi - lo));
-    for (const [t, col] of [[cfg.warn, '#9a5b00'], [cfg.crit, '#b3261e']]) {
-      if (t === undefined) continue;
-      g.strokeStyle = col; g.setLineDash([4, 4]); g.beginPath(); g.moveTo(pad, Y(t)); g.lineTo(w - pad, Y(t)); g.stroke();
+    const grouped = Boolean(c.widget.group_by);
+    if (grouped) Charts.releaseColours(c.colours || new Map(), new Set(st.lines.keys()));
+    // Names in order, so that colours are given alike on every page.
+    const lines = grouped
+      ? [...st.lines.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([name, points]) => ({ name, colour: this.colour(c, name), points }))
+      : [{ name: c.widget.metric_name, colour: cfg.color || getComputedStyle(document.documentElement).getPropertyValue('--accent').trim(), points: st.history }];
+    // Largest now first, in the legend as in the read-out.
+    const now = st.series || {};
+    if (grouped) lines.sort((a, b) => (now[b.name] ?? -Infinity) - (now[a.name] ?? -Infinity) || a.name.localeCompare(b.name));
+    const { g, w, h: ht } = this.canvas(c, grouped);
+    const found = Charts.line(g, { w, h: ht }, lines, cfg, this.frames, c.hover ? c.hover.x : null);
+    const current = typeof st.value === 'number' ? st.value : null;
+    c.cv.setAttribute('aria-label', this.widgetName(c.widget) + ': ' + (grouped ? lines.map((l) => l.name + ' ' + fmt(now[l.name], cfg.unit)).join(', ') : fmt(current, cfg.unit)));
+    if (grouped) {
+      const items = lines.map((l) => h('li', {}, h('span', { class: 'swatch', style: 'background:' + l.colour }), h('span', { class: 'key' }, l.name), h('span', { class: 'v' }, fmt(now[l.name], cfg.unit))));
+      if (typeof st.other === 'number') items.push(h('li', {}, h('span', { class: 'swatch other' }), h('span', { class: 'key' }, 'other'), h('span', { class: 'v' }, fmt(st.other, cfg.unit))));
+      c.legend.replaceChildren(...items);
     }
-    g.setLineDash([]);
-    g.strokeStyle = cfg.color || '#2f6fdb';
-    g.lineWidth = 2;
-    g.beginPath();
-    pts.forEach((p, i) => (i ? g.lineTo(X(p[0]), Y(p[1])) : g.moveTo(X(p[0]), Y(p[1]))));
-    g.stroke();
-    g.fillStyle = '#15181d';
-    g.fillText(fmt(st.value, cfg.unit), pad, 13);
-    g.fillStyle = '#4a5260';
-    const range = fmt(lo) + ' – ' + fmt(hi);
-    g.fillText(range, w - pad - g.measureText(range).width, 13);
+    this.showTip(c, found && [Charts.clock(found.time, true), ...found.rows.map((r) => (grouped ? r.name + ': ' : '') + fmt(r.value, cfg.unit))]);
   }
 
-  drawGauge(c, st, cfg) {
-    const { cv, g, w, h: ht } = this.canvas(c);
-    const min = cfg.min ?? 0, max = cfg.max ?? 100;
-    const v = st.value;
-    cv.setAttribute('aria-label', this.widgetName(c.widget) + ': ' + fmt(v, cfg.unit));
-    const cx = w / 2, cy = ht * 0.78, r = Math.max(10, Math.min(w / 2, ht * 0.7) - 10);
-    const arc = (from, to, col) => { g.strokeStyle = col; g.beginPath(); g.arc(cx, cy, r, Math.PI + from * Math.PI, Math.PI + to * Math.PI); g.stroke(); };
-    const frac = (x) => Math.min(1, Math.max(0, (x - min) / (max - min || 1)));
-    g.lineWidth = Math.max(6, r / 5);
-    arc(0, 1, '#e3e6eb');
-    if (v !== null && v !== undefined) {
-      const lv = level(v, cfg);
-      arc(0, frac(v), lv === 'crit' ? '#b3261e' : lv === 'warn' ? '#9a5b00' : (cfg.color || '#2f6fdb'));
-    }
-    g.fillStyle = '#15181d';
-    g.font = '600 ' + Math.max(12, r / 3) + 'px system-ui, sans-serif';
-    const text = fmt(v, cfg.unit);
-    g.fillText(text, cx - g.measureText(text).width / 2, cy - 4);
+  drawHeatmap(c, st, cfg) {
+    const { g, w, h: ht } = this.canvas(c);
+    const found = Charts.heatmap(g, { w, h: ht }, st.dists, cfg, this.frames, c.hover);
+    const d = st.value && typeof st.value === 'object' ? st.value : null;
+    c.cv.setAttribute('aria-label', this.widgetName(c.widget) + ': ' + (d ? d.count + ' values in ' + d.buckets.length + ' buckets' : 'no data'));
+    this.showTip(c, found && [Charts.clock(found.time, true), fmt(found.lo) + ' – ' + fmt(found.hi, cfg.unit) + ': ' + found.count]);
+  }
+
+  exportJson() {
+    const d = this.dashboard;
+    const file = { livedash_dashboard: 1, name: d.name, layout: d.layout, widgets: d.widgets.map(({ dashboard_id, ...w }) => w) };
+    const a = h('a', { href: URL.createObjectURL(new Blob([JSON.stringify(file, null, 2)], { type: 'application/json' })), download: d.name.replace(/[^\w.-]+/g, '_') + '.json' });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
   }
 }
 
-route();
+// Keeps a grouped widget's series (one line per tag value) or a histogram widget's
+// distribution, at window end `t`: lines hold the last HISTORY_POINTS instants, and a
+// tag value without a point in them goes.
+function keepDetail(st, t, d) {
+  if (d.series) {
+    st.times = st.times || [];
+    if (st.times[st.times.length - 1] !== t) st.times.push(t);
+    for (const [name, v] of Object.entries(d.series)) {
+      let pts = st.lines.get(name);
+      if (!pts) st.lines.set(name, pts = []);
+      if (pts.length && pts[pts.length - 1][0] === t) pts[pts.length - 1][1] = v;
+      else pts.push([t, v]);
+    }
+    if (st.times.length > HISTORY_POINTS) {
+      const from = st.times[st.times.length - HISTORY_POINTS];
+      st.times.splice(0, st.times.length - HISTORY_POINTS);
+      for (const [name, pts] of st.lines) {
+        let drop = 0;
+        while (drop < pts.length && pts[drop][0] < from) drop++;
+        if (drop) pts.splice(0, drop);
+        if (pts.length === 0) st.lines.delete(name);
+      }
+    }
+  } else if (d.buckets) {
+    if (st.dists.length && st.dists[st.dists.length - 1][0] === t) st.dists[st.dists.length - 1][1] = d;
+    else st.dists.push([t, d]);
+    if (st.dists.length > HEAT_COLUMNS) st.dists.splice(0, st.dists.length - HEAT_COLUMNS);
+  }
+}
+
+

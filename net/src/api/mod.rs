@@ -197,6 +197,14 @@ pub async fn route(svc: &Rc<Services>, mut req: Request) -> Response {
             "text/javascript; charset=utf-8",
             ui::APP_JS,
         )),
+        ["assets", "charts.js"] => Ok(Response::asset(
+            "text/javascript; charset=utf-8",
+            ui::CHARTS_JS,
+        )),
+        ["assets", "pages.js"] => Ok(Response::asset(
+            "text/javascript; charset=utf-8",
+            ui::PAGES_JS,
+        )),
         ["assets", "app.css"] => Ok(Response::asset("text/css; charset=utf-8", ui::APP_CSS)),
         ["assets", other] => Err(ApiError::new(404, format!("no asset {other}"))),
         ["metrics"] => prometheus::handle(svc).await,
@@ -241,5 +249,7 @@ fn readiness(svc: &Services) -> Response {
 mod ui {
     pub const INDEX: &str = include_str!("../../ui/index.html");
     pub const APP_JS: &str = include_str!("../../ui/app.js");
+    pub const CHARTS_JS: &str = include_str!("../../ui/charts.js");
+    pub const PAGES_JS: &str = include_str!("../../ui/pages.js");
     pub const APP_CSS: &str = include_str!("../../ui/app.css");
 }
