@@ -481,8 +481,10 @@ impl Shard {
                     if state.history.len() >= self.config.history_len {
                         state.history.pop_front();
                     }
+                    // History is kept by refresh time: a window's end moves once per pane,
+                    // which may hold many refreshes.
                     if self.config.history_len > 0 {
-                        state.history.push_back((value.window_end, value.value));
+                        state.history.push_back((now, value.value));
                     }
                     if let Some(detail) = &value.detail {
                         let keep = self.config.history_len.min(MAX_DETAIL_HISTORY_LEN);

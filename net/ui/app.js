@@ -91,9 +91,11 @@ window.addEventListener('popstate', route);
 
 // ---- one dashboard ---------------------------------------------------------------------
 
-// Points kept per line, and distributions per heatmap: what a chart shows is bounded, so
-// a page open for weeks holds as much as after its first minutes.
+// Points kept per line (at most HISTORY_POINTS, over at most HISTORY_MS), and
+// distributions per heatmap: what a chart shows is bounded, so a page open for weeks
+// holds as much as after its first minutes.
 const HISTORY_POINTS = 600;
+const HISTORY_MS = 5 * 60 * 1000;
 const HEAT_COLUMNS = 120;
 
 class DashboardView {
@@ -191,12 +193,19 @@ class DashboardView {
         if (!('series' in w)) { st.series = undefined; st.other = undefined; }
         Object.assign(st, w);
         const number = typeof w.value === 'number' ? w.value : null;
+        // Points are placed at the time the node sent them (about when they were
+        // computed), as the snapshot's history is.
+        const at = f.sent_at;
         if (number !== null) {
-          st.history.push([w.window_end, number]);
-          if (st.history.length > HISTORY_POINTS) st.history.shift();
+          const last = st.history[st.history.length - 1];
+          if (last && last[0] >= at) last[1] = number;
+          else st.history.push([at, number]);
+          let drop = Math.max(0, st.history.length - HISTORY_POINTS);
+          while (drop < st.history.length && st.history[drop][0] < at - HISTORY_MS) drop++;
+          if (drop) st.history.splice(0, drop);
         }
-        if (w.series) keepDetail(st, w.window_end, { series: w.series, other: w.other });
-        else if (w.value && typeof w.value === 'object') keepDetail(st, w.window_end, w.value);
+        if (w.series) keepDetail(st, at, { series: w.series, other: w.other });
+        else if (w.value && typeof w.value === 'object') keepDetail(st, at, w.value);
         this.values.set(w.widget_id, st);
         if (w.latest_event_time !== null) newest = Math.max(newest ?? 0, w.latest_event_time);
         this.mark(w.widget_id);
@@ -227,6 +236,8 @@ class DashboardView {
 
   setDashboard(d) {
     this.dashboard = d;
+    const shown = new Set(d.widgets.map((w) => w.widget_id));
+    for (const id of this.values.keys()) if (!shown.has(id)) this.values.delete(id);
     $('#title').textContent = d.name;
     document.title = d.name + ' · livedash';
     this.grid.replaceChildren();
@@ -525,16 +536,19 @@ class DashboardView {
 function keepDetail(st, t, d) {
   if (d.series) {
     st.times = st.times || [];
-    if (st.times[st.times.length - 1] !== t) st.times.push(t);
+    if (st.times.length && st.times[st.times.length - 1] >= t) t = st.times[st.times.length - 1];
+    else st.times.push(t);
     for (const [name, v] of Object.entries(d.series)) {
       let pts = st.lines.get(name);
       if (!pts) st.lines.set(name, pts = []);
       if (pts.length && pts[pts.length - 1][0] === t) pts[pts.length - 1][1] = v;
       else pts.push([t, v]);
     }
-    if (st.times.length > HISTORY_POINTS) {
-      const from = st.times[st.times.length - HISTORY_POINTS];
-      st.times.splice(0, st.times.length - HISTORY_POINTS);
+    let first = Math.max(0, st.times.length - HISTORY_POINTS);
+    while (first < st.times.length && st.times[first] < t - HISTORY_MS) first++;
+    if (first > 0) {
+      const from = st.times[first];
+      st.times.splice(0, first);
       for (const [name, pts] of st.lines) {
         let drop = 0;
         while (drop < pts.length && pts[drop][0] < from) drop++;
@@ -543,7 +557,7 @@ function keepDetail(st, t, d) {
       }
     }
   } else if (d.buckets) {
-    if (st.dists.length && st.dists[st.dists.length - 1][0] === t) st.dists[st.dists.length - 1][1] = d;
+    if (st.dists.length && st.dists[st.dists.length - 1][0] >= t) st.dists[st.dists.length - 1][1] = d;
     else st.dists.push([t, d]);
     if (st.dists.length > HEAT_COLUMNS) st.dists.splice(0, st.dists.length - HEAT_COLUMNS);
   }

@@ -102,7 +102,7 @@ fn tick_pushes_changes_only_and_keeps_history() {
     let h: Vec<_> = s.history(&id).unwrap().iter().copied().collect();
     assert_eq!(
         h,
-        vec![(11_000, None), (12_000, Some(3.0)), (12_000, Some(3.0))]
+        vec![(10_500, None), (11_000, Some(3.0)), (11_500, Some(3.0))]
     );
     // Far behind: missed refreshes are skipped, not replayed.
     assert_eq!(s.tick(100_000).len(), 1, "the value slid out of the window");

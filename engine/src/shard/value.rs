@@ -44,7 +44,8 @@ pub enum Detail {
 /// A grouped widget's top values by tag value, largest first.
 pub type Series = [(String, f64)];
 
-/// `(window_end_ms, value)`: one point of a widget's recent history.
+/// `(time_ms, value)`: one point of a widget's recent history, at the refresh that
+/// computed it.
 pub type HistoryPoint = (i64, Option<f64>);
 
 /// `[{"tag value": number, ...}]` in the order given.

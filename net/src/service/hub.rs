@@ -323,6 +323,7 @@ impl Hub {
             values,
             |m| svc.not_owned(m).is_none(),
             history_len,
+            now_ms(),
         );
         if !taken.is_empty() {
             let values = taken.into_iter().map(|v| (dashboard, v)).collect();

@@ -8,7 +8,8 @@
 //! - `livedash:v:<dashboard>`: channel of a dashboard's changed values,
 //!   `{"node": id, "values": [WidgetValue, ...]}`;
 //! - `livedash:latest:<dashboard>`: hash, widget id to its latest `WidgetValue` (JSON);
-//! - `livedash:hist:<widget>`: list of `[window_end, value]`, newest last, bounded;
+//! - `livedash:hist:<widget>`: list of `[time, value]` (when published), newest last,
+//!   bounded;
 //! - `livedash:beat`: channel, `<node> <partition>,<partition>,...`; `livedash:beats`:
 //!   hash, partition to the time of its owner's last refresh (ms);
 //! - `livedash:nodes`: hash, node id to `{"url", "at", "partitions"}`.
@@ -271,7 +272,8 @@ impl Run {
                 let json = serde_json::to_vec(v).map_err(|e| e.to_string())?;
                 hset.arg(v.widget_id.to_string()).arg(json);
                 let history = history_key(v.widget_id);
-                let point: HistoryPoint = (v.window_end, v.value);
+                // At the time it was published: about when it was computed.
+                let point: HistoryPoint = (now, v.value);
                 let point = serde_json::to_vec(&point).map_err(|e| e.to_string())?;
                 pipe.cmd("RPUSH").arg(&history).arg(point).ignore();
                 pipe.cmd("LTRIM").arg(&history).arg(-keep).arg(-1).ignore();

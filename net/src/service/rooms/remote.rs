@@ -65,15 +65,16 @@ impl Rooms {
         self.rooms.get(&id).map(|r| r.loaded)
     }
 
-    /// Cluster mode: values another node published for dashboard `id`. Those of widgets
-    /// on the dashboard that this node does not own are kept (latest and history) and
-    /// returned, to be framed; they are fresh.
+    /// Cluster mode: values another node published for dashboard `id`, heard at `now`.
+    /// Those of widgets on the dashboard that this node does not own are kept (latest
+    /// and history) and returned, to be framed; they are fresh.
     pub fn remote(
         &mut self,
         id: Uuid,
         values: Vec<WidgetValue>,
         local: impl Fn(&str) -> bool,
         history_len: usize,
+        now: i64,
     ) -> Vec<WidgetValue> {
         let Some(room) = self.rooms.get_mut(&id) else {
             return Vec::new();
@@ -87,7 +88,7 @@ impl Rooms {
             if history.len() >= history_len.max(1) {
                 history.pop_front();
             }
-            history.push_back((v.window_end, v.value));
+            history.push_back((now, v.value));
             room.stale_sent.remove(&v.widget_id);
             room.heard.insert(v.widget_id);
             room.latest.insert(v.widget_id, v.clone());

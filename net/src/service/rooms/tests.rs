@@ -246,7 +246,12 @@ fn a_stored_value_of_the_same_pane_wins_unless_one_was_heard_since() {
         value: with(v),
         history: Vec::new(),
     };
-    assert_eq!(rooms.remote(ID, vec![with(1.0)], nobody_here, 8).len(), 1);
+    assert_eq!(
+        rooms
+            .remote(ID, vec![with(1.0)], nobody_here, 8, 1000)
+            .len(),
+        1
+    );
     rooms.begin_read(ID);
     let taken = rooms.stored(ID, vec![stored(3.0)], nobody_here, 8);
     assert_eq!(taken, vec![with(3.0)], "newer, in the same pane");
@@ -256,7 +261,7 @@ fn a_stored_value_of_the_same_pane_wins_unless_one_was_heard_since() {
             .is_empty()
     );
     rooms.begin_read(ID);
-    rooms.remote(ID, vec![with(4.0)], nobody_here, 8);
+    rooms.remote(ID, vec![with(4.0)], nobody_here, 8, 1000);
     let taken = rooms.stored(ID, vec![stored(3.0)], nobody_here, 8);
     assert!(taken.is_empty(), "4.0 came after the read began: {taken:?}");
     assert_eq!(
