@@ -58,6 +58,9 @@ pub const MAX_TOP: usize = 50;
 /// Default most tag values a grouped query splits its window into; events of further
 /// values count in the whole (and `other`) only.
 pub const DEFAULT_MAX_GROUP_VALUES: usize = 200;
+/// Default most tag values' windows of grouped queries, all queries together, per shard
+/// (each costs about what a query's window does).
+pub const DEFAULT_MAX_GROUP_WINDOWS: usize = 10_000;
 /// Default most buckets a `histogram` widget reports (more are merged evenly).
 pub const DEFAULT_DISTRIBUTION_BUCKETS: usize = 40;
 /// Most buckets a node may be set to report per `histogram` widget.

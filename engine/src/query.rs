@@ -190,21 +190,28 @@ pub struct QueryIndex {
     by_key: HashMap<QueryKey, QueryId>,
     slots: Vec<Option<Query>>,
     free: Vec<u32>,
-    /// Most parts one split query keeps.
+    /// Most parts one split query keeps, and all split queries together.
     max_parts: usize,
+    max_parts_total: usize,
+    /// Parts live now.
+    parts_total: usize,
     /// Events of split queries that found no room for a part of their tag value.
     parts_refused: u64,
 }
 
 impl Default for QueryIndex {
     fn default() -> Self {
-        Self::new(crate::limits::DEFAULT_MAX_GROUP_VALUES)
+        Self::new(
+            crate::limits::DEFAULT_MAX_GROUP_VALUES,
+            crate::limits::DEFAULT_MAX_GROUP_WINDOWS,
+        )
     }
 }
 
 impl QueryIndex {
-    /// An empty index whose split queries keep at most `max_parts` parts each.
-    pub fn new(max_parts: usize) -> Self {
+    /// An empty index whose split queries keep at most `max_parts` parts each, and
+    /// `max_parts_total` together.
+    pub fn new(max_parts: usize, max_parts_total: usize) -> Self {
         Self {
             by_metric: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
@@ -212,6 +219,8 @@ impl QueryIndex {
             slots: Vec::new(),
             free: Vec::new(),
             max_parts,
+            max_parts_total,
+            parts_total: 0,
             parts_refused: 0,
         }
     }
@@ -291,6 +300,9 @@ impl QueryIndex {
         let query = self.slots.get_mut(id.0 as usize)?.take()?;
         self.free.push(id.0);
         self.by_key.remove(&query.key);
+        if matches!(query.key.split, Split::Part { .. }) {
+            self.parts_total -= 1;
+        }
         Some(query)
     }
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::limits::{
     DEFAULT_DISTRIBUTION_BUCKETS, DEFAULT_HISTORY_LEN, DEFAULT_MAX_GROUP_VALUES,
-    DEFAULT_MAX_SKEW_MS, MAX_DETAIL_HISTORY_LEN,
+    DEFAULT_MAX_GROUP_WINDOWS, DEFAULT_MAX_SKEW_MS, MAX_DETAIL_HISTORY_LEN,
 };
 use crate::model::{Aggregation, MetricEvent, Widget};
 use crate::query::{QueryId, QueryIndex, QueryKey};
@@ -37,8 +37,10 @@ pub struct ShardConfig {
     /// Refresh each widget at its dashboard's phase within the interval
     /// (`Widget::tick_phase_ms`) instead of on multiples of the interval.
     pub spread_ticks: bool,
-    /// Most tag values a grouped query splits its window into.
+    /// Most tag values a grouped query splits its window into, and all grouped queries
+    /// of the shard together.
     pub max_group_values: usize,
+    pub max_group_windows: usize,
     /// Most buckets a `histogram` widget reports.
     pub distribution_buckets: usize,
 }
@@ -51,6 +53,7 @@ impl Default for ShardConfig {
             min_horizon_ms: 300_000,
             spread_ticks: true,
             max_group_values: DEFAULT_MAX_GROUP_VALUES,
+            max_group_windows: DEFAULT_MAX_GROUP_WINDOWS,
             distribution_buckets: DEFAULT_DISTRIBUTION_BUCKETS,
         }
     }
@@ -105,6 +108,8 @@ pub struct ApplyOutcome {
 #[repr(C)]
 struct WidgetState {
     query: QueryId,
+    /// A grouped widget's `top` (how many tag values it reports); 0 for the others.
+    top: u16,
     aggregation: Aggregation,
     interval_ms: i64,
     /// Refreshes fall on `phase_ms + k * interval_ms`.
@@ -162,7 +167,7 @@ const APPLY_CHUNK: usize = 64;
 impl Shard {
     pub fn new(config: ShardConfig) -> Self {
         let horizon_ms = config.min_horizon_ms;
-        let queries = QueryIndex::new(config.max_group_values);
+        let queries = QueryIndex::new(config.max_group_values, config.max_group_windows);
         Self {
             config,
             queries,
@@ -247,6 +252,11 @@ impl Shard {
         let generation = self.next_generation;
         self.next_generation += 1;
         let interval_ms = widget.refresh_interval_ms();
+        let top = if widget.spec.group_by.is_some() {
+            widget.spec.top_n() as u16
+        } else {
+            0
+        };
         let phase_ms = if self.config.spread_ticks {
             widget.tick_phase_ms()
         } else {
@@ -283,6 +293,7 @@ impl Shard {
                     state.last = None;
                 }
                 state.aggregation = widget.spec.aggregation;
+                state.top = top;
                 state.widget = widget;
                 state.interval_ms = interval_ms;
                 state.phase_ms = phase_ms;
@@ -296,6 +307,7 @@ impl Shard {
                     .queries
                     .acquire(key, percentile, now, self.config.max_skew_ms);
                 let state = WidgetState {
+                    top,
                     aggregation: widget.spec.aggregation,
                     widget,
                     query,
@@ -358,40 +370,6 @@ impl Shard {
     /// The widget definition, if present.
     pub fn widget(&self, widget_id: &Uuid) -> Option<&Widget> {
         self.state(widget_id).map(|s| &s.widget)
-    }
-
-    fn compute(
-        queries: &mut QueryIndex,
-        state: &WidgetState,
-        now: i64,
-        distribution_buckets: usize,
-    ) -> Option<WidgetValue> {
-        let query = queries.get_mut(state.query)?;
-        query.window.advance(now);
-        let mut value = WidgetValue {
-            widget_id: state.widget.widget_id,
-            value: query.window.value(state.aggregation),
-            window_end: query.window.window_end(),
-            latest_event_time: query.window.latest(),
-            count: query.window.count(),
-            detail: None,
-        };
-        if state.aggregation == Aggregation::Histogram {
-            let d = query.window.distribution(distribution_buckets)?;
-            value.detail = Some(Arc::new(Detail::Distribution(d)));
-        } else if state.widget.spec.group_by.is_some() {
-            let split = queries.split_values(
-                state.query,
-                state.aggregation,
-                state.widget.spec.top_n(),
-                now,
-            );
-            value.detail = Some(Arc::new(Detail::Series {
-                top: split.top,
-                other: split.other,
-            }));
-        }
-        Some(value)
     }
 
     /// Runs every refresh that is due at `now_ms`; returns the values that changed since

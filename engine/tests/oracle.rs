@@ -432,6 +432,7 @@ fn run(ops: Vec<Op>, start: i64) -> Result<(), TestCaseError> {
         min_horizon_ms: 0,
         spread_ticks: true,
         max_group_values: MAX_PARTS,
+        max_group_windows: 1_000,
         distribution_buckets: BUCKETS,
     };
     let mut shard = Shard::new(config);

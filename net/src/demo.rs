@@ -132,7 +132,43 @@ fn demo_widgets() -> Vec<serde_json::Value> {
             json!({}),
             json!({"chart": "stat", "unit": "$", "title": "order value, last 5 min"}),
         ),
+        grouped(
+            widget(
+                "demo.http.latency_ms",
+                "p99",
+                60,
+                1.0,
+                json!({}),
+                json!({"chart": "line", "unit": "ms", "title": "latency p99 by route"}),
+            ),
+            "route",
+        ),
+        widget(
+            "demo.http.latency_ms",
+            "histogram",
+            60,
+            1.0,
+            json!({}),
+            json!({"chart": "heatmap", "unit": "ms", "title": "latency distribution"}),
+        ),
+        grouped(
+            widget(
+                "demo.http.requests",
+                "count",
+                60,
+                1.0,
+                json!({}),
+                json!({"chart": "bars", "title": "requests by route, last minute"}),
+            ),
+            "route",
+        ),
     ]
+}
+
+/// `spec` split by the values of tag `by`.
+fn grouped(mut spec: serde_json::Value, by: &str) -> serde_json::Value {
+    spec["group_by"] = json!(by);
+    spec
 }
 
 pub fn event(metric: &str, value: f64, tags: &[(&str, &str)], t: i64) -> MetricEvent {

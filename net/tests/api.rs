@@ -738,15 +738,20 @@ fn demo_mode_creates_a_live_dashboard() {
     assert_eq!(demo["name"], json!("livedash demo"));
     let widgets = demo["widgets"].as_array().unwrap();
     assert!(widgets.len() >= 6);
-    // What the README says it shows: latency per route, the order value.
+    // What the README says it shows: latency per route (one route each, or one series a
+    // route), its distribution, the order value.
     let latency: Vec<&Value> = widgets
         .iter()
         .filter(|w| w["metric_name"] == "demo.http.latency_ms")
         .collect();
     assert!(
-        latency.iter().all(|w| w["filter"]["route"].is_string()),
+        latency.iter().all(|w| w["filter"]["route"].is_string()
+            || w["group_by"] == "route"
+            || w["aggregation"] == "histogram"),
         "{latency:?}"
     );
+    assert!(latency.iter().any(|w| w["group_by"] == "route"));
+    assert!(latency.iter().any(|w| w["aggregation"] == "histogram"));
     assert!(
         widgets
             .iter()

@@ -3,7 +3,8 @@
 //! tag. A part is a query like any other (its key names the split's tag and the value),
 //! so it is mirrored, restored and backfilled alike, but no metric route lists it: only
 //! its split feeds it, so an event is never counted twice. Parts are made as tag values
-//! arrive, at most `max_parts` per split, and go once their window is empty.
+//! arrive, at most `max_parts` per split and `max_parts_total` per shard, and go once
+//! their window is empty.
 
 use hashbrown::HashMap;
 
@@ -110,7 +111,7 @@ impl QueryIndex {
         if let Some(&id) = parts.by_value.get(value) {
             return Some(id);
         }
-        if parts.by_value.len() >= max_parts {
+        if parts.by_value.len() >= max_parts || self.parts_total >= self.max_parts_total {
             self.parts_refused += 1;
             return None;
         }
@@ -128,6 +129,7 @@ impl QueryIndex {
             parts: None,
         });
         self.by_key.insert(key, id);
+        self.parts_total += 1;
         if let Some(parts) = self.get_mut(whole).and_then(|q| q.parts.as_mut()) {
             parts.by_value.insert(value.into(), id);
         }
@@ -151,7 +153,11 @@ impl QueryIndex {
         n: usize,
         now_ms: i64,
     ) -> SplitValues {
-        let Some(parts) = self.get(whole).and_then(|q| q.parts.as_ref()) else {
+        let Some(q) = self.get_mut(whole) else {
+            return SplitValues::default();
+        };
+        q.window.advance(now_ms);
+        let Some(parts) = q.parts.as_ref() else {
             return SplitValues::default();
         };
         let listed: Vec<(Box<str>, QueryId)> = parts
@@ -193,7 +199,7 @@ impl QueryIndex {
 
     /// What the events of split `whole` outside its `top` parts add up to (`None` when
     /// there are none): the `rest` of the parts, plus the events no part took (without
-    /// the tag, or past `max_parts`), which only the whole counted.
+    /// the tag, or past the limits on parts), which only the whole counted.
     fn rest_of(
         &mut self,
         whole: QueryId,
@@ -215,5 +221,71 @@ impl QueryIndex {
         let whole_value = q.window.value(aggregation)?;
         let parted_value: f64 = top.iter().chain(rest).map(|p| p.1).sum();
         Some(rest_value + (whole_value - parted_value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::WidgetSpec;
+
+    fn split(metric: &str) -> QueryKey {
+        QueryKey::of(&WidgetSpec {
+            metric_name: metric.into(),
+            aggregation: Aggregation::Count,
+            window_seconds: 10,
+            refresh_interval_seconds: 1.0,
+            filter: Tags::new(),
+            display_config: Default::default(),
+            group_by: Some("route".into()),
+            top: None,
+        })
+    }
+
+    fn route(r: &str) -> Tags {
+        Tags::from([("route".to_string(), r.to_string())])
+    }
+
+    /// Parts are bounded per split and per shard; events past either count in the whole
+    /// only, and room made by parts that emptied is taken again.
+    #[test]
+    fn parts_are_bounded_per_split_and_per_shard() {
+        let mut idx = QueryIndex::new(3, 4);
+        let a = idx.acquire(split("a"), false, 0, 5000);
+        let b = idx.acquire(split("b"), false, 0, 5000);
+        for r in ["/1", "/2", "/3", "/4"] {
+            assert_eq!(idx.insert("a", &route(r), 10, 1.0, 10), Some(1));
+        }
+        for r in ["/1", "/2"] {
+            assert_eq!(idx.insert("b", &route(r), 10, 1.0, 10), Some(1));
+        }
+        assert_eq!(idx.parts_refused(), 2, "a's fourth value and b's second");
+        let counts = |idx: &mut QueryIndex, q, now| {
+            let v = idx.split_values(q, Aggregation::Count, 10, now);
+            (v.top, v.other)
+        };
+        assert_eq!(
+            counts(&mut idx, a, 10),
+            (
+                vec![("/1".into(), 1.0), ("/2".into(), 1.0), ("/3".into(), 1.0)],
+                Some(1.0)
+            )
+        );
+        assert_eq!(
+            counts(&mut idx, b, 10),
+            (vec![("/1".into(), 1.0)], Some(1.0))
+        );
+        // The window slides past every event: the parts go, and make room.
+        assert_eq!(counts(&mut idx, a, 30_000), (vec![], None));
+        assert_eq!(idx.len(), 3, "two wholes and b's part");
+        assert_eq!(idx.insert("b", &route("/5"), 30_000, 1.0, 30_000), Some(1));
+        assert_eq!(
+            counts(&mut idx, b, 30_000),
+            (vec![("/5".into(), 1.0)], None)
+        );
+        idx.release(a, false);
+        idx.release(b, false);
+        assert!(idx.is_empty());
+        assert_eq!(idx.parts_total, 0);
     }
 }

@@ -9,7 +9,11 @@ use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::model::Aggregation;
+use crate::query::QueryIndex;
 use crate::window::Distribution;
+
+use super::WidgetState;
 
 /// A widget's value at one instant.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +192,40 @@ impl<'de> Deserialize<'de> for WidgetValue {
             count: w.count,
             detail: detail.map(Arc::new),
         })
+    }
+}
+
+impl super::Shard {
+    /// A widget's value at `now`: its query's window moved to `now` and read, with a
+    /// grouped widget's series or a `histogram` widget's distribution.
+    pub(super) fn compute(
+        queries: &mut QueryIndex,
+        state: &WidgetState,
+        now: i64,
+        distribution_buckets: usize,
+    ) -> Option<WidgetValue> {
+        let query = queries.get_mut(state.query)?;
+        query.window.advance(now);
+        let mut value = WidgetValue {
+            widget_id: state.widget.widget_id,
+            value: query.window.value(state.aggregation),
+            window_end: query.window.window_end(),
+            latest_event_time: query.window.latest(),
+            count: query.window.count(),
+            detail: None,
+        };
+        if state.aggregation == Aggregation::Histogram {
+            let d = query.window.distribution(distribution_buckets)?;
+            value.detail = Some(Arc::new(Detail::Distribution(d)));
+        } else if state.top > 0 {
+            let split =
+                queries.split_values(state.query, state.aggregation, usize::from(state.top), now);
+            value.detail = Some(Arc::new(Detail::Series {
+                top: split.top,
+                other: split.other,
+            }));
+        }
+        Some(value)
     }
 }
 

@@ -75,6 +75,17 @@ pub struct Budgets {
     /// (and `other`) only, and in `/stats` as `group_values_refused`.
     #[arg(long, env = "LIVEDASH_MAX_GROUP_VALUES", value_name = "N", default_value_t = DEFAULT_MAX_GROUP_VALUES)]
     pub max_group_values: usize,
+    /// Most tag values' windows of all grouped widgets' queries together, on the node
+    /// (shared evenly by its shards): past it, events of new tag values count in the
+    /// whole and `other` only, as past `max_group_values`. Each costs about what a
+    /// query's window does.
+    #[arg(
+        long,
+        env = "LIVEDASH_MAX_GROUP_WINDOWS",
+        value_name = "N",
+        default_value_t = 20_000
+    )]
+    pub max_group_windows: usize,
     /// Most buckets a `histogram` widget reports; more are merged evenly.
     #[arg(long, env = "LIVEDASH_HISTOGRAM_WIDGET_BUCKETS", value_name = "N", default_value_t = DEFAULT_DISTRIBUTION_BUCKETS)]
     pub histogram_widget_buckets: usize,
@@ -107,6 +118,7 @@ impl Budgets {
         at_least("max_metric_names", self.max_metric_names, 1)?;
         at_least("max_histogram_buckets", self.max_histogram_buckets, 64)?;
         at_least("max_group_values", self.max_group_values, 1)?;
+        at_least("max_group_windows", self.max_group_windows, 1)?;
         at_least("histogram_widget_buckets", self.histogram_widget_buckets, 1)?;
         if self.histogram_widget_buckets > MAX_DISTRIBUTION_BUCKETS {
             return Err(ConfigError::Invalid {

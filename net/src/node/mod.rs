@@ -348,6 +348,10 @@ pub fn start(config: Config, store: Box<dyn DashboardStore>) -> anyhow::Result<N
                         min_horizon_ms: horizon_ms,
                         spread_ticks: config.spread_ticks,
                         max_group_values: config.budgets.max_group_values,
+                        max_group_windows: config
+                            .budgets
+                            .max_group_windows
+                            .div_ceil(config.shard_count()),
                         distribution_buckets: config.budgets.histogram_widget_buckets,
                     });
                     let now = now_ms();

@@ -165,7 +165,8 @@ pub fn restore_standalone(svc: &Services, claim: &Claim) {
     let now = now_ms();
     let mut engine = svc.engine.borrow_mut();
     let mut loaded = 0;
-    for key in engine.query_keys() {
+    let parts = engine.stored_parts(claim.queries.keys().map(String::as_str));
+    for key in engine.query_keys().into_iter().chain(parts) {
         if let Some(q) = claim.queries.get(&key.stable_id())
             && engine
                 .restore_query(&key, q.latest, &q.panes, now)
