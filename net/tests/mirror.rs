@@ -191,6 +191,86 @@ fn killed_and_restarted_node_restores_exact_values() {
     exact(&mut c, &dash, &truth, 20, "values after more events");
 }
 
+/// A grouped widget's windows per tag value are stored and restored with its query: after
+/// a kill, the series is whole again (every route's sum, and `other` for the events
+/// without a route), before and after more events.
+#[test]
+fn a_grouped_widget_comes_back_whole_after_a_kill() {
+    let (_broker, _redis, args) = cluster("grouped");
+    let (a, mut c) = start_owning_all(&args);
+    let dash = create_dashboard(
+        &mut c,
+        "grouped",
+        json!([{"metric_name": "mirror.grouped", "aggregation": "sum", "window_seconds": 300,
+                "refresh_interval_seconds": 0.2, "group_by": "route", "top": 3}]),
+    );
+    let path = format!(
+        "/dashboards/{}/widgets/{}/snapshot",
+        dash["dashboard_id"].as_str().unwrap(),
+        dash["widgets"][0]["widget_id"].as_str().unwrap()
+    );
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    let mut send = |c: &mut Client, round: usize| {
+        let now = now_ms();
+        let body: Vec<Value> = (0..200)
+            .map(|i| {
+                let route = ["/a", "/b", "/c", "/d", ""][(i + round) % 5];
+                let v = ((i * 7 + round) % 50) as f64;
+                *sums.entry(route.to_owned()).or_default() += v;
+                let tags = if route.is_empty() {
+                    json!({})
+                } else {
+                    json!({"route": route})
+                };
+                json!({"metric_name": "mirror.grouped", "value": v, "tags": tags,
+                       "event_time": now - (i as i64 % 2000)})
+            })
+            .collect();
+        let r = c.json("POST", "/ingest", &Value::Array(body));
+        assert_eq!(r.status, 200, "{}", r.error());
+        sums.clone()
+    };
+    // The top 3 routes by sum, and the rest (the fourth route and no route) as `other`.
+    let want = |sums: &BTreeMap<String, f64>| {
+        let mut routes: Vec<(&String, &f64)> = sums.iter().filter(|(r, _)| !r.is_empty()).collect();
+        routes.sort_by(|x, y| y.1.total_cmp(x.1).then(x.0.cmp(y.0)));
+        let series: serde_json::Map<String, Value> = routes
+            .iter()
+            .take(3)
+            .map(|(r, v)| ((*r).clone(), json!(v)))
+            .collect();
+        let total: f64 = sums.values().sum();
+        let top: f64 = routes.iter().take(3).map(|(_, v)| **v).sum();
+        (Value::Object(series), json!(total - top))
+    };
+    let shows = |c: &mut Client, sums: &BTreeMap<String, f64>, what: &str| {
+        let (series, other) = want(sums);
+        let mut last = Value::Null;
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually(60, what, || {
+                last = c.get(&path).json();
+                (last["series"] == series && last["other"] == other && ready(c)).then_some(())
+            })
+        }));
+        assert!(
+            done.is_ok(),
+            "{what}: {last}, want {series} and other {other}"
+        );
+    };
+    for round in 0..3 {
+        send(&mut c, round);
+    }
+    let truth = send(&mut c, 3);
+    shows(&mut c, &truth, "the series before the kill");
+    let truth = send(&mut c, 4);
+    let dir = a.kill9();
+    let (_b, mut c) = restart_owning_all(Some(dir), &args);
+    shows(&mut c, &truth, "the series after the restart");
+    assert!(mirror_counter(&mut c, "restored_partitions") > 0);
+    let truth = send(&mut c, 5);
+    shows(&mut c, &truth, "the series after more events");
+}
+
 #[test]
 fn a_survivor_takes_a_dead_nodes_partitions_over_exactly() {
     let (_broker, _redis, args) = cluster("survivor");
