@@ -72,19 +72,16 @@ impl Aggregation {
         }
     }
 
-    /// Every aggregation, in wire order.
-    pub const ALL: [Aggregation; 10] = [
-        Self::Sum,
-        Self::Avg,
-        Self::Min,
-        Self::Max,
-        Self::Count,
-        Self::P50,
-        Self::P90,
-        Self::P95,
-        Self::P99,
-        Self::Histogram,
-    ];
+    /// Every aggregation, in wire order: the numeric ones, then `histogram`.
+    pub const ALL: [Aggregation; 10] = {
+        let mut all = [Self::Histogram; 10];
+        let mut i = 0;
+        while i < Self::NUMERIC.len() {
+            all[i] = Self::NUMERIC[i];
+            i += 1;
+        }
+        all
+    };
 
     /// True when the window must keep a histogram for this aggregation (percentiles
     /// and distributions).

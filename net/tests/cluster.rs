@@ -65,6 +65,15 @@ fn sum_widgets(metrics: &[String]) -> Value {
         .collect()
 }
 
+/// `sum_widgets`, each split by host (its value is still the metric's sum).
+fn sums_by_host(metrics: &[String]) -> Value {
+    let mut widgets = sum_widgets(metrics);
+    for w in widgets.as_array_mut().unwrap() {
+        w["group_by"] = json!("host");
+    }
+    widgets
+}
+
 fn ws_connect(addr: SocketAddr, dashboard: &Value) -> Ws {
     let stream = TcpStream::connect(addr).unwrap();
     stream
@@ -205,8 +214,9 @@ fn any_node_streams_any_widget_and_edits_reach_every_node() {
     let owned = split(&mut clients);
     let [mut ca, mut cb] = clients;
     let metrics = metrics();
-    // Every partition has widgets, so some widgets are A's and some are B's.
-    let dash = create_dashboard(&mut ca, "cluster", sum_widgets(&metrics));
+    // Every partition has widgets, so some widgets are A's and some are B's. Each is
+    // split by host: its series and their history travel between nodes too.
+    let dash = create_dashboard(&mut ca, "cluster", sums_by_host(&metrics));
     let id = dash["dashboard_id"].as_str().unwrap().to_owned();
     eventually(10, "the dashboard on the other node", || {
         (cb.get(&format!("/dashboards/{id}")).status == 200).then_some(())
@@ -229,8 +239,27 @@ fn any_node_streams_any_widget_and_edits_reach_every_node() {
     // what A stored in Redis, and the live nodes.
     let mut again = ws_connect(b.addr, &dash);
     let mut fresh = Screen::default();
-    fresh.take(&next_frame(&mut again).unwrap());
+    let snapshot = next_frame(&mut again).unwrap();
+    fresh.take(&snapshot);
     assert!(fresh.wrong(&dash, &sums).is_empty(), "{fresh:?}");
+    // With every widget's series by host, and their recent history, A's widgets too.
+    for w in snapshot["widgets"].as_array().unwrap() {
+        let series = w["series"].as_object().expect("a grouped widget's series");
+        let parts: f64 = series.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!(
+            series
+                .keys()
+                .all(|h| ["h0", "h1", "h2"].contains(&h.as_str())),
+            "{w}"
+        );
+        assert_eq!(
+            Some(parts),
+            w["value"].as_f64(),
+            "every event has a host: {w}"
+        );
+        let details = w["detail_history"].as_array().expect("detail history");
+        assert!(details.last().unwrap()[1]["series"].is_object(), "{w}");
+    }
     assert_eq!(fresh.nodes.len(), 2, "{:?}", fresh.nodes);
     // An edit on B reaches a stream on A.
     let mut on_a = ws_connect(a.addr, &dash);

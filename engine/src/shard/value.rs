@@ -171,17 +171,10 @@ impl<'de> Deserialize<'de> for WidgetValue {
         };
         let detail = match (distribution, w.series) {
             (Some(dist), _) => Some(Detail::Distribution(dist)),
-            (None, Some(series)) => {
-                let mut top: Vec<(String, f64)> = series
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k, v.as_f64()?)))
-                    .collect();
-                top.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                Some(Detail::Series {
-                    top,
-                    other: w.other,
-                })
-            }
+            (None, Some(series)) => Some(Detail::Series {
+                top: sorted_series(series),
+                other: w.other,
+            }),
             (None, None) => None,
         };
         Ok(Self {
@@ -193,6 +186,47 @@ impl<'de> Deserialize<'de> for WidgetValue {
             detail: detail.map(Arc::new),
         })
     }
+}
+
+/// A detail as `Serialize for Detail` writes it.
+#[derive(Deserialize)]
+struct DetailIn {
+    #[serde(default)]
+    series: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    other: Option<f64>,
+    #[serde(default)]
+    count: Option<u64>,
+    #[serde(default)]
+    buckets: Option<Vec<(f64, f64, u64)>>,
+}
+
+impl<'de> Deserialize<'de> for Detail {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = DetailIn::deserialize(d)?;
+        match (w.series, w.count, w.buckets) {
+            (Some(series), _, _) => Ok(Detail::Series {
+                top: sorted_series(series),
+                other: w.other,
+            }),
+            (None, Some(count), Some(buckets)) => {
+                Ok(Detail::Distribution(Distribution { count, buckets }))
+            }
+            _ => Err(serde::de::Error::custom(
+                "a detail is {\"series\", \"other\"} or {\"count\", \"buckets\"}",
+            )),
+        }
+    }
+}
+
+/// A series read back, largest first.
+fn sorted_series(series: serde_json::Map<String, serde_json::Value>) -> Vec<(String, f64)> {
+    let mut top: Vec<(String, f64)> = series
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top
 }
 
 impl super::Shard {
@@ -258,6 +292,11 @@ mod tests {
             let json = serde_json::to_string(&v).unwrap();
             let back: WidgetValue = serde_json::from_str(&json).unwrap();
             assert_eq!(back, v, "{json}");
+            if let Some(detail) = &v.detail {
+                let json = serde_json::to_string(detail).unwrap();
+                let back: Detail = serde_json::from_str(&json).unwrap();
+                assert_eq!(&back, &**detail, "{json}");
+            }
         }
         let json = serde_json::to_value(value(Some(Detail::Distribution(Distribution {
             count: 3,

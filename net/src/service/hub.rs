@@ -482,16 +482,16 @@ fn remote_snapshot(
         .iter()
         .find(|w| w.widget_id == widget)?
         .spec;
-    let (value, history) = svc
+    let heard = svc
         .hub
         .rooms
         .borrow()
         .remote_state(dashboard.dashboard_id, &widget)?;
     let interval = (spec.refresh_interval_seconds * 1000.0) as i64;
     Some(WidgetSnapshot {
-        current: WidgetUpdate::of(&value, link.stale(partition, interval, now_ms())),
-        history,
-        details: Vec::new(),
+        current: WidgetUpdate::of(&heard.value, link.stale(partition, interval, now_ms())),
+        history: heard.history,
+        details: heard.details,
     })
 }
 

@@ -4,9 +4,10 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
-use livedash_engine::{Dashboard, HistoryPoint, Placement, Widget, WidgetValue};
+use livedash_engine::{Dashboard, Detail, HistoryPoint, Placement, Widget, WidgetValue};
 use tungstenite::Bytes;
 use uuid::Uuid;
 
@@ -27,8 +28,10 @@ struct Room {
     seq: u64,
     /// The newest value of each widget, for connections that fall behind.
     latest: HashMap<Uuid, WidgetValue>,
-    /// Cluster mode: the history of widgets another node owns (for snapshots here).
+    /// Cluster mode: the history of widgets another node owns (for snapshots here),
+    /// and of their series or distributions (grouped and `histogram` widgets).
     remote_history: HashMap<Uuid, VecDeque<HistoryPoint>>,
+    remote_details: HashMap<Uuid, VecDeque<(i64, Arc<Detail>)>>,
     /// Cluster mode: widgets last sent as stale.
     stale_sent: HashSet<Uuid>,
     /// Cluster mode: the stored values of other nodes' widgets were read.
@@ -47,6 +50,7 @@ impl Room {
             seq: 0,
             latest: HashMap::new(),
             remote_history: HashMap::new(),
+            remote_details: HashMap::new(),
             stale_sent: HashSet::new(),
             loaded: false,
             heard: HashSet::new(),
@@ -303,6 +307,7 @@ impl Rooms {
             if !now.contains_key(w) {
                 room.latest.remove(w);
                 room.remote_history.remove(w);
+                room.remote_details.remove(w);
                 room.stale_sent.remove(w);
             }
         }

@@ -10,6 +10,8 @@
 //! - `livedash:latest:<dashboard>`: hash, widget id to its latest `WidgetValue` (JSON);
 //! - `livedash:hist:<widget>`: list of `[time, value]` (when published), newest last,
 //!   bounded;
+//! - `livedash:dhist:<widget>`: grouped and `histogram` widgets, list of `[time,
+//!   detail]` (a series or a distribution), newest last, bounded;
 //! - `livedash:beat`: channel, `<node> <partition>,<partition>,...`; `livedash:beats`:
 //!   hash, partition to the time of its owner's last refresh (ms);
 //! - `livedash:nodes`: hash, node id to `{"url", "at", "partitions"}`.
@@ -21,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use livedash_engine::{HistoryPoint, WidgetValue};
+use livedash_engine::limits::MAX_DETAIL_HISTORY_LEN;
+use livedash_engine::{Detail, HistoryPoint, WidgetValue};
 use redis::Connection;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -53,6 +56,10 @@ pub fn latest_key(dashboard: Uuid) -> String {
 
 pub fn history_key(widget: Uuid) -> String {
     format!("livedash:hist:{widget}")
+}
+
+pub fn detail_history_key(widget: Uuid) -> String {
+    format!("livedash:dhist:{widget}")
 }
 
 /// A message on a dashboard's channel.
@@ -281,6 +288,17 @@ impl Run {
                     .arg(&history)
                     .arg(VALUES_TTL_MS)
                     .ignore();
+                if let Some(detail) = &v.detail {
+                    let details = detail_history_key(v.widget_id);
+                    let keep = keep.min(MAX_DETAIL_HISTORY_LEN as i64);
+                    let point = serde_json::to_vec(&(now, detail)).map_err(|e| e.to_string())?;
+                    pipe.cmd("RPUSH").arg(&details).arg(point).ignore();
+                    pipe.cmd("LTRIM").arg(&details).arg(-keep).arg(-1).ignore();
+                    pipe.cmd("PEXPIRE")
+                        .arg(&details)
+                        .arg(VALUES_TTL_MS)
+                        .ignore();
+                }
                 values += 1;
             }
             pipe.add_command(hset).ignore();
@@ -357,6 +375,8 @@ impl Run {
 pub struct StoredValue {
     pub value: WidgetValue,
     pub history: Vec<HistoryPoint>,
+    /// Grouped and `histogram` widgets: their recent series or distributions.
+    pub details: Vec<(i64, Arc<Detail>)>,
 }
 
 /// The stored values of `widgets` of `dashboard` (those that have one), in one round trip.
@@ -372,6 +392,11 @@ pub fn read_values(
         let mut lists = redis::pipe();
         for w in widgets {
             lists.cmd("LRANGE").arg(history_key(*w)).arg(0).arg(-1);
+            lists
+                .cmd("LRANGE")
+                .arg(detail_history_key(*w))
+                .arg(0)
+                .arg(-1);
         }
         let (latest,): (HashMap<String, Vec<u8>>,) = pipe.query(c)?;
         let histories: Vec<Vec<Vec<u8>>> = if widgets.is_empty() {
@@ -382,7 +407,11 @@ pub fn read_values(
         Ok((latest, histories))
     })?;
     let mut out = Vec::new();
-    for (w, history) in widgets.iter().zip(histories) {
+    let mut lists = histories.into_iter();
+    for w in widgets {
+        let (Some(history), Some(details)) = (lists.next(), lists.next()) else {
+            break;
+        };
         let Some(json) = latest.get(&w.to_string()) else {
             continue;
         };
@@ -392,7 +421,15 @@ pub fn read_values(
             .iter()
             .filter_map(|p| serde_json::from_slice::<HistoryPoint>(p).ok())
             .collect();
-        out.push(StoredValue { value, history });
+        let details = details
+            .iter()
+            .filter_map(|p| serde_json::from_slice::<(i64, Arc<Detail>)>(p).ok())
+            .collect();
+        out.push(StoredValue {
+            value,
+            history,
+            details,
+        });
     }
     Ok(out)
 }

@@ -1,13 +1,35 @@
 //! Cluster mode: the values of widgets other nodes own, as rooms keep them: read from
 //! Redis when a room opens (or after values were lost), and heard over Pub/Sub.
 
-use livedash_engine::{HistoryPoint, Widget, WidgetValue};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use livedash_engine::limits::MAX_DETAIL_HISTORY_LEN;
+use livedash_engine::{Detail, HistoryPoint, Widget, WidgetValue};
 use livedash_replication::redis::values::StoredValue;
 use uuid::Uuid;
 
 use super::{Delivery, Rooms};
 use crate::frames::WidgetUpdate;
 use crate::service::metrics::Stamp;
+
+/// A widget another node owns, as a room last heard of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteState {
+    pub value: WidgetValue,
+    pub history: Vec<HistoryPoint>,
+    pub details: Vec<(i64, Arc<Detail>)>,
+}
+
+/// Merges `stored` points into `heard`, by time (one point per time), keeping the last
+/// `keep`.
+fn merge<T>(heard: &mut VecDeque<(i64, T)>, stored: Vec<(i64, T)>, keep: usize) {
+    let mut all: Vec<(i64, T)> = stored.into_iter().chain(heard.drain(..)).collect();
+    all.sort_by_key(|p| p.0);
+    all.dedup_by_key(|p| p.0);
+    let skip = all.len().saturating_sub(keep.max(1));
+    heard.extend(all.into_iter().skip(skip));
+}
 
 impl Rooms {
     /// A read of the stored values of dashboard `id` begins: values heard from now on
@@ -38,12 +60,13 @@ impl Rooms {
             if !room.others(&wid, &local) {
                 continue;
             }
-            let heard = room.remote_history.entry(wid).or_default();
-            let mut all: Vec<HistoryPoint> = s.history.into_iter().chain(heard.drain(..)).collect();
-            all.sort_by_key(|p| p.0);
-            all.dedup_by_key(|p| p.0);
-            let skip = all.len().saturating_sub(history_len.max(1));
-            heard.extend(all.into_iter().skip(skip));
+            merge(
+                room.remote_history.entry(wid).or_default(),
+                s.history,
+                history_len,
+            );
+            let details = room.remote_details.entry(wid).or_default();
+            merge(details, s.details, history_len.min(MAX_DETAIL_HISTORY_LEN));
             // A value's window end moves once per pane, so a newer value may share it:
             // one stored after the read began wins unless Pub/Sub brought one since.
             let newer = room.latest.get(&wid).is_none_or(|v| {
@@ -89,6 +112,13 @@ impl Rooms {
                 history.pop_front();
             }
             history.push_back((now, v.value));
+            if let Some(detail) = &v.detail {
+                let details = room.remote_details.entry(v.widget_id).or_default();
+                if details.len() >= history_len.clamp(1, MAX_DETAIL_HISTORY_LEN) {
+                    details.pop_front();
+                }
+                details.push_back((now, Arc::clone(detail)));
+            }
             room.stale_sent.remove(&v.widget_id);
             room.heard.insert(v.widget_id);
             room.latest.insert(v.widget_id, v.clone());
@@ -98,12 +128,8 @@ impl Rooms {
     }
 
     /// Cluster mode: a widget another node owns, as this room last heard of it, with
-    /// its history.
-    pub fn remote_state(
-        &self,
-        id: Uuid,
-        widget: &Uuid,
-    ) -> Option<(WidgetValue, Vec<HistoryPoint>)> {
+    /// its history (and that of its series or distributions).
+    pub fn remote_state(&self, id: Uuid, widget: &Uuid) -> Option<RemoteState> {
         let room = self.rooms.get(&id)?;
         let value = room.latest.get(widget)?.clone();
         let history = room
@@ -111,7 +137,16 @@ impl Rooms {
             .get(widget)
             .map(|h| h.iter().copied().collect())
             .unwrap_or_default();
-        Some((value, history))
+        let details = room
+            .remote_details
+            .get(widget)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default();
+        Some(RemoteState {
+            value,
+            history,
+            details,
+        })
     }
 
     /// Cluster mode: an `update` frame for each room where a widget turned stale or

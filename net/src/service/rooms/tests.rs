@@ -245,6 +245,7 @@ fn a_stored_value_of_the_same_pane_wins_unless_one_was_heard_since() {
     let stored = |v: f64| StoredValue {
         value: with(v),
         history: Vec::new(),
+        details: Vec::new(),
     };
     assert_eq!(
         rooms
@@ -265,7 +266,7 @@ fn a_stored_value_of_the_same_pane_wins_unless_one_was_heard_since() {
     let taken = rooms.stored(ID, vec![stored(3.0)], nobody_here, 8);
     assert!(taken.is_empty(), "4.0 came after the read began: {taken:?}");
     assert_eq!(
-        rooms.remote_state(ID, &Uuid::from_u128(2)).unwrap().0,
+        rooms.remote_state(ID, &Uuid::from_u128(2)).unwrap().value,
         with(4.0)
     );
 }
