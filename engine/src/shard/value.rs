@@ -52,7 +52,7 @@ pub type Series = [(String, f64)];
 /// computed it.
 pub type HistoryPoint = (i64, Option<f64>);
 
-/// `[{"tag value": number, ...}]` in the order given.
+/// `{"tag value": number, ...}` in the order given.
 struct SeriesMap<'a>(&'a [(String, f64)]);
 
 impl Serialize for SeriesMap<'_> {
