@@ -311,10 +311,10 @@ impl QueryIndex {
     pub fn release(&mut self, id: QueryId, percentile: bool) {
         let Some(q) = self.get_mut(id) else { return };
         q.widgets = q.widgets.saturating_sub(1);
-        let (widgets, histogram) = (q.widgets, q.percentile_widgets > 0);
+        let widgets = q.widgets;
         if percentile {
             q.percentile_widgets = q.percentile_widgets.saturating_sub(1);
-            if q.percentile_widgets == 0 && histogram {
+            if q.percentile_widgets == 0 {
                 self.set_histogram(id, false);
             }
         }

@@ -51,7 +51,7 @@ impl Serialize for WidgetUpdate {
 
 /// One widget in the `snapshot` frame: its value now and its recent history; for
 /// grouped and `histogram` widgets also the recent series or distributions, as
-/// `detail_history: [[window_end, {"series": {...}, "other": n} or {"count": n,
+/// `detail_history: [[time_ms, {"series": {...}, "other": n} or {"count": n,
 /// "buckets": [...]}], ...]`, oldest first.
 #[derive(Debug, Clone, Serialize)]
 pub struct WidgetSnapshot {

@@ -197,14 +197,9 @@ fn restore(
                 None => missing.push(key),
             }
         }
-        // The tag values' windows of grouped widgets whose query was stored (a grouped
-        // query backfilled instead makes them from the events).
+        // The tag values' windows of grouped widgets whose query was stored.
         for key in engine.stored_parts(stored.keys().map(String::as_str)) {
-            let whole_stored = key
-                .whole()
-                .is_some_and(|(whole, _)| stored.contains_key(&whole.stable_id()));
-            if whole_stored
-                && let Some(q) = stored.get(&key.stable_id())
+            if let Some(q) = stored.get(&key.stable_id())
                 && engine
                     .restore_query(&key, q.latest, &q.panes, now)
                     .is_some()

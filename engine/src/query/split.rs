@@ -96,14 +96,12 @@ impl QueryIndex {
             return None;
         };
         let tag = tags.get(&**by)?;
-        if let Some(&id) = q.parts.as_ref()?.by_value.get(tag.as_str()) {
-            return Some(id);
-        }
         self.make_part(whole, tag)
     }
 
-    /// Makes the part of split `whole` for `value` (empty, at the whole's clock);
-    /// `None` when the split is full (counted) or `whole` is not a split.
+    /// The part of split `whole` for `value`, made (empty, at the whole's clock) if it
+    /// is not there yet; `None` when the split is full (counted) or `whole` is not a
+    /// split.
     fn make_part(&mut self, whole: QueryId, value: &str) -> Option<QueryId> {
         let max_parts = self.max_parts;
         let q = self.get(whole)?;
@@ -140,7 +138,7 @@ impl QueryIndex {
     /// stored parts. `None` when `key` is no part or its split is not here.
     pub fn part_of_key(&mut self, key: &QueryKey) -> Option<QueryId> {
         let (whole, value) = key.whole()?;
-        let whole = *self.by_key.get(&whole)?;
+        let whole = self.id_of(&whole)?;
         self.make_part(whole, value)
     }
 
@@ -160,31 +158,31 @@ impl QueryIndex {
         let Some(parts) = q.parts.as_ref() else {
             return SplitValues::default();
         };
-        let listed: Vec<(Box<str>, QueryId)> = parts
-            .by_value
-            .iter()
-            .map(|(v, id)| (v.clone(), *id))
-            .collect();
-        let mut values: Vec<(String, f64, u64)> = Vec::with_capacity(listed.len());
+        let ids: Vec<QueryId> = parts.ids().collect();
+        // (part, value, events), the tag value read from the part's key when needed.
+        let mut values: Vec<(QueryId, f64, u64)> = Vec::with_capacity(ids.len());
         let mut emptied = Vec::new();
-        for (tag, id) in listed {
+        for id in ids {
             let Some(q) = self.get_mut(id) else { continue };
             q.window.advance(now_ms);
             if q.window.count() == 0 {
-                emptied.push((tag, id));
-                continue;
-            }
-            if let Some(v) = q.window.value(aggregation) {
-                values.push((tag.into(), v, q.window.count()));
+                emptied.push(id);
+            } else if let Some(v) = q.window.value(aggregation) {
+                values.push((id, v, q.window.count()));
             }
         }
-        for (tag, id) in emptied {
-            self.remove_slot(id);
-            if let Some(parts) = self.get_mut(whole).and_then(|q| q.parts.as_mut()) {
-                parts.by_value.remove(&tag);
+        for id in emptied {
+            if let Some(q) = self.remove_slot(id)
+                && let Split::Part { value, .. } = q.key.split
+                && let Some(parts) = self.get_mut(whole).and_then(|q| q.parts.as_mut())
+            {
+                parts.by_value.remove(&value);
             }
         }
-        values.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        values.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then_with(|| self.tag_of(a.0).cmp(self.tag_of(b.0)))
+        });
         let rest = values.split_off(n.min(values.len()));
         let other = if aggregation.adds_up() {
             self.rest_of(whole, aggregation, &values, &rest)
@@ -192,8 +190,19 @@ impl QueryIndex {
             None
         };
         SplitValues {
-            top: values.into_iter().map(|(tag, v, _)| (tag, v)).collect(),
+            top: values
+                .iter()
+                .map(|&(id, v, _)| (self.tag_of(id).to_owned(), v))
+                .collect(),
             other,
+        }
+    }
+
+    /// The tag value of part `id` ("" for a query that is no part).
+    fn tag_of(&self, id: QueryId) -> &str {
+        match self.get(id).map(|q| &q.key.split) {
+            Some(Split::Part { value, .. }) => value,
+            _ => "",
         }
     }
 
@@ -204,8 +213,8 @@ impl QueryIndex {
         &mut self,
         whole: QueryId,
         aggregation: Aggregation,
-        top: &[(String, f64, u64)],
-        rest: &[(String, f64, u64)],
+        top: &[(QueryId, f64, u64)],
+        rest: &[(QueryId, f64, u64)],
     ) -> Option<f64> {
         let q = self.get_mut(whole)?;
         let parted: u64 = top.iter().chain(rest).map(|p| p.2).sum();

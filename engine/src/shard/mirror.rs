@@ -2,6 +2,8 @@
 //! (by partition, in cluster mode), the restore of a query from stored panes, and the
 //! backfill of one query from past events.
 
+use hashbrown::HashSet;
+
 use super::Shard;
 use crate::model::MetricEvent;
 use crate::query::{QueryKey, Split};
@@ -72,14 +74,19 @@ impl Shard {
             .collect()
     }
 
-    /// Of the stored query ids `stored`, the keys of parts whose split is here: to
-    /// restore with `restore_query`, which makes them.
+    /// Of the stored query ids `stored`, the keys of parts whose split is here and was
+    /// stored too: to restore with `restore_query`, which makes them. (A split restored
+    /// without its parts, or parts without their split, would disagree with each other;
+    /// a split that is backfilled instead makes its parts from the events.)
     pub fn stored_parts<'a>(&mut self, stored: impl Iterator<Item = &'a str>) -> Vec<QueryKey> {
-        stored
-            .filter_map(QueryKey::from_stable_id)
+        let ids: HashSet<&str> = stored.collect();
+        ids.iter()
+            .filter_map(|id| QueryKey::from_stable_id(id))
             .filter(|k| {
-                k.whole()
-                    .is_some_and(|(whole, _)| self.queries.find_mut(&whole).is_some())
+                k.whole().is_some_and(|(whole, _)| {
+                    ids.contains(whole.stable_id().as_str())
+                        && self.queries.find_mut(&whole).is_some()
+                })
             })
             .collect()
     }
@@ -231,6 +238,24 @@ mod tests {
             }
         }
         let mut second = shard(now);
+        // Parts come back with their split only: the ids of the parts alone name none.
+        let ids: Vec<String> = stored.iter().map(|(k, _, _)| k.stable_id()).collect();
+        let mut parts = second.stored_parts(ids.iter().map(String::as_str));
+        parts.sort_by_key(QueryKey::stable_id);
+        let mut want: Vec<QueryKey> = stored
+            .iter()
+            .filter(|(k, _, _)| k.whole().is_some())
+            .map(|(k, _, _)| k.clone())
+            .collect();
+        want.sort_by_key(QueryKey::stable_id);
+        assert!(!want.is_empty());
+        assert_eq!(parts, want);
+        let alone: Vec<String> = want.iter().map(QueryKey::stable_id).collect();
+        assert!(
+            second
+                .stored_parts(alone.iter().map(String::as_str))
+                .is_empty()
+        );
         for (key, latest, panes) in &stored {
             let panes: Vec<PaneState> = panes.iter().flatten().cloned().collect();
             assert!(second.restore_query(key, *latest, &panes, now).is_some());

@@ -72,11 +72,7 @@ impl Serialize for Detail {
         match self {
             Detail::Series { top, other } => {
                 let mut st = s.serialize_struct("Series", 2)?;
-                st.serialize_field("series", &SeriesMap(top))?;
-                match other {
-                    Some(o) => st.serialize_field("other", o)?,
-                    None => st.skip_field("other")?,
-                }
+                series_fields(&mut st, top, *other)?;
                 st.end()
             }
             Detail::Distribution(d) => d.serialize(s),
@@ -107,19 +103,25 @@ pub fn serialize_reading<S: SerializeStruct>(
         _ => st.serialize_field("value", &value)?,
     }
     match detail {
-        Some(Detail::Series { top, other }) => {
-            st.serialize_field("series", &SeriesMap(top))?;
-            match other {
-                Some(o) => st.serialize_field("other", o)?,
-                None => st.skip_field("other")?,
-            }
-        }
+        Some(Detail::Series { top, other }) => series_fields(st, top, *other),
         _ => {
             st.skip_field("series")?;
-            st.skip_field("other")?;
+            st.skip_field("other")
         }
     }
-    Ok(())
+}
+
+/// `series` (in its order) and, when there is one, `other`.
+fn series_fields<S: SerializeStruct>(
+    st: &mut S,
+    top: &Series,
+    other: Option<f64>,
+) -> Result<(), S::Error> {
+    st.serialize_field("series", &SeriesMap(top))?;
+    match other {
+        Some(o) => st.serialize_field("other", &o),
+        None => st.skip_field("other"),
+    }
 }
 
 impl Serialize for WidgetValue {

@@ -237,6 +237,7 @@ impl Run {
     fn publish(&mut self, batch: &[Publish]) -> Result<(), Option<String>> {
         let node = self.settings.node.clone();
         let keep = self.settings.history_len.max(1) as i64;
+        let keep_details = keep.min(MAX_DETAIL_HISTORY_LEN as i64);
         let now = now_ms();
         let mut pipe = redis::pipe();
         let mut messages = 0;
@@ -290,10 +291,13 @@ impl Run {
                     .ignore();
                 if let Some(detail) = &v.detail {
                     let details = detail_history_key(v.widget_id);
-                    let keep = keep.min(MAX_DETAIL_HISTORY_LEN as i64);
                     let point = serde_json::to_vec(&(now, detail)).map_err(|e| e.to_string())?;
                     pipe.cmd("RPUSH").arg(&details).arg(point).ignore();
-                    pipe.cmd("LTRIM").arg(&details).arg(-keep).arg(-1).ignore();
+                    pipe.cmd("LTRIM")
+                        .arg(&details)
+                        .arg(-keep_details)
+                        .arg(-1)
+                        .ignore();
                     pipe.cmd("PEXPIRE")
                         .arg(&details)
                         .arg(VALUES_TTL_MS)

@@ -31,6 +31,14 @@ fn merge<T>(heard: &mut VecDeque<(i64, T)>, stored: Vec<(i64, T)>, keep: usize) 
     heard.extend(all.into_iter().skip(skip));
 }
 
+/// Appends `point`, dropping the oldest beyond `keep` (at least one is kept).
+fn push_bounded<T>(heard: &mut VecDeque<T>, point: T, keep: usize) {
+    if heard.len() >= keep.max(1) {
+        heard.pop_front();
+    }
+    heard.push_back(point);
+}
+
 impl Rooms {
     /// A read of the stored values of dashboard `id` begins: values heard from now on
     /// take precedence over what it returns.
@@ -108,16 +116,11 @@ impl Rooms {
                 continue;
             }
             let history = room.remote_history.entry(v.widget_id).or_default();
-            if history.len() >= history_len.max(1) {
-                history.pop_front();
-            }
-            history.push_back((now, v.value));
+            push_bounded(history, (now, v.value), history_len);
             if let Some(detail) = &v.detail {
                 let details = room.remote_details.entry(v.widget_id).or_default();
-                if details.len() >= history_len.clamp(1, MAX_DETAIL_HISTORY_LEN) {
-                    details.pop_front();
-                }
-                details.push_back((now, Arc::clone(detail)));
+                let keep = history_len.min(MAX_DETAIL_HISTORY_LEN);
+                push_bounded(details, (now, Arc::clone(detail)), keep);
             }
             room.stale_sent.remove(&v.widget_id);
             room.heard.insert(v.widget_id);
