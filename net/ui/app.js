@@ -200,8 +200,7 @@ class DashboardView {
           const last = st.history[st.history.length - 1];
           if (last && last[0] >= at) last[1] = number;
           else st.history.push([at, number]);
-          let drop = Math.max(0, st.history.length - HISTORY_POINTS);
-          while (drop < st.history.length && st.history[drop][0] < at - HISTORY_MS) drop++;
+          const drop = keptFrom(st.history.length, (i) => st.history[i][0], at);
           if (drop) st.history.splice(0, drop);
         }
         if (w.series) keepDetail(st, at, { series: w.series, other: w.other });
@@ -495,7 +494,7 @@ class DashboardView {
     // Names in order, so that colours are given alike on every page.
     const lines = grouped
       ? [...st.lines.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([name, points]) => ({ name, colour: this.colour(c, name), points }))
-      : [{ name: c.widget.metric_name, colour: cfg.color || getComputedStyle(document.documentElement).getPropertyValue('--accent').trim(), points: st.history }];
+      : [{ name: c.widget.metric_name, colour: cfg.color || Charts.theme(this.frames).accent, points: st.history }];
     // Largest now first, in the legend as in the read-out.
     const now = st.series || {};
     if (grouped) lines.sort((a, b) => (now[b.name] ?? -Infinity) - (now[a.name] ?? -Infinity) || a.name.localeCompare(b.name));
@@ -530,9 +529,17 @@ class DashboardView {
   }
 }
 
+// The index of the first of `len` points (times `at(i)`, oldest first) a chart keeps at
+// `now`: at most HISTORY_POINTS, none older than HISTORY_MS.
+function keptFrom(len, at, now) {
+  let first = Math.max(0, len - HISTORY_POINTS);
+  while (first < len && at(first) < now - HISTORY_MS) first++;
+  return first;
+}
+
 // Keeps a grouped widget's series (one line per tag value) or a histogram widget's
-// distribution, at window end `t`: lines hold the last HISTORY_POINTS instants, and a
-// tag value without a point in them goes.
+// distribution, at time `t`: lines hold the instants `keptFrom` keeps, and a tag value
+// without a point in them goes.
 function keepDetail(st, t, d) {
   if (d.series) {
     st.times = st.times || [];
@@ -544,8 +551,7 @@ function keepDetail(st, t, d) {
       if (pts.length && pts[pts.length - 1][0] === t) pts[pts.length - 1][1] = v;
       else pts.push([t, v]);
     }
-    let first = Math.max(0, st.times.length - HISTORY_POINTS);
-    while (first < st.times.length && st.times[first] < t - HISTORY_MS) first++;
+    const first = keptFrom(st.times.length, (i) => st.times[i], t);
     if (first > 0) {
       const from = st.times[first];
       st.times.splice(0, first);

@@ -251,5 +251,5 @@ const Charts = (() => {
     g.fillText(text, cx - g.measureText(text).width / 2, cy - 4);
   }
 
-  return { line, heatmap, bars, gauge, seriesColour, releaseColours, fmt, clock };
+  return { line, heatmap, bars, gauge, seriesColour, releaseColours, fmt, clock, theme: colours };
 })();

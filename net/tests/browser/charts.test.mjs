@@ -2,25 +2,17 @@
 // read-out, a heatmap drawn from live frames (checked by its pixels), a bar list, kiosk
 // mode, the dark theme, and a dashboard exported and imported again. Run by
 // net/tests/browser.rs (cargo test), which passes NODE_BIN.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, killNode, launch } from './harness.mjs';
+import { freePort, killNode, launch, startNode } from './harness.mjs';
 
 const bin = process.env.NODE_BIN;
 if (!bin) throw new Error('NODE_BIN is not set');
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const dataDir = mkdtempSync(join(tmpdir(), 'livedash-charts-'));
-const node = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--shards', '2'], {
-  env: { ...process.env, LIVEDASH_LOG: 'warn', LIVEDASH_SELF_DASHBOARD: 'false' }, stdio: ['ignore', 'pipe', 'inherit'],
-});
-await new Promise((resolve, reject) => {
-  node.on('error', reject);
-  node.stdout.once('data', resolve);
-  node.on('exit', (code) => reject(new Error(`livedash exited early with ${code}`)));
-});
+const node = await startNode(bin, port, dataDir, ['--shards', '2']);
 const call = async (method, path, body) => {
   const r = await fetch(base + path, { method, headers: { 'Content-Type': 'application/json' }, body: body && JSON.stringify(body) });
   if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${await r.text()}`);

@@ -3,11 +3,10 @@
 // gets a snapshot there and shows the value exact after more events.
 // Run by net/tests/browser.rs (cargo test), which starts the broker and Redis and passes
 // NODE_BIN, BROKERS, TOPIC and REDIS.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, killNode, launch } from './harness.mjs';
+import { freePort, killNode, launch, startNode as startLivedash } from './harness.mjs';
 
 const { NODE_BIN: bin, BROKERS: brokers, TOPIC: topic, REDIS: redis } = process.env;
 if (!bin || !brokers || !topic || !redis) throw new Error('NODE_BIN, BROKERS, TOPIC and REDIS must be set');
@@ -16,15 +15,7 @@ const dirs = [];
 function startNode(port) {
   const dir = mkdtempSync(join(tmpdir(), 'livedash-ui-cluster-'));
   dirs.push(dir);
-  const child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--shards', '1',
-    '--kafka-brokers', brokers, '--kafka-topic', topic, '--redis', redis], {
-    env: { ...process.env, LIVEDASH_LOG: 'error', LIVEDASH_SELF_DASHBOARD: 'false' }, stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.stdout.once('data', () => resolve(child));
-    child.on('exit', (code) => reject(new Error(`livedash exited early with ${code}`)));
-  });
+  return startLivedash(bin, port, dir, ['--shards', '1', '--kafka-brokers', brokers, '--kafka-topic', topic, '--redis', redis], 'error');
 }
 
 const until = async (what, secs, f) => {

@@ -1,5 +1,6 @@
-// What the browser tests share: a free loopback port, killing a node and waiting until it
-// is gone, and Debian's Chromium launched headless.
+// What the browser tests share: a free loopback port, starting a node and killing it
+// (waiting until it is gone), and Debian's Chromium launched headless.
+import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { chromium } from 'playwright-core';
 
@@ -8,6 +9,20 @@ export const freePort = () => new Promise((resolve, reject) => {
   srv.on('error', reject);
   srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
 });
+
+// Starts the node binary `bin` on 127.0.0.1:`port` with its data in `dataDir` and the
+// further `args`, logging at `log`; resolves once it printed its first line (it listens
+// then), rejects if it exits first.
+export const startNode = (bin, port, dataDir, args = [], log = 'warn') => {
+  const child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], {
+    env: { ...process.env, LIVEDASH_LOG: log, LIVEDASH_SELF_DASHBOARD: 'false' }, stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.stdout.once('data', () => resolve(child));
+    child.on('exit', (code) => reject(new Error(`livedash exited early with ${code}`)));
+  });
+};
 
 // Kills the node and waits until it is gone, so its port and data directory are free.
 export const killNode = (child) => new Promise((resolve) => {

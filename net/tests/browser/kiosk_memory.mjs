@@ -9,12 +9,11 @@
 // --check R, exits with a failure when the late heap or DOM count exceeds R times the
 // early one (the CI run: `--rate 10 --early 70 --late 140 --churn 6 --check 1.10`, the
 // same churn of history per update as the hour at 1 update/s).
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { freePort, killNode, launch } from './harness.mjs';
+import { freePort, killNode, launch, startNode } from './harness.mjs';
 
 const { values: args } = parseArgs({ options: {
   base: { type: 'string' }, rate: { type: 'string', default: '1' }, early: { type: 'string', default: '300' },
@@ -30,10 +29,7 @@ if (!base) {
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   dataDir = mkdtempSync(join(tmpdir(), 'livedash-kiosk-'));
-  node = spawn(process.env.NODE_BIN, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--shards', '2'], {
-    env: { ...process.env, LIVEDASH_LOG: 'warn', LIVEDASH_SELF_DASHBOARD: 'false' }, stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise((resolve, reject) => { node.on('error', reject); node.stdout.once('data', resolve); });
+  node = await startNode(process.env.NODE_BIN, port, dataDir, ['--shards', '2']);
 }
 const post = async (path, body) => {
   const r = await fetch(base + path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });

@@ -2,26 +2,16 @@
 // the page, ingests events over HTTP and waits for the value on screen; kills and restarts
 // the node and waits for the page to reconnect and show new values; saves a screenshot.
 // Run by net/tests/browser.rs (cargo test), which passes NODE_BIN and SCREENSHOT.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, killNode, launch } from './harness.mjs';
+import { freePort, killNode, launch, startNode as startLivedash } from './harness.mjs';
 
 const bin = process.env.NODE_BIN;
 const screenshot = process.env.SCREENSHOT || 'ui.png';
 if (!bin) throw new Error('NODE_BIN is not set');
 
-function startNode(port, dataDir, extra = []) {
-  const child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--shards', '2', ...extra], {
-    env: { ...process.env, LIVEDASH_LOG: 'warn', LIVEDASH_SELF_DASHBOARD: 'false' }, stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.stdout.once('data', () => resolve(child));
-    child.on('exit', (code) => reject(new Error(`livedash exited early with ${code}`)));
-  });
-}
+const startNode = (port, dataDir, extra = []) => startLivedash(bin, port, dataDir, ['--shards', '2', ...extra]);
 
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
